@@ -1,0 +1,386 @@
+//! What a run does: [`Options`], their command-line form ([`Args`]) and
+//! the checks that make a bad combination fail before any connection.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tern::framing::Terminator;
+
+use crate::payload::MIN_SIZE;
+use crate::proto::Protocol;
+use crate::Error;
+
+/// Everything one run needs. [`Options::default`] is the command line's
+/// defaults, so tests change only what they care about.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The server's address.
+    pub target: SocketAddr,
+    pub protocol: Protocol,
+    /// Frame terminator (line protocol only).
+    pub terminator: Terminator,
+    pub publishers: usize,
+    pub subscribers: usize,
+    /// Publisher `p` publishes on subject `p % subjects`; every subscriber
+    /// subscribes to all of them.
+    pub subjects: usize,
+    /// Queue group every subscriber joins, if any.
+    pub group: Option<String>,
+    /// Total messages per second over all publishers; 0 = as fast as the
+    /// window allows.
+    pub rate: u64,
+    /// `rate == 0` only: most messages a publisher has in flight.
+    pub window: usize,
+    /// Payload bytes per message.
+    pub size: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// CPUs for the workers (one pinned worker each); `None`: as many
+    /// unpinned workers as CPUs, at most one per connection.
+    pub cores: Option<Vec<usize>>,
+    pub json: Option<PathBuf>,
+    pub hdr_log: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    /// No per-second progress on stderr.
+    pub quiet: bool,
+    /// Subjects are `<prefix>.0`, `<prefix>.1`, …
+    pub subject_prefix: String,
+    /// Longest wait for in-flight messages after the last publish.
+    pub drain_timeout: Duration,
+    /// Longest wait for a connection, and for each handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            target: "127.0.0.1:7000".parse().expect("valid"),
+            protocol: Protocol::Line,
+            terminator: Terminator::default(),
+            publishers: 1,
+            subscribers: 1,
+            subjects: 1,
+            group: None,
+            rate: 10_000,
+            window: 1_000,
+            size: 128,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            cores: None,
+            json: None,
+            hdr_log: None,
+            plot: None,
+            quiet: false,
+            subject_prefix: "bench".to_string(),
+            drain_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Options {
+    /// The subjects publishers use, in order.
+    pub fn subject_names(&self) -> Vec<String> {
+        (0..self.subjects)
+            .map(|k| format!("{}.{k}", self.subject_prefix))
+            .collect()
+    }
+
+    /// Refuses combinations that cannot work, with the flag to change.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Options(m));
+        if self.publishers == 0 {
+            return bad("--publishers must be at least 1".into());
+        }
+        if self.subscribers == 0 {
+            return bad("--subscribers must be at least 1: latency and integrity are measured at the subscribers".into());
+        }
+        if self.subjects == 0 {
+            return bad("--subjects must be at least 1".into());
+        }
+        if self.size < MIN_SIZE {
+            return bad(format!(
+                "--size {} is too small: each payload carries its publisher, sequence and send time, which needs at least {MIN_SIZE} bytes",
+                self.size
+            ));
+        }
+        if self.rate == 0 && self.window == 0 {
+            return bad("--window must be at least 1 with --rate 0".into());
+        }
+        if self.duration.is_zero() {
+            return bad("--duration must be more than 0".into());
+        }
+        if self.terminator.as_bytes().contains(&b' ') {
+            return bad("--terminator must not contain a space (the line protocol separates fields with spaces)".into());
+        }
+        if let Some(g) = &self.group {
+            if self.protocol == Protocol::Redis {
+                return bad("--group: Redis pub/sub has no queue groups".into());
+            }
+            if g.is_empty() || g.len() > 64 || !g.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                return bad(format!("--group `{g}`: use 1 to 64 printable ASCII characters, no spaces"));
+            }
+        }
+        let prefix = &self.subject_prefix;
+        if prefix.is_empty()
+            || !prefix.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'*' && b != b'>')
+        {
+            return bad(format!("subject prefix `{prefix}` is not a valid subject"));
+        }
+        if let Some(cores) = &self.cores {
+            if cores.is_empty() {
+                return bad("--cores: give at least one CPU".into());
+            }
+            let allowed = tern::config::allowed_cpus();
+            if let Some(c) = cores.iter().find(|c| !allowed.contains(c)) {
+                return bad(format!("--cores: CPU {c} is not available to this process (allowed: {allowed:?})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many worker threads the run uses, and the CPU each is pinned to.
+    pub fn worker_cpus(&self) -> Vec<Option<usize>> {
+        let connections = self.publishers + self.subscribers;
+        match &self.cores {
+            Some(cores) => cores.iter().take(connections).map(|&c| Some(c)).collect(),
+            None => {
+                let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                vec![None; n.min(connections)]
+            }
+        }
+    }
+}
+
+/// `tern-loadgen`'s command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tern-loadgen",
+    version,
+    about = "Open-loop, coordinated-omission-free load generator for tern, nats-server and redis-server.",
+    long_about = "Open-loop, coordinated-omission-free load generator for tern, nats-server and redis-server.\n\n\
+Publishers send on a fixed schedule and never wait for replies; latency is measured from the \
+*intended* send time (corrected) and from the actual send time (uncorrected). Subscribers check \
+every publisher's sequence for lost, duplicated and reordered messages.\n\n\
+Exit status: 0 success, 1 error (partial results are still printed), 2 integrity violations."
+)]
+pub struct Args {
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub target: String,
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::Line)]
+    pub protocol: Protocol,
+    /// Frame terminator, line protocol only (escapes \n \r \t \0 \\ \xHH).
+    #[arg(long, default_value = r"\n")]
+    pub terminator: String,
+    /// Publishing connections.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Subscribing connections.
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
+    /// Publishers are spread over this many subjects; subscribers take all.
+    #[arg(long, default_value_t = 1)]
+    pub subjects: usize,
+    /// Subscribers join this queue group (each message reaches one of them).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Total messages per second (e.g. 50000, 50k, 1M); 0 = as fast as possible.
+    #[arg(long, default_value = "10k", value_parser = parse_rate)]
+    pub rate: u64,
+    /// With --rate 0: most messages a publisher has in flight.
+    #[arg(long, default_value_t = 1000)]
+    pub window: usize,
+    /// Payload size (e.g. 128, 1KiB).
+    #[arg(long, default_value = "128", value_parser = parse_size)]
+    pub size: usize,
+    /// Measured time (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// CPUs for the generator's workers, one pinned worker each (e.g. 1 or 2-3).
+    #[arg(long, value_parser = parse_cpus)]
+    pub cores: Option<Vec<usize>>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (one histogram per second).
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+    /// Write an SVG plot of the latency percentile distribution.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No per-second progress on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Longest wait for in-flight messages after the last publish.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+impl Args {
+    /// The options these flags describe, validated.
+    pub fn into_options(self) -> Result<Options, Error> {
+        let target = self
+            .target
+            .to_socket_addrs()
+            .map_err(|e| Error::Options(format!("--target {}: {e}", self.target)))?
+            .next()
+            .ok_or_else(|| Error::Options(format!("--target {}: no address", self.target)))?;
+        let terminator = Terminator::parse(&self.terminator)
+            .map_err(|e| Error::Options(format!("--terminator: {e}")))?;
+        let opts = Options {
+            target,
+            protocol: self.protocol,
+            terminator,
+            publishers: self.publishers,
+            subscribers: self.subscribers,
+            subjects: self.subjects,
+            group: self.group,
+            rate: self.rate,
+            window: self.window,
+            size: self.size,
+            duration: self.duration,
+            warmup: self.warmup,
+            cores: self.cores,
+            json: self.json,
+            hdr_log: self.hdr_log,
+            plot: self.plot,
+            quiet: self.quiet,
+            drain_timeout: self.drain_timeout,
+            ..Options::default()
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    tern::config::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    tern::config::parse_cpu_list(s).map_err(|e| e.to_string())
+}
+
+/// `10s`, `500ms`, `2m`, `1.5s`, `250us`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}`: use e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("invalid duration `{s}`: unknown unit `{unit}` (use us, ms, s, m, h)")),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("invalid duration `{s}`"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `50000`, `50k`, `1.5M`.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid rate `{s}`: use messages per second, e.g. 50000 or 50k"))?;
+    let r = v * mult;
+    if !r.is_finite() || !(0.0..=1e10).contains(&r) {
+        return Err(format!("invalid rate `{s}`"));
+    }
+    Ok(r.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Options, Error> {
+        let mut v = vec!["tern-loadgen"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap().into_options()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let o = args(&[]).unwrap();
+        assert_eq!(o.target, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(o.protocol, Protocol::Line);
+        assert_eq!(o.terminator.as_bytes(), b"\n");
+        assert_eq!((o.publishers, o.subscribers, o.subjects), (1, 1, 1));
+        assert_eq!(o.size, 128);
+        assert_eq!(o.duration, Duration::from_secs(10));
+        assert_eq!(o.warmup, Duration::from_secs(2));
+        assert_eq!(o.subject_names(), vec!["bench.0"]);
+    }
+
+    #[test]
+    fn every_contract_flag_parses() {
+        let o = args(&[
+            "--target", "127.0.0.1:4222", "--protocol", "nats", "--terminator", r"\r\n",
+            "--publishers", "2", "--subscribers", "8", "--subjects", "3", "--group", "g",
+            "--rate", "50k", "--window", "64", "--size", "1KiB", "--duration", "1.5s",
+            "--warmup", "500ms", "--cores", "0", "--json", "r.json", "--hdr-log", "r.hlog",
+            "--plot", "r.svg", "--quiet",
+        ])
+        .unwrap();
+        assert_eq!(o.protocol, Protocol::Nats);
+        assert_eq!(o.rate, 50_000);
+        assert_eq!(o.size, 1024);
+        assert_eq!(o.duration, Duration::from_millis(1500));
+        assert_eq!(o.group.as_deref(), Some("g"));
+        assert_eq!(o.cores, Some(vec![0]));
+        assert_eq!(o.worker_cpus(), vec![Some(0)]);
+        assert!(o.quiet && o.json.is_some() && o.hdr_log.is_some() && o.plot.is_some());
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        for bad in [
+            &["--protocol", "redis", "--group", "g"][..],
+            &["--size", "8"],
+            &["--publishers", "0"],
+            &["--subscribers", "0"],
+            &["--rate", "0", "--window", "0"],
+            &["--terminator", "a b"],
+            &["--terminator", r"\q"],
+            &["--group", "has space"],
+            &["--cores", "4095"],
+            &["--target", "nowhere"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations_and_rates() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_rate("0").unwrap(), 0);
+        assert_eq!(parse_rate("1.5M").unwrap(), 1_500_000);
+        assert!(parse_rate("-1").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+}

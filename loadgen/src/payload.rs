@@ -1,0 +1,339 @@
+//! The payload every published message carries, and its parser.
+//!
+//! A payload is ASCII: four decimal numbers, each followed by a separator,
+//! then padding up to `--size` bytes:
+//!
+//! ```text
+//! <publisher>,<sequence>,<intended send ns>,<actual − intended ns>,......
+//! ```
+//!
+//! The times are nanoseconds since the generator's own monotonic epoch
+//! (every worker shares it), so a subscriber can compute both the
+//! coordinated-omission-free latency (receive − intended) and the service
+//! time (receive − actual) from the payload alone, without any shared state
+//! with the publisher. The actual send time is stored as a delta from the
+//! intended one because it is usually tiny, which keeps the header short
+//! enough for small `--size`s.
+//!
+//! # Never the terminator
+//!
+//! In the line protocol a payload must never contain the frame terminator.
+//! A payload is made of ten digit bytes, a separator and a pad byte; it can
+//! only contain the terminator if *every* byte of the terminator is one of
+//! those twelve. [`Alphabet::for_terminator`] picks between two disjoint
+//! alphabets, and since a non-empty terminator cannot lie entirely inside
+//! two disjoint sets, one of them is always safe.
+
+use thiserror::Error;
+
+/// Shortest `--size` accepted: room for a header of realistic numbers
+/// (publisher < 10⁴, sequence < 10⁹, run < 1000 s). A header that does not
+/// fit is still sent whole (the payload is then longer than `--size`).
+pub const MIN_SIZE: usize = 32;
+
+/// The bytes a payload is written with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alphabet {
+    digits: [u8; 10],
+    sep: u8,
+    pad: u8,
+    /// Digit value of each byte, or 0xff.
+    value: [u8; 256],
+}
+
+impl Alphabet {
+    /// `0-9`, `,` and `.`: what users will see in a packet capture.
+    pub fn decimal() -> Self {
+        Self::new(*b"0123456789", b',', b'.')
+    }
+
+    /// `A-J`, `;` and `_`: disjoint from [`Alphabet::decimal`].
+    pub fn letters() -> Self {
+        Self::new(*b"ABCDEFGHIJ", b';', b'_')
+    }
+
+    fn new(digits: [u8; 10], sep: u8, pad: u8) -> Self {
+        let mut value = [0xff; 256];
+        for (v, &d) in digits.iter().enumerate() {
+            value[d as usize] = v as u8;
+        }
+        Alphabet {
+            digits,
+            sep,
+            pad,
+            value,
+        }
+    }
+
+    /// The decimal alphabet unless the terminator is made only of its bytes
+    /// (say `\x30`, the digit `0`), else the letter one.
+    pub fn for_terminator(terminator: &[u8]) -> Self {
+        let decimal = Self::decimal();
+        if terminator.iter().all(|&b| decimal.contains(b)) {
+            Self::letters()
+        } else {
+            decimal
+        }
+    }
+
+    fn contains(&self, b: u8) -> bool {
+        self.value[b as usize] != 0xff || b == self.sep || b == self.pad
+    }
+}
+
+/// What a payload says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Publisher index, `0..--publishers`.
+    pub publisher: u32,
+    /// The publisher's sequence number, from 0.
+    pub seq: u64,
+    /// When the schedule said to send it (ns since the generator's epoch).
+    pub intended_ns: u64,
+    /// When it was actually handed to the socket (same clock).
+    pub actual_ns: u64,
+}
+
+/// A payload that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PayloadError {
+    #[error("payload is not `publisher,sequence,time,delta,padding` (field {0})")]
+    Malformed(usize),
+    #[error("payload padding is damaged")]
+    BadPadding,
+}
+
+/// Writes and reads payloads of one size in one alphabet.
+#[derive(Debug, Clone)]
+pub struct PayloadCodec {
+    alphabet: Alphabet,
+    size: usize,
+}
+
+impl PayloadCodec {
+    /// A codec for payloads of `size` bytes (at least the header).
+    pub fn new(alphabet: Alphabet, size: usize) -> Self {
+        PayloadCodec { alphabet, size }
+    }
+
+    /// The payload size this codec pads to.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The exact length of the payload for `stamp`: `size`, or the header
+    /// length if the header alone is longer.
+    pub fn encoded_len(&self, stamp: &Stamp) -> usize {
+        self.header_len(stamp).max(self.size)
+    }
+
+    fn header_len(&self, s: &Stamp) -> usize {
+        digits(s.publisher as u64)
+            + digits(s.seq)
+            + digits(s.intended_ns)
+            + digits(s.actual_ns.saturating_sub(s.intended_ns))
+            + 4
+    }
+
+    /// Appends the payload for `stamp` to `out`.
+    #[inline]
+    pub fn encode(&self, stamp: &Stamp, out: &mut Vec<u8>) {
+        let start = out.len();
+        let a = &self.alphabet;
+        for v in [
+            stamp.publisher as u64,
+            stamp.seq,
+            stamp.intended_ns,
+            stamp.actual_ns.saturating_sub(stamp.intended_ns),
+        ] {
+            push_number(v, &a.digits, out);
+            out.push(a.sep);
+        }
+        let written = out.len() - start;
+        if written < self.size {
+            out.resize(start + self.size, a.pad);
+        }
+    }
+
+    /// Reads a payload written by [`PayloadCodec::encode`], checking its
+    /// padding (a relay that damages bytes is caught here).
+    #[inline]
+    pub fn decode(&self, payload: &[u8]) -> Result<Stamp, PayloadError> {
+        let a = &self.alphabet;
+        let mut pos = 0;
+        let mut fields = [0u64; 4];
+        for (i, field) in fields.iter_mut().enumerate() {
+            let mut v: u64 = 0;
+            let begin = pos;
+            loop {
+                let Some(&b) = payload.get(pos) else {
+                    return Err(PayloadError::Malformed(i));
+                };
+                pos += 1;
+                if b == a.sep {
+                    break;
+                }
+                let d = a.value[b as usize];
+                if d == 0xff {
+                    return Err(PayloadError::Malformed(i));
+                }
+                v = v
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(d as u64))
+                    .ok_or(PayloadError::Malformed(i))?;
+            }
+            if pos - 1 == begin {
+                return Err(PayloadError::Malformed(i));
+            }
+            *field = v;
+        }
+        let publisher = u32::try_from(fields[0]).map_err(|_| PayloadError::Malformed(0))?;
+        let rest = &payload[pos..];
+        // The padding is exactly what fills the payload to `size`.
+        if payload.len() != self.size.max(pos) || rest.iter().any(|&b| b != a.pad) {
+            return Err(PayloadError::BadPadding);
+        }
+        Ok(Stamp {
+            publisher,
+            seq: fields[1],
+            intended_ns: fields[2],
+            actual_ns: fields[2].saturating_add(fields[3]),
+        })
+    }
+}
+
+/// Number of decimal digits of `v` (at least 1).
+fn digits(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
+    }
+    n
+}
+
+#[inline]
+fn push_number(mut v: u64, digit: &[u8; 10], out: &mut Vec<u8>) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = digit[(v % 10) as usize];
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            publisher: 7,
+            seq: 123_456,
+            intended_ns: 9_876_543_210,
+            actual_ns: 9_876_543_250,
+        }
+    }
+
+    #[test]
+    fn round_trip_is_padded_to_size() {
+        let codec = PayloadCodec::new(Alphabet::decimal(), 128);
+        let mut out = b"prefix".to_vec();
+        codec.encode(&stamp(), &mut out);
+        assert_eq!(out.len(), 6 + 128);
+        let payload = &out[6..];
+        assert!(payload.starts_with(b"7,123456,9876543210,40,..."));
+        assert_eq!(codec.encoded_len(&stamp()), 128);
+        assert_eq!(codec.decode(payload).unwrap(), stamp());
+    }
+
+    #[test]
+    fn zero_values_and_exact_header_size() {
+        let s = Stamp {
+            publisher: 0,
+            seq: 0,
+            intended_ns: 0,
+            actual_ns: 0,
+        };
+        let codec = PayloadCodec::new(Alphabet::decimal(), 8);
+        let mut out = Vec::new();
+        codec.encode(&s, &mut out);
+        assert_eq!(out, b"0,0,0,0,");
+        assert_eq!(codec.decode(&out).unwrap(), s);
+    }
+
+    #[test]
+    fn header_longer_than_size_is_sent_whole() {
+        let codec = PayloadCodec::new(Alphabet::decimal(), MIN_SIZE);
+        let big = Stamp {
+            publisher: u32::MAX,
+            seq: u64::MAX,
+            intended_ns: u64::MAX / 2,
+            actual_ns: u64::MAX / 2 + 5,
+        };
+        let mut out = Vec::new();
+        codec.encode(&big, &mut out);
+        assert!(out.len() > MIN_SIZE);
+        assert_eq!(out.len(), codec.encoded_len(&big));
+        assert_eq!(codec.decode(&out).unwrap(), big);
+    }
+
+    #[test]
+    fn letters_alphabet_round_trips() {
+        let codec = PayloadCodec::new(Alphabet::letters(), 64);
+        let mut out = Vec::new();
+        codec.encode(&stamp(), &mut out);
+        assert!(out.iter().all(|b| !b.is_ascii_digit()));
+        assert_eq!(codec.decode(&out).unwrap(), stamp());
+    }
+
+    #[test]
+    fn alphabet_never_contains_the_terminator() {
+        for t in [&b"\n"[..], b"\r\n", b"0", b"42", b",", b"..", b"0,", b"END\n", b"A", b"_;"] {
+            let alphabet = Alphabet::for_terminator(t);
+            let codec = PayloadCodec::new(alphabet, 200);
+            let mut out = Vec::new();
+            for seq in [0, 1, 42, 1_000_000_007] {
+                out.clear();
+                codec.encode(
+                    &Stamp {
+                        seq,
+                        ..stamp()
+                    },
+                    &mut out,
+                );
+                assert!(
+                    !out.windows(t.len()).any(|w| w == t),
+                    "payload {:?} contains terminator {t:?}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_payloads_are_refused() {
+        let codec = PayloadCodec::new(Alphabet::decimal(), 64);
+        let mut good = Vec::new();
+        codec.encode(&stamp(), &mut good);
+        assert!(codec.decode(&good[..63]).is_err(), "short");
+        let mut long = good.clone();
+        long.push(b'.');
+        assert_eq!(codec.decode(&long), Err(PayloadError::BadPadding));
+        let mut bad_pad = good.clone();
+        bad_pad[60] = b'x';
+        assert_eq!(codec.decode(&bad_pad), Err(PayloadError::BadPadding));
+        assert_eq!(codec.decode(b"7,x,1,2,"), Err(PayloadError::Malformed(1)));
+        assert_eq!(codec.decode(b",1,2,3,"), Err(PayloadError::Malformed(0)));
+        assert_eq!(codec.decode(b"1,2,3"), Err(PayloadError::Malformed(2)));
+        assert_eq!(
+            codec.decode(b"99999999999999999999999,1,1,1,"),
+            Err(PayloadError::Malformed(0))
+        );
+    }
+}

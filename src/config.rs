@@ -1,0 +1,268 @@
+//! The relay's settings, and the parsing of their command-line syntax.
+//!
+//! [`Config`] is what [`crate::relay::Relay::start`] takes; the binary fills
+//! it from flags, tests and the load generator build it in code. The parsers
+//! here (`64KiB` sizes, `0,2-3` CPU lists) are shared by both binaries.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::framing::Terminator;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
+/// Default `--max-frame`: 1 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+/// Default `--max-pending`: 64 MiB of unsent output per connection.
+pub const DEFAULT_MAX_PENDING: usize = 64 << 20;
+/// Default `--max-subs` per connection.
+pub const DEFAULT_MAX_SUBS: usize = 10_000;
+/// Default `--max-connections` for the whole relay.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default io_uring registered-buffer memory per shard. glommio's own
+/// default (10 MiB per ring, 30 MiB per executor) is far above the 8 MiB
+/// locked-memory limit most distributions give ordinary users; the relay
+/// does no file I/O, so it needs very little.
+pub const DEFAULT_IO_MEMORY: usize = 512 << 10;
+/// Default time a shard keeps polling before it parks its thread.
+pub const DEFAULT_SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
+
+/// Everything a relay needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to accept clients on; every shard accepts on each.
+    pub listen: Vec<SocketAddr>,
+    /// One shard per entry, pinned to that CPU.
+    pub cores: Vec<usize>,
+    /// Frame terminator for every listener (never contains a space).
+    pub terminator: Terminator,
+    /// Longest frame accepted, in bytes (without the terminator).
+    pub max_frame: usize,
+    /// Unsent output per connection past which it is a slow consumer.
+    pub max_pending: usize,
+    /// Subscriptions per connection.
+    pub max_subs: usize,
+    /// Open connections for the whole relay.
+    pub max_connections: usize,
+    /// How long an idle shard polls before parking (lower latency after a
+    /// burst, at the cost of that much CPU after each burst).
+    pub spin_before_park: Duration,
+    /// io_uring registered-buffer memory per shard (locked memory).
+    pub io_memory: usize,
+    /// Also give each shard a private listener on `127.0.0.1:0`, so a
+    /// client can choose its shard (tests use this to force cross-shard
+    /// traffic). See [`crate::relay::Relay::shard_addrs`].
+    pub shard_listeners: bool,
+    /// Bytes asked of the kernel per socket read.
+    pub read_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![DEFAULT_LISTEN.parse().expect("valid default")],
+            cores: allowed_cpus(),
+            terminator: Terminator::default(),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_subs: DEFAULT_MAX_SUBS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            spin_before_park: DEFAULT_SPIN_BEFORE_PARK,
+            io_memory: DEFAULT_IO_MEMORY,
+            shard_listeners: false,
+            read_size: crate::framing::DEFAULT_READ_SIZE,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: `shards` shards on the CPUs
+    /// this process may use (reused round-robin if there are fewer), one
+    /// listener on `127.0.0.1:0`, and per-shard listeners.
+    pub fn local(shards: usize) -> Self {
+        let cpus = allowed_cpus();
+        Config {
+            listen: vec!["127.0.0.1:0".parse().expect("valid")],
+            cores: (0..shards.max(1)).map(|i| cpus[i % cpus.len()]).collect(),
+            shard_listeners: true,
+            ..Config::default()
+        }
+    }
+
+    /// Checks the settings against each other and the protocol.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.terminator.as_bytes().contains(&b' ') {
+            return Err(ConfigError::SpaceInTerminator);
+        }
+        if self.listen.is_empty() {
+            return Err(ConfigError::NoListener);
+        }
+        if self.cores.is_empty() {
+            return Err(ConfigError::NoShards);
+        }
+        for (name, value) in [
+            ("--max-frame", self.max_frame),
+            ("--max-pending", self.max_pending),
+            ("--max-subs", self.max_subs),
+            ("--max-connections", self.max_connections),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the terminator must not contain a space: fields are separated by spaces")]
+    SpaceInTerminator,
+    #[error("no --listen address given")]
+    NoListener,
+    #[error("no shards: give --shards N (N >= 1) or --cores LIST")]
+    NoShards,
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+/// A size flag that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid size `{0}`: give bytes as an integer, optionally with a suffix (KiB, MiB, GiB, KB, MB, GB, K, M, G), e.g. 64KiB")]
+pub struct SizeError(pub String);
+
+/// Parses `1048576`, `64KiB`, `1MiB`, `2GiB`, `10KB` (decimal), `4k`, `16M`.
+///
+/// ```
+/// use tern::config::parse_size;
+/// assert_eq!(parse_size("64KiB").unwrap(), 65536);
+/// assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
+/// assert_eq!(parse_size("512").unwrap(), 512);
+/// ```
+pub fn parse_size(s: &str) -> Result<usize, SizeError> {
+    let err = || SizeError(s.to_string());
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(err());
+    }
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    let mult: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(err()),
+    };
+    let v = n.checked_mul(mult).ok_or_else(err)?;
+    usize::try_from(v).map_err(|_| err())
+}
+
+/// A CPU list that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CPU list `{0}`: use numbers and ranges like 0,2 or 0-3")]
+pub struct CpuListError(pub String);
+
+/// Parses `0,2`, `0-3`, `1,4-6`: sorted, without duplicates.
+///
+/// ```
+/// use tern::config::parse_cpu_list;
+/// assert_eq!(parse_cpu_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+/// ```
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, CpuListError> {
+    let err = || CpuListError(s.to_string());
+    let mut cpus = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.trim().parse::<usize>().map_err(|_| err())?,
+                b.trim().parse::<usize>().map_err(|_| err())?,
+            ),
+            None => {
+                let v = part.parse::<usize>().map_err(|_| err())?;
+                (v, v)
+            }
+        };
+        if lo > hi || hi >= 4096 {
+            return Err(err());
+        }
+        cpus.extend(lo..=hi);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// The CPUs this process may run on (its affinity mask), ascending.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain data for which all-zero is valid (the
+    // empty set); `sched_getaffinity` writes at most `size_of::<cpu_set_t>()`
+    // bytes into it, the size we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1mib").unwrap(), 1 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("3 KiB").unwrap(), 3 << 10);
+        for bad in [
+            "",
+            "KiB",
+            "-1",
+            "1.5MiB",
+            "12XB",
+            "99999999999999999999",
+            "1 2",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("3").unwrap(), vec![3]);
+        assert_eq!(parse_cpu_list("0-1,1").unwrap(), vec![0, 1]);
+        for bad in ["", "a", "3-1", "1,,2", "-1", "0-99999"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn allowed_cpus_is_never_empty() {
+        assert!(!allowed_cpus().is_empty());
+    }
+
+    #[test]
+    fn validate_refuses_space_terminator() {
+        let c = Config {
+            terminator: Terminator::parse("a b").unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::SpaceInTerminator));
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+}

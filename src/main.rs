@@ -1,0 +1,595 @@
+//! `tern`: the relay's command line.
+//!
+//! Reads the flags (their names are a contract, see `tern --help`), installs
+//! logging before anything else can log (glommio logs through the `log`
+//! crate; tracing-subscriber's `tracing-log` bridge, on by default, carries
+//! its warnings into the same output), turns the flags into a
+//! [`tern::config::Config`], and either checks it (`--check-config`) or
+//! runs a [`Relay`] until SIGINT or SIGTERM.
+//!
+//! Every start-up error is one line on stderr, `tern: error: ...`, and exit
+//! status 2, the status clap uses for usage errors. A clean shutdown exits
+//! 0 after a one-line summary.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing_subscriber::EnvFilter;
+
+use tern::config::{self, allowed_cpus, Config};
+use tern::framing::Terminator;
+use tern::preflight::{self, format_cpu_list, human};
+use tern::relay::Relay;
+
+/// Exit status of every start-up error (and of clap's usage errors).
+const EXIT_STARTUP: u8 = 2;
+
+/// The command line. `about` is the package description; each doc comment
+/// below is that flag's one line in `--help`.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about, long_about = None)]
+#[command(
+    after_help = "Byte sizes accept plain integers or suffixes: 64KiB, 1MiB, 1MB, 4k.\n\
+Durations accept 0 or a number with a unit: 50us, 1ms, 2s.\n\
+RUST_LOG is honoured unless --log-level is given."
+)]
+struct Cli {
+    /// Address to accept clients on; repeat for several
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN)]
+    listen: Vec<SocketAddr>,
+
+    /// Number of shards, on the first N CPUs this process may use [default: one per CPU]
+    #[arg(long, value_name = "N", conflicts_with = "cores", value_parser = clap::value_parser!(u32).range(1..))]
+    shards: Option<u32>,
+
+    /// CPUs to run one shard each on, like 0,2 or 0-3
+    #[arg(long, value_name = "LIST", value_parser = parse_cores)]
+    cores: Option<CpuList>,
+
+    /// Frame terminator, 1-16 bytes, with escapes \n \r \t \0 \\ \xHH
+    #[arg(long, value_name = "T", default_value = r"\n", value_parser = parse_terminator)]
+    terminator: Terminator,
+
+    /// Longest frame accepted, in bytes (without the terminator)
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_FRAME, value_parser = parse_bytes)]
+    max_frame: usize,
+
+    /// Unsent output per connection past which it is closed as a slow consumer
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PENDING, value_parser = parse_bytes)]
+    max_pending: usize,
+
+    /// Subscriptions per connection
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_SUBS)]
+    max_subs: usize,
+
+    /// Open connections for the whole relay; more are refused
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+
+    /// How long an idle shard polls before sleeping (lower wake-up latency, more CPU)
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(config::DEFAULT_SPIN_BEFORE_PARK), value_parser = parse_duration)]
+    spin_before_park: HumanDuration,
+
+    /// io_uring buffer memory per shard, in bytes (counts against the locked-memory limit)
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_IO_MEMORY, value_parser = parse_bytes)]
+    io_memory: usize,
+
+    /// Log filter: error, warn, info, debug, trace, or directives like tern=debug [default: info]
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_filter)]
+    log_level: Option<String>,
+
+    /// Log line format: text, or json (one object per line) for log shippers
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, hide_possible_values = true)]
+    log_format: LogFormat,
+
+    /// Check the flags and the environment, print what was found, and exit (0 if all is well, else 2) without serving
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// `--log-format` values. (Plain comments, not doc comments, on the
+/// variants: documented values would turn `--help` into the long,
+/// several-lines-per-flag form.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    // Human-readable lines.
+    Text,
+    // One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A parsed `--cores` list (a newtype so clap takes it as one value).
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
+/// A duration shown the way `--spin-before-park` reads it (`50us`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HumanDuration(Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0.as_nanos();
+        // The largest unit that shows the value exactly.
+        match ns {
+            0 => f.write_str("0"),
+            n if n % 1_000_000_000 == 0 => write!(f, "{}s", n / 1_000_000_000),
+            n if n % 1_000_000 == 0 => write!(f, "{}ms", n / 1_000_000),
+            n if n % 1_000 == 0 => write!(f, "{}us", n / 1_000),
+            n => write!(f, "{n}ns"),
+        }
+    }
+}
+
+fn parse_cores(s: &str) -> Result<CpuList, String> {
+    config::parse_cpu_list(s)
+        .map(CpuList)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_terminator(s: &str) -> Result<Terminator, String> {
+    let t = Terminator::parse(s).map_err(|e| e.to_string())?;
+    if t.as_bytes().contains(&b' ') {
+        return Err(config::ConfigError::SpaceInTerminator.to_string());
+    }
+    Ok(t)
+}
+
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    config::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// Parses `0`, `250ns`, `50us` (or `50µs`), `1ms`, `2s`.
+fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+    let err = || {
+        format!("invalid duration `{s}`: give 0 or a whole number with a unit (ns, us, ms, s), e.g. 50us")
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    let d = match unit.trim() {
+        "" if n == 0 => Duration::ZERO,
+        "ns" => Duration::from_nanos(n),
+        "us" | "µs" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => return Err(err()),
+    };
+    Ok(HumanDuration(d))
+}
+
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| {
+            format!("invalid log filter `{s}`: {e} (use error, warn, info, debug, trace or off)")
+        })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    if let Err(msg) = init_logging(cli.log_level.as_deref(), cli.log_format) {
+        return startup_error(msg);
+    }
+    let config = match build_config(&cli) {
+        Ok(c) => c,
+        Err(msg) => return startup_error(msg),
+    };
+    if cli.check_config {
+        return check_config(&config);
+    }
+    run(config)
+}
+
+/// Prints a start-up error as the one line users and scripts expect.
+fn startup_error(msg: impl fmt::Display) -> ExitCode {
+    eprintln!("tern: error: {msg}");
+    ExitCode::from(EXIT_STARTUP)
+}
+
+/// `--help` and `--version` print and exit 0; every other clap error
+/// becomes one `tern: error:` line (clap's own is several lines).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Nothing useful can be done if stdout is closed.
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            startup_error(format_args!("{first} (see tern --help)"))
+        }
+    }
+}
+
+/// Installs the global subscriber on stderr. The filter is `--log-level`
+/// if given, else `RUST_LOG` if set, else `info`.
+fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
+    let filter = match level {
+        Some(level) => EnvFilter::builder().parse(level),
+        None => match std::env::var("RUST_LOG") {
+            Ok(env) if !env.trim().is_empty() => EnvFilter::builder().parse(&env),
+            _ => EnvFilter::builder().parse("info"),
+        },
+    }
+    .map_err(|e| format!("invalid RUST_LOG: {e} (use error, warn, info, debug, trace or off)"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // `try_init` also installs the `log` -> `tracing` bridge, which is how
+    // glommio's warnings (e.g. failed buffer registration) get here.
+    let result = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+/// Turns the flags into a relay configuration and checks it against itself
+/// (not yet against the environment: that is [`preflight`]).
+fn build_config(cli: &Cli) -> Result<Config, String> {
+    let cores = match (&cli.cores, cli.shards) {
+        (Some(CpuList(cores)), _) => cores.clone(),
+        (None, Some(n)) => {
+            let n = n as usize;
+            let allowed = allowed_cpus();
+            if n > allowed.len() {
+                return Err(format!(
+                    "--shards {n}: only {} CPUs are available to this process ({}): give at most {}, or pick CPUs with --cores",
+                    allowed.len(),
+                    format_cpu_list(&allowed),
+                    allowed.len()
+                ));
+            }
+            allowed[..n].to_vec()
+        }
+        (None, None) => allowed_cpus(),
+    };
+    let config = Config {
+        listen: cli.listen.clone(),
+        cores,
+        terminator: cli.terminator.clone(),
+        max_frame: cli.max_frame,
+        max_pending: cli.max_pending,
+        max_subs: cli.max_subs,
+        max_connections: cli.max_connections,
+        spin_before_park: cli.spin_before_park.0,
+        io_memory: cli.io_memory,
+        ..Config::default()
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// `--check-config`: runs every check (not only up to the first failure),
+/// prints one line per finding on stdout, and each problem as a
+/// `tern: error:` line on stderr.
+fn check_config(config: &Config) -> ExitCode {
+    let mut report = Report::default();
+    report.info("tern", env!("CARGO_PKG_VERSION"));
+    report.check(
+        "shards",
+        format!(
+            "{} on CPUs {} (this process may use CPUs {})",
+            config.cores.len(),
+            format_cpu_list(&config.cores),
+            format_cpu_list(&allowed_cpus())
+        ),
+        preflight::check_cpus(&config.cores),
+    );
+    let mut seen = Vec::new();
+    for &addr in &config.listen {
+        let verdict = if addr.port() != 0 && seen.contains(&addr) {
+            Err(preflight::PreflightError::DuplicateListen(addr))
+        } else {
+            preflight::check_addr_free(addr)
+        };
+        seen.push(addr);
+        report.check("listen", format!("{addr} (free)"), verdict);
+    }
+    report.info("terminator", config.terminator.escape());
+    report.info("max-frame", bytes(config.max_frame));
+    report.info("max-pending", bytes(config.max_pending));
+    report.info("max-subs", config.max_subs);
+    report.info("max-connections", config.max_connections);
+    report.info("spin-before-park", HumanDuration(config.spin_before_park));
+    report.info(
+        "io-memory",
+        format!("{} per shard", bytes(config.io_memory)),
+    );
+    let sysctl = match preflight::io_uring_disabled() {
+        Some(v) => format!("kernel.io_uring_disabled = {v}"),
+        None => "no kernel.io_uring_disabled sysctl".to_string(),
+    };
+    report.check(
+        "io_uring",
+        format!("io_uring_setup works ({sysctl})"),
+        preflight::check_io_uring(),
+    );
+    let needed = preflight::memlock_needed(config.cores.len(), config.io_memory);
+    let limit = match preflight::memlock_limit() {
+        Ok((soft, hard)) => format!("limit {} (hard {})", human(soft), human(hard)),
+        Err(e) => format!("limit unreadable ({e})"),
+    };
+    let cap = if preflight::has_cap_ipc_lock() {
+        ", CAP_IPC_LOCK lifts the limit past glommio's 512 KiB floor"
+    } else {
+        ""
+    };
+    report.check(
+        "locked memory",
+        format!("{limit}, needed {}{cap}", human(needed)),
+        preflight::check_memlock(config.cores.len(), config.io_memory),
+    );
+    report.finish()
+}
+
+/// What `--check-config` found.
+#[derive(Default)]
+struct Report {
+    problems: Vec<String>,
+}
+
+impl Report {
+    fn info(&self, key: &str, value: impl fmt::Display) {
+        println!("{key:<17}{value}");
+    }
+
+    fn check(
+        &mut self,
+        key: &str,
+        value: impl fmt::Display,
+        verdict: Result<(), preflight::PreflightError>,
+    ) {
+        match verdict {
+            Ok(()) => println!("{key:<17}{value}: ok"),
+            Err(e) => {
+                println!("{key:<17}FAILED: {e}");
+                self.problems.push(e.to_string());
+            }
+        }
+    }
+
+    fn finish(self) -> ExitCode {
+        if self.problems.is_empty() {
+            println!("configuration ok");
+            return ExitCode::SUCCESS;
+        }
+        println!("configuration has {} problem(s)", self.problems.len());
+        for p in &self.problems {
+            eprintln!("tern: error: {p}");
+        }
+        ExitCode::from(EXIT_STARTUP)
+    }
+}
+
+/// `1048576 (1 MiB)`: the exact number and a readable one.
+fn bytes(n: usize) -> String {
+    let h = human(n as u64);
+    if h.ends_with("bytes") {
+        h
+    } else {
+        format!("{n} ({h})")
+    }
+}
+
+/// Starts the relay, waits for SIGINT or SIGTERM, and stops it.
+fn run(config: Config) -> ExitCode {
+    // Registered before the relay starts so that a signal during start-up
+    // is not fatal (the default action) but ends the relay cleanly.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => return startup_error(format_args!("cannot install signal handlers: {e}")),
+    };
+    let summary = StartupSummary::of(&config);
+    let relay = match Relay::start(config) {
+        Ok(r) => r,
+        Err(e) => return startup_error(e),
+    };
+    let listening = relay
+        .local_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(
+        "tern {} started: {summary}; listening on {listening}",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    // Blocks in a read of signal-hook's self-pipe: no polling.
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    let name = if signal == SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    tracing::info!("{name} received: stopping (flushing output for at most 2 s)");
+    // A second signal means "now": skip the flush.
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("tern: second signal: exiting without flushing");
+            std::process::exit(1);
+        }
+    });
+    let t = relay.shutdown();
+    tracing::info!(
+        "tern stopped: served {}, {} in, {} out, {}",
+        count(t.connections_accepted, "connection"),
+        count(t.msgs_in, "message"),
+        count(t.msgs_out, "message"),
+        count(t.slow_consumers, "slow consumer"),
+    );
+    ExitCode::SUCCESS
+}
+
+/// `1 connection`, `2 connections`.
+fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The settings part of the start-up log line.
+struct StartupSummary(String);
+
+impl StartupSummary {
+    fn of(c: &Config) -> Self {
+        StartupSummary(format!(
+            "{} shard{} on CPUs {}; terminator {}; max-frame {}, max-pending {}, max-subs {}, max-connections {}; spin-before-park {}, io-memory {}",
+            c.cores.len(),
+            if c.cores.len() == 1 { "" } else { "s" },
+            format_cpu_list(&c.cores),
+            c.terminator.escape(),
+            human(c.max_frame as u64),
+            human(c.max_pending as u64),
+            c.max_subs,
+            c.max_connections,
+            HumanDuration(c.spin_before_park),
+            human(c.io_memory as u64),
+        ))
+    }
+}
+
+impl fmt::Display for StartupSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        let d = |s| parse_duration(s).map(|h| h.0);
+        assert_eq!(d("0"), Ok(Duration::ZERO));
+        assert_eq!(d("50us"), Ok(Duration::from_micros(50)));
+        assert_eq!(d("50µs"), Ok(Duration::from_micros(50)));
+        assert_eq!(d("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(d("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(d("250ns"), Ok(Duration::from_nanos(250)));
+        for bad in ["", "50", "us", "1.5ms", "-1ms", "5 m", "1h"] {
+            assert!(d(bad).is_err(), "{bad:?} should be refused");
+        }
+        for ok in ["0", "50us", "1ms", "2s", "250ns", "1500us"] {
+            assert_eq!(parse_duration(ok).unwrap().to_string(), ok);
+        }
+        assert_eq!(
+            HumanDuration(config::DEFAULT_SPIN_BEFORE_PARK).to_string(),
+            "50us"
+        );
+    }
+
+    #[test]
+    fn terminators() {
+        assert_eq!(parse_terminator(r"\r\n").unwrap().as_bytes(), b"\r\n");
+        assert!(parse_terminator(r"\q")
+            .unwrap_err()
+            .contains("unknown escape"));
+        assert!(parse_terminator("a b").unwrap_err().contains("space"));
+        assert!(parse_terminator(&"x".repeat(17))
+            .unwrap_err()
+            .contains("17 bytes"));
+    }
+
+    #[test]
+    fn defaults_match_the_library() {
+        let cli = Cli::try_parse_from(["tern"]).unwrap();
+        let c = build_config(&cli).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.cores, allowed_cpus());
+        assert_eq!(c.terminator, d.terminator);
+        assert_eq!(
+            (c.max_frame, c.max_pending, c.max_subs, c.max_connections),
+            (1048576, 67108864, 10000, 100000)
+        );
+        assert_eq!(c.spin_before_park, d.spin_before_park);
+        assert_eq!(c.io_memory, d.io_memory);
+    }
+
+    #[test]
+    fn flags_fill_the_config() {
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--listen",
+            "127.0.0.1:1",
+            "--listen",
+            "[::1]:2",
+            "--shards",
+            "1",
+            "--terminator",
+            r"END\n",
+            "--max-frame",
+            "64KiB",
+            "--max-pending",
+            "1MiB",
+            "--max-subs",
+            "7",
+            "--max-connections",
+            "9",
+            "--spin-before-park",
+            "0",
+            "--io-memory",
+            "128k",
+        ])
+        .unwrap();
+        let c = build_config(&cli).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.cores, allowed_cpus()[..1].to_vec());
+        assert_eq!(c.terminator.as_bytes(), b"END\n");
+        assert_eq!((c.max_frame, c.max_pending), (65536, 1 << 20));
+        assert_eq!((c.max_subs, c.max_connections), (7, 9));
+        assert_eq!(c.spin_before_park, Duration::ZERO);
+        assert_eq!(c.io_memory, 128 << 10);
+    }
+
+    #[test]
+    fn shards_and_cores_conflict_and_are_bounded() {
+        assert!(Cli::try_parse_from(["tern", "--shards", "1", "--cores", "0"]).is_err());
+        assert!(Cli::try_parse_from(["tern", "--shards", "0"]).is_err());
+        let too_many = (allowed_cpus().len() + 1).to_string();
+        let cli = Cli::try_parse_from(["tern", "--shards", &too_many]).unwrap();
+        let err = build_config(&cli).unwrap_err();
+        assert!(err.contains("CPUs are available"), "{err}");
+        let cli = Cli::try_parse_from(["tern", "--cores", "0-1,5"]).unwrap();
+        assert_eq!(build_config(&cli).unwrap().cores, vec![0, 1, 5]);
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let cli = Cli::try_parse_from(["tern", "--max-subs", "0"]).unwrap();
+        assert!(build_config(&cli).unwrap_err().contains("--max-subs"));
+    }
+
+    #[test]
+    fn log_filters() {
+        assert!(parse_log_filter("debug").is_ok());
+        assert!(parse_log_filter("tern=debug,glommio=warn").is_ok());
+        assert!(parse_log_filter("loud=[").is_err());
+    }
+}

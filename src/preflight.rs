@@ -1,0 +1,737 @@
+//! Start-up checks that turn glommio's panics into errors a user can act on.
+//!
+//! glommio reports a missing prerequisite late and in its own terms: a
+//! kernel or container without io_uring surfaces as a panic about old
+//! kernels, a low locked-memory limit as `MemLockLimit(65536/524288)` from a
+//! join handle, a CPU outside the affinity mask as a failed
+//! `sched_setaffinity`, and a port already taken by another tern as nothing
+//! at all (its `TcpListener::bind` always sets `SO_REUSEPORT`, so two relays
+//! silently share the port). [`check_all`] runs before any executor starts
+//! and reports the first problem as one line that names the cause and the
+//! fix.
+//!
+//! Every check reads the environment as it is now. Nothing here reserves
+//! anything: a port found free can be taken before the relay binds it (two
+//! relays started in the same instant can both pass [`check_addr_free`]).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use crate::config::{allowed_cpus, Config, ConfigError};
+
+/// glommio 0.9 refuses to create a reactor when `RLIMIT_MEMLOCK` is below
+/// this, whatever `io_memory` is (`MIN_MEMLOCK_LIMIT` in
+/// `Reactor::new`, glommio-0.9.0/src/sys/uring.rs).
+pub const GLOMMIO_MIN_MEMLOCK: u64 = 512 * 1024;
+
+/// The smallest io memory glommio allocates per executor
+/// (`Reactor::new`: `max(align_up(io_memory, 4096), 65536)`).
+pub const GLOMMIO_MIN_IO_MEMORY: usize = 64 * 1024;
+
+/// Rings per glommio executor that register the io memory (main, latency,
+/// poll). The kernel charges a registration to each ring separately, even
+/// when the rings share one buffer.
+pub const GLOMMIO_RINGS: u64 = 3;
+
+/// `CAP_IPC_LOCK` from `<linux/capability.h>`: lets a process lock memory
+/// past `RLIMIT_MEMLOCK`; io_uring then skips its accounting.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// A prerequisite the relay cannot run without.
+///
+/// Each message is one line: what is wrong, the value found, and how to
+/// fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// The settings contradict each other or the protocol.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The same listen address was given twice.
+    #[error("--listen {0} is given twice: give each address once")]
+    DuplicateListen(SocketAddr),
+    /// A shard was asked to run on a CPU outside the affinity mask.
+    #[error("CPU {cpu} is not available to this process (allowed CPUs: {allowed}): choose CPUs from that list with --cores, or use --shards N")]
+    CpuUnavailable {
+        /// The CPU asked for.
+        cpu: usize,
+        /// The process's affinity mask, as a CPU list (`0-3,6`).
+        allowed: String,
+    },
+    /// `io_uring_setup(2)` failed.
+    #[error("io_uring is not available: io_uring_setup failed: {source}; {hint}")]
+    IoUring {
+        /// The error the kernel returned.
+        source: io::Error,
+        /// The likely causes and fixes for that error.
+        hint: String,
+    },
+    /// `RLIMIT_MEMLOCK` is below what the shards will lock.
+    #[error("{0}")]
+    Memlock(MemlockShortfall),
+    /// Another socket (another tern, or any program) holds the address.
+    #[error("address {0} is already in use (another tern or another program is listening on it): stop that process or choose another --listen address")]
+    AddrInUse(SocketAddr),
+    /// The address is not one of this host's.
+    #[error("address {0} is not available on this host: --listen needs an address of one of this machine's interfaces, or 0.0.0.0 / [::]")]
+    AddrNotAvailable(SocketAddr),
+    /// Binding needs a privilege the process lacks.
+    #[error("permission denied binding {0}: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port >= 1024 with --listen")]
+    AddrPermission(SocketAddr),
+    /// Any other failure probing an address.
+    #[error("cannot bind {addr}: {source}")]
+    AddrProbe {
+        /// The address probed.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: io::Error,
+    },
+}
+
+/// Why the locked-memory limit is too low, with what would fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemlockShortfall {
+    /// The soft `RLIMIT_MEMLOCK` (what the kernel checks), in bytes.
+    pub limit: u64,
+    /// The hard `RLIMIT_MEMLOCK`, in bytes (`u64::MAX` for unlimited).
+    pub hard: u64,
+    /// Bytes the relay needs ([`memlock_needed`]).
+    pub needed: u64,
+    /// Shards asked for.
+    pub shards: usize,
+    /// `--io-memory` asked for.
+    pub io_memory: usize,
+    /// The largest `--io-memory` that would fit under the current limit, if
+    /// lowering it is enough.
+    pub fitting_io_memory: Option<usize>,
+}
+
+impl fmt::Display for MemlockShortfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let needed_kib = self.needed.div_ceil(1024);
+        write!(
+            f,
+            "locked-memory limit too low: RLIMIT_MEMLOCK (`ulimit -l`) is {} but {} shard{} with --io-memory {} need {} ",
+            human(self.limit),
+            self.shards,
+            if self.shards == 1 { "" } else { "s" },
+            human(self.io_memory as u64),
+            human(self.needed),
+        )?;
+        if self.needed == GLOMMIO_MIN_MEMLOCK {
+            write!(
+                f,
+                "(glommio refuses to start below {}); ",
+                human(GLOMMIO_MIN_MEMLOCK)
+            )?;
+        } else {
+            write!(
+                f,
+                "(io_uring locks each shard's io memory once per ring, {GLOMMIO_RINGS} rings per shard); "
+            )?;
+        }
+        write!(f, "raise it with `ulimit -l {needed_kib}`")?;
+        if self.hard < self.needed {
+            write!(
+                f,
+                " (the hard limit is {}: raise it as root or with a `memlock` line in /etc/security/limits.conf)",
+                human(self.hard)
+            )?;
+        }
+        write!(f, ", or with systemd `LimitMEMLOCK={needed_kib}K`")?;
+        if let Some(io) = self.fitting_io_memory {
+            write!(
+                f,
+                ", or lower --io-memory to {}",
+                human(io as u64).replace(' ', "")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every check against `config`, in the order a user would fix them,
+/// and returns the first problem.
+pub fn check_all(config: &Config) -> Result<(), PreflightError> {
+    config.validate()?;
+    check_cpus(&config.cores)?;
+    check_io_uring()?;
+    check_memlock(config.cores.len(), config.io_memory)?;
+    check_listen_addrs(&config.listen)
+}
+
+/// Checks that no listen address repeats and that each is free.
+pub fn check_listen_addrs(addrs: &[SocketAddr]) -> Result<(), PreflightError> {
+    for (i, addr) in addrs.iter().enumerate() {
+        // Port 0 twice means two different ephemeral ports: not a repeat.
+        if addr.port() != 0 && addrs[..i].contains(addr) {
+            return Err(PreflightError::DuplicateListen(*addr));
+        }
+    }
+    addrs.iter().try_for_each(|&a| check_addr_free(a))
+}
+
+// ---------------------------------------------------------------- CPUs
+
+/// Checks that every CPU in `cores` is in this process's affinity mask
+/// (glommio pins each shard with `sched_setaffinity`, which fails for the
+/// others).
+pub fn check_cpus(cores: &[usize]) -> Result<(), PreflightError> {
+    check_cpus_in(cores, &allowed_cpus())
+}
+
+fn check_cpus_in(cores: &[usize], allowed: &[usize]) -> Result<(), PreflightError> {
+    match cores.iter().find(|c| !allowed.contains(c)) {
+        None => Ok(()),
+        Some(&cpu) => Err(PreflightError::CpuUnavailable {
+            cpu,
+            allowed: format_cpu_list(allowed),
+        }),
+    }
+}
+
+/// Formats CPUs as the list syntax `--cores` reads: `0-3,6`.
+pub fn format_cpu_list(cpus: &[usize]) -> String {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        let end = sorted[i];
+        out.push(match end - start {
+            0 => start.to_string(),
+            // Two neighbours read better as a pair than as a range.
+            1 => format!("{start},{end}"),
+            _ => format!("{start}-{end}"),
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+// ---------------------------------------------------------------- io_uring
+
+/// `struct io_uring_params` from `<linux/io_uring.h>` (120 bytes; `libc`
+/// does not define it). The kernel reads `flags` and friends, all zero
+/// here, and fills in the rest.
+#[repr(C)]
+#[derive(Default)]
+struct IoUringParams {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    sq_off: [u32; 10],
+    cq_off: [u32; 10],
+}
+
+const _: () = assert!(std::mem::size_of::<IoUringParams>() == 120);
+
+/// Value of the `kernel.io_uring_disabled` sysctl, or `None` on kernels
+/// without it (before 6.6): 0 = allowed, 1 = only for members of
+/// `kernel.io_uring_group` and CAP_SYS_ADMIN, 2 = disabled for everyone.
+pub fn io_uring_disabled() -> Option<u8> {
+    read_proc_number("/proc/sys/kernel/io_uring_disabled")
+}
+
+fn read_proc_number<T: std::str::FromStr>(path: &str) -> Option<T> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Checks that this process can create an io_uring, the way glommio will:
+/// by calling `io_uring_setup(2)` on a small ring and closing it.
+///
+/// The probe runs on a short-lived thread of its own: tearing a ring down
+/// queues kernel task work on the thread that created it, which interrupts
+/// that thread's next blocking socket call with `EINTR` (a caller with
+/// `SO_RCVTIMEO` set — a test client, an embedding application — would see
+/// a spurious error).
+pub fn check_io_uring() -> Result<(), PreflightError> {
+    std::thread::scope(|s| s.spawn(probe_io_uring).join())
+        .expect("the io_uring probe does not panic")
+}
+
+fn probe_io_uring() -> Result<(), PreflightError> {
+    let mut params = IoUringParams::default();
+    // SAFETY: io_uring_setup(entries, params) reads and writes exactly one
+    // `struct io_uring_params`, which `params` is (layout checked above),
+    // and it outlives the call. It returns a new file descriptor that
+    // nothing else owns, or -1 with errno set.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            4 as libc::c_uint,
+            &mut params as *mut IoUringParams,
+        )
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        let hint = io_uring_hint(&err, io_uring_disabled(), under_seccomp_filter());
+        return Err(PreflightError::IoUring { source: err, hint });
+    }
+    // SAFETY: `fd` was just returned by io_uring_setup and is owned by no
+    // one else; closing it once releases the ring.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
+/// Whether this process runs under a seccomp filter (`Seccomp: 2` in
+/// `/proc/self/status`), as containers usually do.
+fn under_seccomp_filter() -> bool {
+    proc_status_field("Seccomp").is_some_and(|v| v == "2")
+}
+
+fn proc_status_field(name: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == name).then(|| value.trim().to_string())
+    })
+}
+
+/// The likely causes of an `io_uring_setup` failure, most likely first.
+fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String {
+    let sysctl = match disabled {
+        Some(2) => Some(
+            "the sysctl kernel.io_uring_disabled is 2, which disables io_uring for every process: set it to 0 (`sysctl -w kernel.io_uring_disabled=0`)"
+                .to_string(),
+        ),
+        Some(1) => {
+            let group = read_proc_number::<i64>("/proc/sys/kernel/io_uring_group")
+                .filter(|&g| g >= 0)
+                .map_or_else(|| "the group in kernel.io_uring_group".to_string(), |g| format!("group {g} (kernel.io_uring_group)"));
+            Some(format!(
+                "the sysctl kernel.io_uring_disabled is 1, which allows io_uring only for {group} and CAP_SYS_ADMIN: run tern in that group, or set it to 0 (`sysctl -w kernel.io_uring_disabled=0`)"
+            ))
+        }
+        _ => None,
+    };
+    let seccomp_hint = if seccomp {
+        "this process runs under a seccomp filter (a container's default profile, e.g. Docker's, blocks io_uring): allow io_uring_setup, io_uring_enter and io_uring_register in the profile"
+    } else {
+        "a container's seccomp profile may block io_uring (Docker's default does): allow io_uring_setup, io_uring_enter and io_uring_register"
+    };
+    match err.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => match sysctl {
+            Some(s) => s,
+            None => seccomp_hint.to_string(),
+        },
+        Some(libc::ENOSYS) => format!(
+            "the kernel has no io_uring (it needs Linux 5.8 or later built with CONFIG_IO_URING), or {seccomp_hint}"
+        ),
+        Some(libc::ENOMEM) => "the kernel could not allocate the ring: on kernels before 5.12 rings count against the locked-memory limit, raise it with `ulimit -l`".to_string(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "out of file descriptors: raise `ulimit -n` (systemd: LimitNOFILE=)".to_string()
+        }
+        _ => match sysctl {
+            Some(s) => s,
+            None => seccomp_hint.to_string(),
+        },
+    }
+}
+
+// ---------------------------------------------------------------- memory
+
+/// Bytes of locked memory that `shards` glommio 0.9 executors built with
+/// `LocalExecutorBuilder::io_memory(io_memory)` need.
+///
+/// From glommio-0.9.0/src/sys/uring.rs, `Reactor::new`:
+/// - it returns `MemLockLimit(limit, 524288)` when the soft
+///   `RLIMIT_MEMLOCK` is below 512 KiB ([`GLOMMIO_MIN_MEMLOCK`]), whatever
+///   `io_memory` is;
+/// - it allocates `max(align_up(io_memory, 4096), 65536)` bytes and
+///   registers that buffer with each of its 3 rings (main, poll, latency);
+///   the kernel pins and charges it once per ring.
+///
+/// Measured on Linux 6.18 as an unprivileged user (VmPin in
+/// /proc/self/status, and the largest io memory that registers under
+/// `ulimit -l 8192`): 1 executor pins 192 KiB with io_memory 0 or 64 KiB,
+/// 1.5 MiB with 512 KiB, 3 MiB with 1 MiB, 30 MiB with glommio's default
+/// 10 MiB; 2 executors with 512 KiB pin 3 MiB; and 2,796,202 bytes
+/// (3 × 2,797,568 > 8 MiB) fail to register where 2,621,440 succeed.
+///
+/// io_uring charges this to the *user* (all processes of the same uid share
+/// the limit), and a ring's charge is released shortly after its process
+/// exits, not at once; a limit exactly at this figure leaves no room for a
+/// second relay of the same user. When registration fails glommio only logs
+/// a warning and carries on without registered buffers; this figure is
+/// what it takes to start without that warning.
+pub fn memlock_needed(shards: usize, io_memory: usize) -> u64 {
+    let per_ring = (io_memory as u64)
+        .saturating_add(4095)
+        .max(GLOMMIO_MIN_IO_MEMORY as u64)
+        & !4095;
+    let registered = per_ring
+        .saturating_mul(GLOMMIO_RINGS)
+        .saturating_mul(shards as u64);
+    registered.max(GLOMMIO_MIN_MEMLOCK)
+}
+
+/// The soft and hard `RLIMIT_MEMLOCK` in bytes (`u64::MAX` = unlimited).
+pub fn memlock_limit() -> io::Result<(u64, u64)> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, which is
+    // valid for writes and outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bytes = |v: libc::rlim_t| {
+        if v == libc::RLIM_INFINITY {
+            u64::MAX
+        } else {
+            v as u64
+        }
+    };
+    Ok((bytes(rl.rlim_cur), bytes(rl.rlim_max)))
+}
+
+/// Whether this process may lock memory past `RLIMIT_MEMLOCK`: it holds
+/// CAP_IPC_LOCK (root normally does) in the initial user namespace, which
+/// is where io_uring checks it. Inside a user namespace (rootless
+/// containers) "root" does not count.
+pub fn has_cap_ipc_lock() -> bool {
+    let effective = proc_status_field("CapEff")
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0);
+    // The initial user namespace maps every uid to itself.
+    let init_ns = std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    effective && init_ns
+}
+
+/// Checks that the locked-memory limit lets `shards` executors with
+/// `io_memory` each start (see [`memlock_needed`]).
+pub fn check_memlock(shards: usize, io_memory: usize) -> Result<(), PreflightError> {
+    // If the limit cannot be read, glommio cannot read it either and will
+    // report that itself; there is nothing more useful to say here.
+    let Ok((soft, hard)) = memlock_limit() else {
+        return Ok(());
+    };
+    evaluate_memlock(shards, io_memory, soft, hard, has_cap_ipc_lock())
+}
+
+/// The decision behind [`check_memlock`], on given facts.
+fn evaluate_memlock(
+    shards: usize,
+    io_memory: usize,
+    soft: u64,
+    hard: u64,
+    cap_ipc_lock: bool,
+) -> Result<(), PreflightError> {
+    let needed = memlock_needed(shards, io_memory);
+    // glommio's own 512 KiB floor applies to everyone, root included; the
+    // kernel's per-user accounting is skipped with CAP_IPC_LOCK.
+    let enough = soft >= GLOMMIO_MIN_MEMLOCK && (cap_ipc_lock || soft >= needed);
+    if enough {
+        return Ok(());
+    }
+    // With CAP_IPC_LOCK only glommio's floor is missing, and no smaller
+    // --io-memory can get under a floor that ignores it.
+    let (needed, fitting) = if cap_ipc_lock {
+        (GLOMMIO_MIN_MEMLOCK, None)
+    } else {
+        (needed, fitting_io_memory(shards, soft))
+    };
+    Err(PreflightError::Memlock(MemlockShortfall {
+        limit: soft,
+        hard,
+        needed,
+        shards,
+        io_memory,
+        fitting_io_memory: fitting,
+    }))
+}
+
+/// The largest io memory (a multiple of 4 KiB) with which `shards`
+/// executors fit under `limit`, if any does.
+fn fitting_io_memory(shards: usize, limit: u64) -> Option<usize> {
+    if memlock_needed(shards, 0) > limit {
+        return None;
+    }
+    let per_ring = limit / (GLOMMIO_RINGS * shards.max(1) as u64) & !4095;
+    usize::try_from(per_ring).ok()
+}
+
+/// Formats a byte count the way a user would type it: `64 KiB`, `3 MiB`,
+/// `1500 bytes`, `unlimited`.
+pub fn human(bytes: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match bytes {
+        u64::MAX => "unlimited".to_string(),
+        0 => "0 bytes".to_string(),
+        b if b % GIB == 0 => format!("{} GiB", b / GIB),
+        b if b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b % KIB == 0 => format!("{} KiB", b / KIB),
+        b => format!("{b} bytes"),
+    }
+}
+
+// ---------------------------------------------------------------- ports
+
+/// Checks that nothing listens on `addr`, including another tern.
+///
+/// glommio binds with `SO_REUSEPORT`, so binding it would succeed next to
+/// another tern and split the clients between the two. This binds a probe
+/// socket *without* `SO_REUSEPORT` (which conflicts with every existing
+/// socket on the port) but with `SO_REUSEADDR` (so connections of a
+/// previous run in TIME_WAIT do not count), then closes it. Port 0 is
+/// always free.
+pub fn check_addr_free(addr: SocketAddr) -> Result<(), PreflightError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    probe_bind(addr).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => PreflightError::AddrInUse(addr),
+        io::ErrorKind::AddrNotAvailable => PreflightError::AddrNotAvailable(addr),
+        io::ErrorKind::PermissionDenied => PreflightError::AddrPermission(addr),
+        _ => PreflightError::AddrProbe { addr, source: e },
+    })
+}
+
+fn probe_bind(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+    // Dropping the socket closes it; it never listened, so it leaves
+    // nothing behind.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    /// A listener like glommio's: `SO_REUSEPORT` on an ephemeral port.
+    fn reuseport_listener() -> (Socket, SocketAddr) {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(16).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        (s, addr)
+    }
+
+    #[test]
+    fn address_held_by_a_reuseport_listener_is_in_use() {
+        let (listener, addr) = reuseport_listener();
+        let err = check_addr_free(addr).unwrap_err();
+        assert!(
+            matches!(err, PreflightError::AddrInUse(a) if a == addr),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&addr.to_string()), "{msg}");
+        assert!(
+            msg.contains("already in use") && msg.contains("--listen"),
+            "{msg}"
+        );
+        drop(listener);
+        check_addr_free(addr).unwrap();
+    }
+
+    #[test]
+    fn address_held_by_a_plain_listener_is_in_use() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(matches!(
+            check_addr_free(addr),
+            Err(PreflightError::AddrInUse(_))
+        ));
+    }
+
+    #[test]
+    fn port_zero_is_always_free() {
+        check_addr_free("127.0.0.1:0".parse().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn foreign_address_is_not_available() {
+        // 192.0.2.0/24 is TEST-NET-1: never assigned to a host.
+        let addr: SocketAddr = "192.0.2.1:7000".parse().unwrap();
+        let err = check_addr_free(addr).unwrap_err();
+        assert!(matches!(err, PreflightError::AddrNotAvailable(_)), "{err}");
+    }
+
+    #[test]
+    fn repeated_listen_address_is_refused() {
+        let a: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        check_listen_addrs(&[a, a]).unwrap();
+        let (_l, held) = reuseport_listener();
+        drop(_l);
+        let err = check_listen_addrs(&[held, held]).unwrap_err();
+        assert!(matches!(err, PreflightError::DuplicateListen(x) if x == held));
+    }
+
+    #[test]
+    fn cpus_in_the_mask_pass_and_others_are_named() {
+        let allowed = allowed_cpus();
+        check_cpus(&allowed).unwrap();
+        check_cpus(&allowed[..1]).unwrap();
+        let err = check_cpus(&[allowed[0], 4095]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("CPU 4095"), "{msg}");
+        assert!(msg.contains(&format_cpu_list(&allowed)), "{msg}");
+        assert!(msg.contains("--cores"), "{msg}");
+
+        let err = check_cpus_in(&[0, 5], &[0, 1, 2, 3, 6]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CPU 5 is not available to this process (allowed CPUs: 0-3,6): choose CPUs from that list with --cores, or use --shards N"
+        );
+    }
+
+    #[test]
+    fn cpu_lists_format_as_ranges() {
+        assert_eq!(format_cpu_list(&[0]), "0");
+        assert_eq!(format_cpu_list(&[0, 1]), "0,1");
+        assert_eq!(format_cpu_list(&[3, 0, 1, 2, 6, 8, 9, 10]), "0-3,6,8-10");
+        assert_eq!(
+            crate::config::parse_cpu_list(&format_cpu_list(&[0, 2, 3, 4, 7])).unwrap(),
+            vec![0, 2, 3, 4, 7]
+        );
+    }
+
+    #[test]
+    fn memlock_needed_matches_what_glommio_locks() {
+        const K: u64 = 1024;
+        // The figures measured with VmPin (see `memlock_needed`).
+        assert_eq!(memlock_needed(1, 512 << 10), 1536 * K);
+        assert_eq!(memlock_needed(2, 512 << 10), 3072 * K);
+        assert_eq!(memlock_needed(1, 1 << 20), 3072 * K);
+        assert_eq!(memlock_needed(1, 10 << 20), 30 * 1024 * K);
+        assert!(memlock_needed(1, 2_796_202) > 8192 * K);
+        assert!(memlock_needed(1, 2_621_440) <= 8192 * K);
+        // glommio's floors: 64 KiB of io memory, 512 KiB of limit.
+        assert_eq!(memlock_needed(1, 0), 512 * K);
+        assert_eq!(memlock_needed(4, 1), 768 * K);
+        assert_eq!(memlock_needed(usize::MAX, usize::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn memlock_needed_is_monotonic() {
+        let sizes = [0, 1, 4095, 4096, 65536, 65537, 512 << 10, 1 << 20, 10 << 20];
+        for shards in 1..=8 {
+            for w in sizes.windows(2) {
+                assert!(memlock_needed(shards, w[0]) <= memlock_needed(shards, w[1]));
+            }
+            for &io in &sizes {
+                assert!(memlock_needed(shards, io) <= memlock_needed(shards + 1, io));
+            }
+        }
+    }
+
+    #[test]
+    fn memlock_verdicts() {
+        const K: u64 = 1024;
+        let io = 512 << 10;
+        evaluate_memlock(2, io, 8192 * K, 8192 * K, false).unwrap();
+        evaluate_memlock(2, io, 3072 * K, 3072 * K, false).unwrap();
+        evaluate_memlock(2, io, u64::MAX, u64::MAX, false).unwrap();
+        assert!(evaluate_memlock(2, io, 3068 * K, 8192 * K, false).is_err());
+        // CAP_IPC_LOCK lifts the kernel's limit but not glommio's floor.
+        evaluate_memlock(2, io, 512 * K, 512 * K, true).unwrap();
+        let err = evaluate_memlock(2, io, 64 * K, 64 * K, true).unwrap_err();
+        assert!(err.to_string().contains("ulimit -l 512"), "{err}");
+    }
+
+    #[test]
+    fn memlock_message_names_the_limit_the_need_and_the_fixes() {
+        const K: u64 = 1024;
+        let err = evaluate_memlock(2, 512 << 10, 64 * K, 64 * K, false).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        for part in [
+            "RLIMIT_MEMLOCK",
+            "is 64 KiB",
+            "need 3 MiB",
+            "ulimit -l 3072",
+            "LimitMEMLOCK=3072K",
+            "/etc/security/limits.conf",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+        // Below glommio's floor, a smaller --io-memory cannot help.
+        assert!(!msg.contains("lower --io-memory"), "{msg}");
+
+        // 2 MiB fits 2 shards with less io memory: say how much.
+        let err = evaluate_memlock(2, 512 << 10, 2048 * K, 8192 * K, false).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("lower --io-memory to 340KiB"), "{msg}");
+        assert!(!msg.contains("hard limit"), "{msg}");
+        let fitting = 340 * 1024;
+        assert!(memlock_needed(2, fitting) <= 2048 * K);
+        assert!(memlock_needed(2, fitting + 4096) > 2048 * K);
+    }
+
+    #[test]
+    fn io_uring_works_here_and_failures_name_their_causes() {
+        // The machines this is developed and tested on have io_uring; this
+        // exercises the raw io_uring_setup call and the close of its fd.
+        check_io_uring().unwrap();
+
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        let h = io_uring_hint(&eperm, Some(2), false);
+        assert!(
+            h.contains("kernel.io_uring_disabled is 2") && h.contains("=0"),
+            "{h}"
+        );
+        let h = io_uring_hint(&eperm, Some(1), false);
+        assert!(h.contains("io_uring_group"), "{h}");
+        let h = io_uring_hint(&eperm, Some(0), true);
+        assert!(h.contains("seccomp"), "{h}");
+        let h = io_uring_hint(&io::Error::from_raw_os_error(libc::ENOSYS), None, false);
+        assert!(
+            h.contains("CONFIG_IO_URING") && h.contains("seccomp"),
+            "{h}"
+        );
+        let err = PreflightError::IoUring {
+            source: eperm,
+            hint: io_uring_hint(&io::Error::from_raw_os_error(libc::EPERM), Some(2), false),
+        };
+        assert_eq!(err.to_string().lines().count(), 1);
+    }
+
+    #[test]
+    fn memlock_limit_is_readable() {
+        let (soft, hard) = memlock_limit().unwrap();
+        assert!(soft <= hard);
+    }
+
+    #[test]
+    fn sizes_read_like_flags() {
+        assert_eq!(human(64 << 10), "64 KiB");
+        assert_eq!(human(3 << 20), "3 MiB");
+        assert_eq!(human(1500), "1500 bytes");
+        assert_eq!(human(u64::MAX), "unlimited");
+    }
+
+    #[test]
+    fn check_all_reports_config_errors_first() {
+        let config = Config {
+            listen: vec![],
+            ..Config::local(1)
+        };
+        assert!(matches!(
+            check_all(&config),
+            Err(PreflightError::Config(ConfigError::NoListener))
+        ));
+        check_all(&Config::local(1)).unwrap();
+    }
+}

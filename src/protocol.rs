@@ -1,0 +1,343 @@
+//! The line protocol: frames in, commands out; replies and deliveries encoded.
+//!
+//! [`parse`] turns one frame (already split off by [`crate::framing`]) into a
+//! [`Command`] that borrows from it, or a [`ProtoError`] whose
+//! [`reason`](ProtoError::reason) is the exact text of the spec's `-ERR`.
+//! Checks run in the spec's order, so a frame with several faults gets the
+//! first reason the spec lists.
+//!
+//! Delivery is zero-copy by design of the protocol itself: the bytes after
+//! the verb are identical in `PUB <subject> <payload>` and
+//! `MSG <subject> <payload>`, so one slice of the publisher's frame (the
+//! [`Command::Pub::body`]) serves every receiver; [`encode_msg`] only puts
+//! `MSG ` in front (and the space the spec requires after the subject of an
+//! empty payload).
+//!
+//! ```
+//! use tern::protocol::{parse, Command, ProtoError};
+//! assert_eq!(parse(b"pub a.b hi there"),
+//!            Ok(Command::Pub { subject: b"a.b", body: b"a.b hi there" }));
+//! assert_eq!(parse(b"SUB a.* workers"),
+//!            Ok(Command::Sub { subject: b"a.*", group: Some(b"workers") }));
+//! assert_eq!(parse(b"PUB a..b x"), Err(ProtoError::InvalidSubject));
+//! ```
+
+use crate::subject::{is_valid_group, is_valid_subject};
+
+/// A client frame, borrowing from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `SUB <subject> [<group>]`.
+    Sub {
+        subject: &'a [u8],
+        group: Option<&'a [u8]>,
+    },
+    /// `UNSUB <subject> [<group>]`.
+    Unsub {
+        subject: &'a [u8],
+        group: Option<&'a [u8]>,
+    },
+    /// `PUB <subject> <payload>`. `body` is everything after `PUB `: the
+    /// subject, and if present a space and the payload. It is what follows
+    /// `MSG ` in a delivery.
+    Pub { subject: &'a [u8], body: &'a [u8] },
+    /// `PING`.
+    Ping,
+    /// An empty frame: ignored.
+    Empty,
+}
+
+/// A frame the relay refuses with `-ERR <reason>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    #[error("unknown verb")]
+    UnknownVerb,
+    #[error("missing subject")]
+    MissingSubject,
+    #[error("invalid subject")]
+    InvalidSubject,
+    #[error("invalid group")]
+    InvalidGroup,
+    #[error("invalid arguments")]
+    InvalidArguments,
+    #[error("too many subscriptions")]
+    TooManySubscriptions,
+    #[error("frame too long")]
+    FrameTooLong,
+    #[error("slow consumer")]
+    SlowConsumer,
+}
+
+impl ProtoError {
+    /// The reason text of the spec, as sent after `-ERR `.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProtoError::UnknownVerb => "unknown verb",
+            ProtoError::MissingSubject => "missing subject",
+            ProtoError::InvalidSubject => "invalid subject",
+            ProtoError::InvalidGroup => "invalid group",
+            ProtoError::InvalidArguments => "invalid arguments",
+            ProtoError::TooManySubscriptions => "too many subscriptions",
+            ProtoError::FrameTooLong => "frame too long",
+            ProtoError::SlowConsumer => "slow consumer",
+        }
+    }
+
+    /// Every reason, for counters indexed by reason.
+    pub const ALL: [ProtoError; 8] = [
+        ProtoError::UnknownVerb,
+        ProtoError::MissingSubject,
+        ProtoError::InvalidSubject,
+        ProtoError::InvalidGroup,
+        ProtoError::InvalidArguments,
+        ProtoError::TooManySubscriptions,
+        ProtoError::FrameTooLong,
+        ProtoError::SlowConsumer,
+    ];
+}
+
+/// Parses one frame (without its terminator).
+#[inline]
+pub fn parse(frame: &[u8]) -> Result<Command<'_>, ProtoError> {
+    // The hot path: `PUB ` in any case, checked without a search.
+    if frame.len() >= 4 && frame[3] == b' ' && frame[..3].eq_ignore_ascii_case(b"PUB") {
+        return parse_pub(&frame[4..]);
+    }
+    if frame.is_empty() {
+        return Ok(Command::Empty);
+    }
+    let (verb, args) = match memchr::memchr(b' ', frame) {
+        Some(i) => (&frame[..i], Some(&frame[i + 1..])),
+        None => (frame, None),
+    };
+    if verb.eq_ignore_ascii_case(b"PUB") {
+        // `PUB` with no space at all: no subject.
+        return match args {
+            Some(body) => parse_pub(body),
+            None => Err(ProtoError::MissingSubject),
+        };
+    }
+    if verb.eq_ignore_ascii_case(b"PING") {
+        return match args {
+            None => Ok(Command::Ping),
+            Some(_) => Err(ProtoError::InvalidArguments),
+        };
+    }
+    let sub = verb.eq_ignore_ascii_case(b"SUB");
+    if !sub && !verb.eq_ignore_ascii_case(b"UNSUB") {
+        return Err(ProtoError::UnknownVerb);
+    }
+    let args = args.ok_or(ProtoError::MissingSubject)?;
+    let mut fields = args.splitn(3, |&b| b == b' ');
+    let subject = fields.next().unwrap_or_default();
+    if subject.is_empty() {
+        return Err(ProtoError::MissingSubject);
+    }
+    if !is_valid_subject(subject, true) {
+        return Err(ProtoError::InvalidSubject);
+    }
+    let group = fields.next();
+    if let Some(g) = group {
+        if !is_valid_group(g) {
+            return Err(ProtoError::InvalidGroup);
+        }
+    }
+    if fields.next().is_some() {
+        return Err(ProtoError::InvalidArguments);
+    }
+    Ok(if sub {
+        Command::Sub { subject, group }
+    } else {
+        Command::Unsub { subject, group }
+    })
+}
+
+/// `body` is what follows `PUB `.
+#[inline]
+fn parse_pub(body: &[u8]) -> Result<Command<'_>, ProtoError> {
+    let subject = match memchr::memchr(b' ', body) {
+        Some(i) => &body[..i],
+        None => body,
+    };
+    if subject.is_empty() {
+        return Err(ProtoError::MissingSubject);
+    }
+    if !is_valid_subject(subject, false) {
+        return Err(ProtoError::InvalidSubject);
+    }
+    Ok(Command::Pub { subject, body })
+}
+
+/// `MSG ` — what a delivery starts with.
+pub const MSG_PREFIX: &[u8] = b"MSG ";
+
+/// Appends `MSG <body>` and the terminator. `subject_len` is the length of
+/// the subject at the front of `body`; when the body is only the subject
+/// (empty payload) the spec's trailing space is added.
+#[inline]
+pub fn encode_msg(out: &mut Vec<u8>, body: &[u8], subject_len: usize, terminator: &[u8]) {
+    out.reserve(MSG_PREFIX.len() + body.len() + 1 + terminator.len());
+    out.extend_from_slice(MSG_PREFIX);
+    out.extend_from_slice(body);
+    if body.len() == subject_len {
+        out.push(b' ');
+    }
+    out.extend_from_slice(terminator);
+}
+
+/// Bytes [`encode_msg`] appends.
+#[inline]
+pub fn msg_len(body: &[u8], subject_len: usize, terminator: &[u8]) -> usize {
+    MSG_PREFIX.len() + body.len() + usize::from(body.len() == subject_len) + terminator.len()
+}
+
+/// Appends `PONG` and the terminator.
+pub fn encode_pong(out: &mut Vec<u8>, terminator: &[u8]) {
+    out.extend_from_slice(b"PONG");
+    out.extend_from_slice(terminator);
+}
+
+/// Appends `-ERR <reason>` and the terminator.
+pub fn encode_err(out: &mut Vec<u8>, err: ProtoError, terminator: &[u8]) {
+    out.extend_from_slice(b"-ERR ");
+    out.extend_from_slice(err.reason().as_bytes());
+    out.extend_from_slice(terminator);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Command::*;
+    use ProtoError::*;
+
+    #[test]
+    fn verbs_are_case_insensitive() {
+        for f in [&b"PING"[..], b"ping", b"PiNg"] {
+            assert_eq!(parse(f), Ok(Ping));
+        }
+        assert_eq!(
+            parse(b"sUb a"),
+            Ok(Sub {
+                subject: b"a",
+                group: None
+            })
+        );
+        assert_eq!(
+            parse(b"unsub a g"),
+            Ok(Unsub {
+                subject: b"a",
+                group: Some(b"g")
+            })
+        );
+        assert_eq!(
+            parse(b"Pub a x"),
+            Ok(Pub {
+                subject: b"a",
+                body: b"a x"
+            })
+        );
+    }
+
+    #[test]
+    fn pub_payloads() {
+        assert_eq!(
+            parse(b"PUB a.b"),
+            Ok(Pub {
+                subject: b"a.b",
+                body: b"a.b"
+            })
+        );
+        assert_eq!(
+            parse(b"PUB a.b "),
+            Ok(Pub {
+                subject: b"a.b",
+                body: b"a.b "
+            })
+        );
+        assert_eq!(
+            parse(b"PUB a.b  two  spaces "),
+            Ok(Pub {
+                subject: b"a.b",
+                body: b"a.b  two  spaces "
+            })
+        );
+    }
+
+    #[test]
+    fn errors_in_spec_order() {
+        let cases: &[(&[u8], ProtoError)] = &[
+            (b"FOO", UnknownVerb),
+            (b"PUBX a", UnknownVerb),
+            (b" PUB a", UnknownVerb),
+            (b"MSG a b", UnknownVerb),
+            (b"PUB", MissingSubject),
+            (b"PUB ", MissingSubject),
+            (b"PUB  x", MissingSubject),
+            (b"SUB", MissingSubject),
+            (b"SUB ", MissingSubject),
+            (b"UNSUB  a", MissingSubject),
+            (b"PUB a..b x", InvalidSubject),
+            (b"PUB a.* x", InvalidSubject),
+            (b"PUB a.> x", InvalidSubject),
+            (b"SUB a.>.b", InvalidSubject),
+            (b"SUB .a g h", InvalidSubject),
+            (b"SUB a ", InvalidGroup),
+            (b"SUB a  x", InvalidGroup),
+            (b"SUB a g h", InvalidArguments),
+            (b"SUB a g ", InvalidArguments),
+            (b"UNSUB a g h", InvalidArguments),
+            (b"PING x", InvalidArguments),
+            (b"PING ", InvalidArguments),
+        ];
+        for (frame, want) in cases {
+            assert_eq!(
+                parse(frame),
+                Err(*want),
+                "{:?}",
+                String::from_utf8_lossy(frame)
+            );
+        }
+        let long_group = [b'g'; 65];
+        let mut f = b"SUB a ".to_vec();
+        f.extend_from_slice(&long_group);
+        assert_eq!(parse(&f), Err(InvalidGroup));
+        let long_subject = [b's'; 257];
+        let mut f = b"PUB ".to_vec();
+        f.extend_from_slice(&long_subject);
+        assert_eq!(parse(&f), Err(InvalidSubject));
+    }
+
+    #[test]
+    fn wildcard_like_tokens_are_plain() {
+        assert_eq!(
+            parse(b"PUB a* x"),
+            Ok(Pub {
+                subject: b"a*",
+                body: b"a* x"
+            })
+        );
+        assert!(matches!(parse(b"SUB b>"), Ok(Sub { .. })));
+    }
+
+    #[test]
+    fn empty_frame() {
+        assert_eq!(parse(b""), Ok(Empty));
+    }
+
+    #[test]
+    fn encoding() {
+        let mut out = Vec::new();
+        encode_msg(&mut out, b"a.b 1.0", 3, b"\n");
+        encode_msg(&mut out, b"a.b", 3, b"\r\n");
+        encode_pong(&mut out, b"\0\0");
+        encode_err(&mut out, SlowConsumer, b"END\n");
+        assert_eq!(
+            &out[..],
+            &b"MSG a.b 1.0\nMSG a.b \r\nPONG\0\0-ERR slow consumerEND\n"[..]
+        );
+        assert_eq!(msg_len(b"a.b", 3, b"\r\n"), b"MSG a.b \r\n".len());
+        for e in ProtoError::ALL {
+            assert_eq!(e.to_string(), e.reason());
+        }
+    }
+}

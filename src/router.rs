@@ -1,0 +1,299 @@
+//! Routing: which connections here, and which other shards, get a message.
+//!
+//! Each shard keeps two [`Sublist`]s: `local`, its own connections'
+//! subscriptions, and `remote`, what the other shards have told it of
+//! theirs (one entry per remote subscription, weighted, so a shard knows how
+//! many members of a queue group live elsewhere). Routing is then a pure
+//! function of the subject and these two indexes, with no I/O and no locks:
+//!
+//! * A `PUB` received here goes to every local connection with a matching
+//!   plain subscription, once per connection however many match; to every
+//!   shard with at least one matching plain subscription, once per shard
+//!   (that shard fans out locally); and for every matching queue group to
+//!   exactly one member, chosen round-robin by weight across *all* shards,
+//!   so members share a group's messages evenly wherever they live. A group
+//!   member on another shard is named to that shard by the group's id, and
+//!   that shard picks one of its local members.
+//! * A [`crate::mesh::Forward`] received from another shard is matched only
+//!   against `local`: the sender already decided which shards take part.
+
+use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
+
+use crate::mesh::ShardId;
+use crate::subject::{Matches, Sublist};
+
+/// A connection's slot on its shard.
+pub type ConnId = u32;
+
+/// Entries kept in each sublist's match cache.
+pub const CACHE_CAPACITY: usize = 4096;
+
+/// One other shard a message must be forwarded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTarget {
+    pub shard: ShardId,
+    /// It has plain subscribers.
+    pub plain: bool,
+    /// Queue groups it must serve one member of.
+    pub groups: Vec<u64>,
+}
+
+/// Where one message goes; reused between messages to avoid allocating.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Local connections, each once.
+    pub local: Vec<ConnId>,
+    /// Other shards, each once.
+    pub remote: Vec<RemoteTarget>,
+}
+
+impl Plan {
+    fn clear(&mut self) {
+        self.local.clear();
+        self.remote.clear();
+    }
+}
+
+/// A shard's routing state.
+pub struct Router {
+    local: Sublist<ConnId>,
+    remote: Sublist<ShardId>,
+    /// Round-robin position of groups that have members both here and on
+    /// other shards, so the choice between "here" and "there" is by weight.
+    joint: FxHashMap<u64, u64>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Router {
+    /// Empty indexes.
+    pub fn new() -> Self {
+        Router {
+            local: Sublist::new(CACHE_CAPACITY),
+            remote: Sublist::new(CACHE_CAPACITY),
+            joint: FxHashMap::default(),
+        }
+    }
+
+    /// A local connection subscribed (the caller enforces set semantics).
+    pub fn subscribe(&mut self, conn: ConnId, pattern: &[u8], group: Option<&[u8]>) {
+        self.local.insert(pattern, group, conn, 1);
+    }
+
+    /// A local connection unsubscribed.
+    pub fn unsubscribe(&mut self, conn: ConnId, pattern: &[u8], group: Option<&[u8]>) {
+        self.local.remove(pattern, group, conn, 1);
+    }
+
+    /// Another shard gained (`add`) or lost one subscription.
+    pub fn remote_interest(
+        &mut self,
+        from: ShardId,
+        add: bool,
+        pattern: &[u8],
+        group: Option<&[u8]>,
+    ) {
+        if add {
+            self.remote.insert(pattern, group, from, 1);
+        } else {
+            self.remote.remove(pattern, group, from, 1);
+        }
+    }
+
+    /// Routes a message published on this shard.
+    pub fn route_publish(&mut self, subject: &[u8], plan: &mut Plan) {
+        plan.clear();
+        let local = self.local.matches(subject);
+        plan.local.extend(local.plain.iter().map(|&(c, _)| c));
+        let remote = if self.remote.is_empty() {
+            None
+        } else {
+            Some(self.remote.matches(subject))
+        };
+        if let Some(remote) = &remote {
+            for &(shard, _) in &remote.plain {
+                target(plan, shard).plain = true;
+            }
+        }
+        // Groups with members here (and maybe elsewhere).
+        for lg in &local.groups {
+            let rg = remote
+                .as_ref()
+                .and_then(|r| r.groups.iter().find(|g| g.id == lg.id));
+            match rg {
+                None => plan.local.push(lg.pick()),
+                Some(rg) => {
+                    let total = u64::from(lg.total_weight) + u64::from(rg.total_weight);
+                    let turn = self.joint.entry(lg.id).or_insert(0);
+                    let here = *turn % total < u64::from(lg.total_weight);
+                    *turn = turn.wrapping_add(1);
+                    if here {
+                        plan.local.push(lg.pick());
+                    } else {
+                        target(plan, rg.pick()).groups.push(rg.id);
+                    }
+                }
+            }
+        }
+        // Groups with members only elsewhere.
+        if let Some(remote) = &remote {
+            for rg in &remote.groups {
+                if !local.groups.iter().any(|lg| lg.id == rg.id) {
+                    target(plan, rg.pick()).groups.push(rg.id);
+                }
+            }
+        }
+        dedup(&mut plan.local);
+    }
+
+    /// Routes a message another shard forwarded here: `plain` subscribers
+    /// and one local member of each of `groups`.
+    pub fn route_forward(
+        &mut self,
+        subject: &[u8],
+        plain: bool,
+        groups: &[u64],
+        out: &mut Vec<ConnId>,
+    ) {
+        out.clear();
+        let local: Rc<Matches<ConnId>> = self.local.matches(subject);
+        if plain {
+            out.extend(local.plain.iter().map(|&(c, _)| c));
+        }
+        for id in groups {
+            // A group that emptied here since the sender chose us: at most
+            // once delivery, the message is not redirected.
+            if let Some(g) = local.groups.iter().find(|g| g.id == *id) {
+                out.push(g.pick());
+            }
+        }
+        dedup(out);
+    }
+
+    /// Forgets joint round-robin state of groups that no longer exist
+    /// anywhere (called rarely, e.g. when subscriptions are removed).
+    pub fn trim(&mut self) {
+        if self.joint.len() > 4 * CACHE_CAPACITY {
+            self.joint.clear();
+        }
+    }
+}
+
+/// The plan entry for `shard`, created on first use.
+fn target(plan: &mut Plan, shard: ShardId) -> &mut RemoteTarget {
+    let i = match plan.remote.iter().position(|t| t.shard == shard) {
+        Some(i) => i,
+        None => {
+            plan.remote.push(RemoteTarget {
+                shard,
+                plain: false,
+                groups: Vec::new(),
+            });
+            plan.remote.len() - 1
+        }
+    };
+    &mut plan.remote[i]
+}
+
+/// Each connection once (several subscriptions of one connection may match).
+#[inline]
+fn dedup(conns: &mut Vec<ConnId>) {
+    if conns.len() > 1 {
+        conns.sort_unstable();
+        conns.dedup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_delivery_is_once_per_connection() {
+        let mut r = Router::new();
+        r.subscribe(1, b"a.*", None);
+        r.subscribe(1, b"a.>", None);
+        r.subscribe(1, b"a.b", None);
+        r.subscribe(2, b"a.b", None);
+        let mut plan = Plan::default();
+        r.route_publish(b"a.b", &mut plan);
+        assert_eq!(plan.local, vec![1, 2]);
+        assert!(plan.remote.is_empty());
+        r.route_publish(b"a.c", &mut plan);
+        assert_eq!(plan.local, vec![1]);
+    }
+
+    #[test]
+    fn forwards_once_per_interested_shard() {
+        let mut r = Router::new();
+        r.remote_interest(1, true, b"a.*", None);
+        r.remote_interest(1, true, b"a.b", None);
+        r.remote_interest(2, true, b"x", None);
+        let mut plan = Plan::default();
+        r.route_publish(b"a.b", &mut plan);
+        assert!(plan.local.is_empty());
+        assert_eq!(
+            plan.remote,
+            vec![RemoteTarget {
+                shard: 1,
+                plain: true,
+                groups: vec![]
+            }]
+        );
+        r.remote_interest(1, false, b"a.*", None);
+        r.remote_interest(1, false, b"a.b", None);
+        r.route_publish(b"a.b", &mut plan);
+        assert!(plan.remote.is_empty());
+    }
+
+    #[test]
+    fn queue_group_spreads_by_weight_across_shards() {
+        // Two members here, two on shard 1: half the messages stay.
+        let mut r = Router::new();
+        r.subscribe(7, b"jobs", Some(b"w"));
+        r.subscribe(8, b"jobs", Some(b"w"));
+        r.remote_interest(1, true, b"jobs", Some(b"w"));
+        r.remote_interest(1, true, b"jobs", Some(b"w"));
+        let mut plan = Plan::default();
+        let (mut here, mut there) = (std::collections::HashMap::new(), 0);
+        for _ in 0..4000 {
+            r.route_publish(b"jobs", &mut plan);
+            assert_eq!(
+                plan.local.len() + plan.remote.len(),
+                1,
+                "exactly one member"
+            );
+            if let Some(&c) = plan.local.first() {
+                *here.entry(c).or_insert(0) += 1;
+            } else {
+                assert_eq!(plan.remote[0].groups.len(), 1);
+                assert!(!plan.remote[0].plain);
+                there += 1;
+            }
+        }
+        assert_eq!(here[&7], 1000);
+        assert_eq!(here[&8], 1000);
+        assert_eq!(there, 2000);
+    }
+
+    #[test]
+    fn forwarded_group_picks_a_local_member() {
+        let mut r = Router::new();
+        r.subscribe(3, b"jobs", Some(b"w"));
+        r.subscribe(4, b"jobs.>", None);
+        let id = crate::subject::group_id(b"jobs", b"w");
+        let mut out = Vec::new();
+        r.route_forward(b"jobs", false, &[id], &mut out);
+        assert_eq!(out, vec![3]);
+        r.route_forward(b"jobs", true, &[], &mut out);
+        assert!(out.is_empty(), "jobs.> needs at least one more token");
+        r.route_forward(b"jobs", false, &[id ^ 1], &mut out);
+        assert!(out.is_empty(), "unknown group: nothing");
+    }
+}

@@ -1,0 +1,142 @@
+//! Per-shard counters: written only by their shard, read by anyone.
+//!
+//! Each shard owns one [`ShardStats`]. Its counters are single-writer
+//! atomics: the owning shard bumps them with a relaxed load and store (no
+//! locked read-modify-write instruction on the hot path), and readers on
+//! other threads load them relaxed and sum the shards into [`Totals`]. A
+//! reader may see one shard a few operations ahead of another; every counter
+//! is individually exact.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A counter with exactly one writing thread.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning shard may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Single writer: load + store is exact and avoids a `lock xadd`.
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Subtracts `n` (for gauges). Only the owning shard may call this.
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// One shard's counters (see the module docs for who writes them).
+        #[derive(Debug, Default)]
+        pub struct ShardStats {
+            $( $(#[$doc])* pub $name: Counter, )*
+        }
+
+        /// A snapshot of counters, of one shard or summed over all.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Totals {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl ShardStats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> Totals {
+                Totals { $( $name: self.$name.get(), )* }
+            }
+        }
+
+        impl std::ops::AddAssign for Totals {
+            fn add_assign(&mut self, o: Totals) {
+                $( self.$name = self.$name.wrapping_add(o.$name); )*
+            }
+        }
+
+        impl Totals {
+            /// Every counter as `(name, value)`, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![ $( (stringify!($name), self.$name), )* ]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted since start.
+    connections_accepted,
+    /// Connections currently open (gauge).
+    connections_open,
+    /// Connections closed since start.
+    connections_closed,
+    /// Connections refused at accept because of `--max-connections`.
+    connections_rejected,
+    /// Subscriptions currently in force (gauge).
+    subscriptions,
+    /// `PUB` frames accepted.
+    msgs_in,
+    /// Bytes of `PUB` payload accepted.
+    bytes_in,
+    /// `MSG` frames queued to receivers.
+    msgs_out,
+    /// Bytes of `MSG` payload queued to receivers.
+    bytes_out,
+    /// Messages sent to another shard (once per target shard).
+    forwarded,
+    /// Connections closed as slow consumers.
+    slow_consumers,
+    /// Frames refused as longer than `--max-frame`.
+    frames_too_long,
+    /// Frames answered with `-ERR` for any other reason.
+    protocol_errors,
+    /// Bytes queued for clients and not yet written (gauge).
+    pending_bytes,
+}
+
+/// Sums snapshots.
+pub fn sum<'a>(shards: impl IntoIterator<Item = &'a ShardStats>) -> Totals {
+    let mut t = Totals::default();
+    for s in shards {
+        t += s.snapshot();
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn single_writer_counts_are_exact_for_readers() {
+        let shards: Vec<Arc<ShardStats>> = (0..2).map(|_| Arc::default()).collect();
+        let writers: Vec<_> = shards
+            .iter()
+            .cloned()
+            .map(|s| {
+                std::thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        s.msgs_in.add(1);
+                    }
+                    s.connections_open.add(3);
+                    s.connections_open.sub(1);
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let t = sum(shards.iter().map(|s| &**s));
+        assert_eq!(t.msgs_in, 200_000);
+        assert_eq!(t.connections_open, 4);
+        assert!(t.fields().contains(&("msgs_in", 200_000)));
+    }
+}

@@ -1,0 +1,290 @@
+//! The `tern` command line, end to end over the real binary: `--help`,
+//! flag errors, and `--check-config`.
+//!
+//! Every run here either stops at the flags or checks the environment
+//! without serving, so each finishes on its own; a run that does not within
+//! [`DEADLINE`] is killed and the test fails.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest any single run may take before it is killed.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Every flag issue 4 and issue 6 make a contract of.
+const CONTRACT_FLAGS: &[&str] = &[
+    "--listen",
+    "--shards",
+    "--cores",
+    "--terminator",
+    "--max-frame",
+    "--max-pending",
+    "--max-subs",
+    "--max-connections",
+    "--spin-before-park",
+    "--io-memory",
+    "--log-level",
+    "--log-format",
+    "--check-config",
+];
+
+/// Runs `tern args...` to completion (killed by PID past [`DEADLINE`]).
+fn tern(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tern");
+    // Drain both pipes on their own threads so a chatty child never blocks.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern {args:?} still running after {DEADLINE:?}: killed");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the start-up error contract: exit status 2 and exactly one line
+/// on stderr, `tern: error: ...`, that contains every one of `parts`.
+/// Returns that line.
+fn assert_startup_error(args: &[&str], parts: &[&str]) -> String {
+    let o = tern(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "tern {args:?}: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "tern {args:?}: not one line: {err:?}"
+    );
+    let line = err.trim_end().to_string();
+    assert!(line.starts_with("tern: error: "), "{line}");
+    for part in parts {
+        assert!(
+            line.contains(part),
+            "tern {args:?}: {part:?} missing from {line:?}"
+        );
+    }
+    line
+}
+
+/// A CPU number this process may not use.
+fn unavailable_cpu() -> usize {
+    let allowed = tern::config::allowed_cpus();
+    let cpu = 99.max(allowed.iter().max().unwrap() + 1);
+    assert!(!allowed.contains(&cpu));
+    cpu
+}
+
+#[test]
+fn help_explains_every_contract_flag_in_one_line() {
+    let o = tern(&["--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = stdout(&o);
+    for flag in CONTRACT_FLAGS {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{flag} ")) || l.trim() == *flag)
+            .unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
+        // The explanation is on the flag's own line, not on the next ones.
+        let words = line.split_whitespace().count();
+        assert!(words >= 4, "{flag} has no one-line explanation: {line:?}");
+    }
+    for default in [
+        "127.0.0.1:7000",
+        r"\n",
+        "1048576",
+        "67108864",
+        "10000",
+        "100000",
+    ] {
+        assert!(
+            help.contains(&format!("[default: {default}]")),
+            "default {default} missing:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn version_prints_and_exits_0() {
+    let o = tern(&["--version"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn invalid_terminators_are_refused_in_one_line() {
+    assert_startup_error(&["--terminator", r"\q"], &["--terminator", r"\q", "escape"]);
+    let seventeen = "x".repeat(17);
+    assert_startup_error(
+        &["--terminator", &seventeen],
+        &["--terminator", "17 bytes", "16"],
+    );
+    assert_startup_error(&["--terminator", "a b"], &["--terminator", "space"]);
+    assert_startup_error(&["--terminator", ""], &["--terminator", "empty"]);
+    assert_startup_error(&["--terminator", r"\x1"], &["--terminator", "hex"]);
+}
+
+#[test]
+fn invalid_sizes_are_refused_in_one_line() {
+    assert_startup_error(&["--max-frame", "12XB"], &["--max-frame", "12XB", "64KiB"]);
+    assert_startup_error(&["--max-pending", "1.5MiB"], &["--max-pending", "1.5MiB"]);
+    assert_startup_error(&["--io-memory", "-1"], &["--io-memory"]);
+    assert_startup_error(&["--max-subs", "0"], &["--max-subs", "at least 1"]);
+    assert_startup_error(&["--max-connections", "many"], &["--max-connections"]);
+    assert_startup_error(
+        &["--spin-before-park", "50"],
+        &["--spin-before-park", "50us"],
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_in_one_line() {
+    assert_startup_error(&["--no-such-flag"], &["--no-such-flag", "--help"]);
+    assert_startup_error(&["--shards", "1", "--cores", "0"], &["--shards", "--cores"]);
+    assert_startup_error(&["--shards", "0"], &["--shards"]);
+    assert_startup_error(&["--listen", "localhost"], &["--listen", "localhost"]);
+    assert_startup_error(&["--log-format", "xml"], &["--log-format", "xml"]);
+    assert_startup_error(&["--log-level", "loud=["], &["--log-level"]);
+}
+
+#[test]
+fn cpu_outside_the_affinity_mask_is_named() {
+    let cpu = unavailable_cpu().to_string();
+    let allowed = tern::preflight::format_cpu_list(&tern::config::allowed_cpus());
+    assert_startup_error(
+        &["--cores", &cpu, "--listen", "127.0.0.1:0"],
+        &[&format!("CPU {cpu} is not available"), &allowed, "--cores"],
+    );
+    let too_many = (tern::config::allowed_cpus().len() + 1).to_string();
+    assert_startup_error(
+        &["--shards", &too_many, "--listen", "127.0.0.1:0"],
+        &[&format!("--shards {too_many}"), "CPUs are available"],
+    );
+}
+
+#[test]
+fn address_held_by_another_program_is_refused() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    assert_startup_error(
+        &["--listen", &addr, "--shards", "1"],
+        &[&format!("address {addr} is already in use"), "--listen"],
+    );
+    // A second --listen that is taken is found too, not only the first.
+    assert_startup_error(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            &addr,
+            "--shards",
+            "1",
+        ],
+        &[&addr, "already in use"],
+    );
+}
+
+#[test]
+fn check_config_reports_what_it_found_and_exits_0() {
+    let o = tern(&[
+        "--check-config",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--terminator",
+        r"\r\n",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    for part in [
+        "shards",
+        "listen",
+        "127.0.0.1:0",
+        r"\r\n",
+        "max-frame",
+        "1048576",
+        "max-pending",
+        "max-subs",
+        "max-connections",
+        "io_uring",
+        "locked memory",
+        "needed",
+        "configuration ok",
+    ] {
+        assert!(out.contains(part), "{part:?} missing:\n{out}");
+    }
+    assert!(!out.contains("FAILED"), "{out}");
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn check_config_names_a_missing_cpu_and_exits_2() {
+    let cpu = unavailable_cpu().to_string();
+    let o = tern(&["--check-config", "--cores", &cpu, "--listen", "127.0.0.1:0"]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    let wanted = format!("CPU {cpu} is not available to this process");
+    assert!(out.contains(&format!("FAILED: {wanted}")), "{out}");
+    assert!(out.contains("configuration has 1 problem"), "{out}");
+    // The other checks still ran and are reported.
+    assert!(
+        out.contains("io_uring") && out.contains("locked memory"),
+        "{out}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("tern: error: {wanted}")), "{err}");
+}
+
+#[test]
+fn check_config_reports_every_problem() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let cpu = unavailable_cpu().to_string();
+    let o = tern(&["--check-config", "--cores", &cpu, "--listen", &addr]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(out.contains("configuration has 2 problem"), "{out}");
+    assert!(
+        err.contains(&format!("CPU {cpu}")) && err.contains("already in use"),
+        "{err}"
+    );
+    assert!(err.lines().all(|l| l.starts_with("tern: error: ")), "{err}");
+}

@@ -1,0 +1,401 @@
+//! The relay under misbehaving clients and many clients: slow consumers,
+//! resets in the middle of a frame, a thousand concurrent connections,
+//! random garbage, and the clean-up when connections go away.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{fence, msg, show, Client, Rng, TestRelay, IO_TIMEOUT};
+use socket2::{Domain, Socket, Type};
+use tern::stats::Totals;
+
+/// Waits (bounded by [`IO_TIMEOUT`]) until `done` holds for the relay's
+/// summed counters: closing a socket reaches the relay asynchronously, so
+/// gauges are checked for *eventually* reaching a value, never for how soon.
+fn eventually(relay: &TestRelay, what: &str, done: impl Fn(&Totals) -> bool) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let t = relay.stats();
+        if done(&t) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached: {what}; stats: {t:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A client whose socket receive buffer is tiny, so that a relay writing to
+/// it runs into its own `--max-pending` quickly.
+fn tiny_window_client(addr: SocketAddr, term: &[u8]) -> Client {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    // Set before connecting, so the advertised window is small from the
+    // start (this also turns off receive-buffer autotuning).
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT).unwrap();
+    Client::from_stream(TcpStream::from(socket), term)
+}
+
+#[test]
+fn slow_consumer_is_closed_and_isolated() {
+    const N: usize = 16_000;
+    const PAYLOAD: usize = 1024;
+    let relay = TestRelay::start_with(|c| c.max_pending = 256 * 1024);
+    // The slow consumer lives on shard 1 and never reads after subscribing.
+    let mut slow = tiny_window_client(relay.shard_addrs()[1], relay.term());
+    slow.sub("sc.x");
+    // Healthy subscribers on the other shard and on the slow one's shard.
+    let mut healthy: Vec<Client> = [0, 1].iter().map(|&s| relay.on(s)).collect();
+    for h in &mut healthy {
+        h.sub("sc.x");
+    }
+    let readers: Vec<_> = healthy
+        .into_iter()
+        .map(|mut h| {
+            thread::spawn(move || {
+                for i in 0..N {
+                    let f = h.read_frame();
+                    let want = payload(i, PAYLOAD);
+                    assert!(
+                        f == msg("sc.x", &want),
+                        "healthy subscriber: message {i} is {}",
+                        show(&f)
+                    );
+                }
+                h.expect_silence();
+            })
+        })
+        .collect();
+
+    let mut publisher = relay.on(0);
+    let mut batch = Vec::new();
+    for i in 0..N {
+        batch.extend_from_slice(b"PUB sc.x ");
+        batch.extend_from_slice(&payload(i, PAYLOAD));
+        batch.extend_from_slice(relay.term());
+        if batch.len() > 256 * 1024 {
+            publisher.send_raw(&batch);
+            batch.clear();
+        }
+    }
+    publisher.send_raw(&batch);
+    publisher.expect_silence();
+    for r in readers {
+        r.join()
+            .expect("healthy subscribers receive everything, in order");
+    }
+
+    // The slow consumer got a prefix of the messages, perhaps the notice,
+    // then the relay closed it.
+    let frames = slow.read_until_closed();
+    let (last, msgs) = match frames.split_last() {
+        Some((last, rest)) if last.starts_with(b"-ERR") => (Some(last.clone()), rest.to_vec()),
+        _ => (None, frames.clone()),
+    };
+    if let Some(last) = last {
+        assert_eq!(show(&last), "-ERR slow consumer");
+    }
+    assert!(msgs.len() < N, "the slow consumer was cut off");
+    for (i, f) in msgs.iter().enumerate() {
+        assert!(
+            f == &msg("sc.x", payload(i, PAYLOAD)),
+            "slow consumer's message {i}"
+        );
+    }
+    assert_eq!(relay.stats().slow_consumers, 1);
+    assert_eq!(relay.shard(1).slow_consumers, 1);
+    // And the relay still serves everyone.
+    let mut late = relay.on(1);
+    late.sub("sc.x");
+    publisher.publish("sc.x", "after");
+    late.expect_msg("sc.x", "after");
+}
+
+/// Payload `i` of the slow-consumer test: its number, padded.
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    let mut p = format!("{i} ").into_bytes();
+    p.resize(len, b'p');
+    p
+}
+
+#[test]
+fn reset_in_the_middle_of_a_frame_disturbs_nobody() {
+    const N: usize = 1000;
+    let relay = TestRelay::start();
+    let mut publisher = relay.on(0);
+    let mut sub = relay.on(1);
+    sub.sub("r.x");
+    sub.sub_fence();
+
+    for shard in [0, 1] {
+        // Subscribed, with half a PUB read by the relay and deliveries
+        // queued and unread when it resets.
+        let mut rude = tiny_window_client(relay.shard_addrs()[shard], relay.term());
+        rude.sub("r.x");
+        // One write: once PONG is back the relay has read the half frame
+        // that came with the PING.
+        let mut half = b"PING".to_vec();
+        half.extend_from_slice(relay.term());
+        half.extend_from_slice(b"PUB r.x half a fra");
+        rude.send_raw(&half);
+        rude.expect("PONG");
+        for i in 0..200 {
+            publisher.publish("r.x", format!("queued {i} {}", "q".repeat(200)));
+        }
+        for i in 0..200 {
+            sub.expect_msg("r.x", format!("queued {i} {}", "q".repeat(200)));
+        }
+        rude.reset();
+        // One that resets inside a verb, before any complete frame.
+        let mut rude = relay.on(shard);
+        rude.send_raw(b"PI");
+        rude.reset();
+    }
+    for i in 0..N {
+        publisher.publish("r.x", i.to_string());
+    }
+    for i in 0..N {
+        sub.expect_msg("r.x", i.to_string());
+    }
+    fence(&mut publisher, &mut [&mut sub], "1");
+    eventually(&relay, "only the publisher and subscriber open", |t| {
+        t.connections_open == 2
+    });
+    assert_eq!(
+        relay.stats().protocol_errors,
+        0,
+        "no partial frame was parsed"
+    );
+}
+
+#[test]
+fn thousand_concurrent_connections() {
+    const N: usize = 1000;
+    const BATCH: usize = 100;
+    let relay = TestRelay::start();
+    let mut clients: Vec<Client> = Vec::with_capacity(N);
+    // Connect in batches, each connection pinged before the next batch, so
+    // the listen backlog never overflows (which would only add retries).
+    while clients.len() < N {
+        let mut batch: Vec<Client> = (0..BATCH).map(|_| relay.shared()).collect();
+        for c in &mut batch {
+            c.send("SUB k.x");
+            c.send("PING");
+        }
+        for c in &mut batch {
+            c.expect("PONG");
+        }
+        clients.append(&mut batch);
+    }
+    let per_shard: Vec<u64> = relay
+        .shard_stats()
+        .iter()
+        .map(|s| s.connections_open)
+        .collect();
+    assert_eq!(per_shard.iter().sum::<u64>(), N as u64, "{per_shard:?}");
+    assert!(
+        per_shard.iter().all(|&n| n as usize >= N / 4),
+        "connections spread over both shards: {per_shard:?}"
+    );
+
+    // All at once: every connection pings, then every one reads its PONG.
+    for c in &mut clients {
+        c.send("PING");
+    }
+    for c in &mut clients {
+        c.expect("PONG");
+    }
+    // One publish reaches all of them, on both shards.
+    let mut publisher = relay.on(0);
+    publisher.publish("k.x", "all");
+    for c in &mut clients {
+        c.expect_msg("k.x", "all");
+    }
+    assert!(relay.shard(0).forwarded > 0);
+    drop(clients);
+    eventually(&relay, "closed connections are released", |t| {
+        t.connections_open == 1 && t.subscriptions == 0
+    });
+}
+
+#[test]
+fn shared_listener_spreads_connections_over_shards() {
+    const N: usize = 64;
+    let relay = TestRelay::start();
+    let mut clients: Vec<Client> = (0..N).map(|_| relay.shared()).collect();
+    for c in &mut clients {
+        c.ping();
+    }
+    let per_shard: Vec<u64> = relay
+        .shard_stats()
+        .iter()
+        .map(|s| s.connections_open)
+        .collect();
+    assert_eq!(per_shard.iter().sum::<u64>(), N as u64);
+    assert!(
+        per_shard.iter().all(|&n| (16..=48).contains(&n)),
+        "each shard holds between 16 and 48 of 64: {per_shard:?}"
+    );
+}
+
+#[test]
+fn closing_connections_releases_their_subscriptions() {
+    let relay = TestRelay::start();
+    let mut publisher = relay.on(0);
+    let mut keep = relay.on(1);
+    keep.sub("c.x");
+    keep.sub_fence();
+    for shard in [0, 1, 0, 1] {
+        let mut c = relay.on(shard);
+        c.sub("c.x");
+        c.sub("c.*");
+        c.sub_group("c.x", "g");
+        drop(c);
+    }
+    eventually(&relay, "subscriptions of closed connections removed", |t| {
+        t.subscriptions == 2 && t.connections_open == 2
+    });
+    // A group whose members all left delivers to nobody, and the relay
+    // keeps routing to those still here.
+    publisher.publish("c.x", "1");
+    keep.expect_msg("c.x", "1");
+    fence(&mut publisher, &mut [&mut keep], "1");
+}
+
+/// Random bytes with the relay's vocabulary mixed in: verbs in any case,
+/// valid, invalid and wildcard subjects, groups, runs of spaces, random
+/// bytes and terminators in unlucky places.
+fn garbage(rng: &mut Rng, term: &[u8], len: usize) -> Vec<u8> {
+    const WORDS: &[&[u8]] = &[
+        b"PUB", b"pub", b"SUB", b"sUb", b"UNSUB", b"unsub", b"PING", b"ping", b"PONG", b"MSG",
+        b"-ERR", b"a", b"a.b", b"a.*", b"a.>", b">", b"*", b"a..b", b".", b"g", b"grp.x", b"\xff",
+        b"\x00", b"\r", b"\t",
+    ];
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        match rng.below(10) {
+            0..=3 => {
+                let word: &[u8] = *rng.pick(WORDS);
+                out.extend_from_slice(word);
+            }
+            4..=5 => out.push(b' '),
+            6 => out.extend_from_slice(term),
+            // Part of a terminator.
+            7 => out.extend_from_slice(&term[..rng.below(term.len()) + 1]),
+            _ => {
+                for _ in 0..rng.below(12) {
+                    out.push(rng.next_u64() as u8);
+                }
+            }
+        }
+        // Now and then a long frame.
+        if rng.below(500) == 0 {
+            out.resize(out.len() + rng.below(10_000), b'x');
+        }
+    }
+    out
+}
+
+/// Reasons the relay may give (the spec's list).
+const REASONS: &[&str] = &[
+    "unknown verb",
+    "missing subject",
+    "invalid subject",
+    "invalid group",
+    "invalid arguments",
+    "too many subscriptions",
+    "frame too long",
+    "slow consumer",
+];
+
+fn random_garbage_with(term_spec: &str, seed: u64) {
+    const GARBAGE: usize = 256 * 1024;
+    let relay = TestRelay::start_with(|c| {
+        c.terminator = tern::framing::Terminator::parse(term_spec).unwrap();
+        c.max_frame = 4096;
+        c.max_subs = 50;
+    });
+    let term = relay.term().to_vec();
+    let mut good_pub = relay.on(0);
+    let mut good_sub = relay.on(1);
+    good_sub.sub("good.x");
+
+    let mut rng = Rng::new(seed);
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for k in 0..4 {
+        let c = relay.on(k % 2);
+        let mut reader = Client::from_stream(c.stream().try_clone().unwrap(), &term);
+        let bytes = garbage(&mut rng, &term, GARBAGE);
+        let chunk_seed = rng.next_u64();
+        // Everything the relay says to a garbage client must still be a
+        // well-formed frame of the protocol.
+        readers.push(thread::spawn(move || loop {
+            match reader.try_read_frame() {
+                Ok(None) => return,
+                Ok(Some(f)) => {
+                    let ok = f == b"PONG"
+                        || f.starts_with(b"MSG ")
+                        || f.strip_prefix(b"-ERR ")
+                            .is_some_and(|r| REASONS.iter().any(|reason| r == reason.as_bytes()));
+                    assert!(ok, "garbage client {k} got {}", show(&f));
+                }
+                Err(e) => panic!("garbage client {k}: relay did not close cleanly: {e}"),
+            }
+        }));
+        writers.push(thread::spawn(move || {
+            let mut c = c;
+            let mut rng = Rng::new(chunk_seed);
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = (rng.below(4096) + 1).min(rest.len());
+                c.send_raw(&rest[..n]);
+                rest = &rest[n..];
+            }
+            // The relay must handle what came, flush and close.
+            c.shutdown_write();
+            c
+        }));
+    }
+    // Meanwhile, the well-behaved pair keeps working.
+    for i in 0..200 {
+        good_pub.publish("good.x", i.to_string());
+        good_sub.expect_msg("good.x", i.to_string());
+    }
+    let _garbage_clients: Vec<Client> = writers
+        .into_iter()
+        .map(|w| w.join().expect("garbage written"))
+        .collect();
+    for r in readers {
+        r.join()
+            .expect("the relay answered garbage with protocol frames and closed");
+    }
+    for i in 0..200 {
+        good_pub.publish("good.x", format!("after {i}"));
+    }
+    for i in 0..200 {
+        good_sub.expect_msg("good.x", format!("after {i}"));
+    }
+    good_pub.expect_silence();
+    relay.shared().ping();
+}
+
+#[test]
+fn random_garbage_newline() {
+    random_garbage_with(r"\n", 0x5eed_0001);
+}
+
+#[test]
+fn random_garbage_crlf() {
+    random_garbage_with(r"\r\n", 0x5eed_0002);
+}
+
+#[test]
+fn random_garbage_end_newline() {
+    random_garbage_with(r"END\n", 0x5eed_0003);
+}
