@@ -34,10 +34,14 @@ const EXIT_STARTUP: u8 = 2;
 /// below is that flag's one line in `--help`.
 #[derive(Debug, Parser)]
 #[command(name = "tern", version, about, long_about = None)]
+// So that `--max-frame -1` reaches the size parser and is refused as a size,
+// rather than as an unknown flag `-1`.
+#[command(allow_negative_numbers = true)]
 #[command(
     after_help = "Byte sizes accept plain integers or suffixes: 64KiB, 1MiB, 1MB, 4k.\n\
 Durations accept 0 or a number with a unit: 50us, 1ms, 2s.\n\
-RUST_LOG is honoured unless --log-level is given."
+RUST_LOG is honoured unless --log-level is given.\n\
+SIGINT or SIGTERM stops the relay after flushing for at most 2 s; a second one stops it at once."
 )]
 struct Cli {
     /// Address to accept clients on; repeat for several
@@ -193,8 +197,18 @@ fn main() -> ExitCode {
 
 /// Prints a start-up error as the one line users and scripts expect.
 fn startup_error(msg: impl fmt::Display) -> ExitCode {
-    eprintln!("tern: error: {msg}");
+    eprintln!("tern: error: {}", one_line(&msg.to_string()));
     ExitCode::from(EXIT_STARTUP)
+}
+
+/// `msg` on one line: errors from below (glommio's pretty-printed `Debug`
+/// output, a panic message) may span several.
+fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
+    if msg.contains('\n') {
+        msg.split_whitespace().collect::<Vec<_>>().join(" ").into()
+    } else {
+        msg.into()
+    }
 }
 
 /// `--help` and `--version` print and exit 0; every other clap error
@@ -330,7 +344,7 @@ fn check_config(config: &Config) -> ExitCode {
         Err(e) => format!("limit unreadable ({e})"),
     };
     let cap = if preflight::has_cap_ipc_lock() {
-        ", CAP_IPC_LOCK lifts the limit past glommio's 512 KiB floor"
+        " (CAP_IPC_LOCK: only glommio's 512 KiB minimum applies)"
     } else {
         ""
     };
@@ -375,7 +389,7 @@ impl Report {
         }
         println!("configuration has {} problem(s)", self.problems.len());
         for p in &self.problems {
-            eprintln!("tern: error: {p}");
+            eprintln!("tern: error: {}", one_line(p));
         }
         ExitCode::from(EXIT_STARTUP)
     }
@@ -584,6 +598,12 @@ mod tests {
     fn zero_limits_are_refused() {
         let cli = Cli::try_parse_from(["tern", "--max-subs", "0"]).unwrap();
         assert!(build_config(&cli).unwrap_err().contains("--max-subs"));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(one_line("a b"), "a b");
+        assert_eq!(one_line("Os {\n    code: 12,\n}"), "Os { code: 12, }");
     }
 
     #[test]

@@ -33,9 +33,16 @@ const CONTRACT_FLAGS: &[&str] = &[
 
 /// Runs `tern args...` to completion (killed by PID past [`DEADLINE`]).
 fn tern(args: &[&str]) -> Output {
+    tern_env(args, &[])
+}
+
+/// [`tern`] with environment variables (and without the caller's
+/// `RUST_LOG`).
+fn tern_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(args)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -182,6 +189,24 @@ fn usage_errors_exit_2_in_one_line() {
     assert_startup_error(&["--listen", "localhost"], &["--listen", "localhost"]);
     assert_startup_error(&["--log-format", "xml"], &["--log-format", "xml"]);
     assert_startup_error(&["--log-level", "loud=["], &["--log-level"]);
+}
+
+#[test]
+fn an_invalid_rust_log_is_refused_and_log_level_overrides_it() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--check-config", "--listen", "127.0.0.1:0", "--shards", "1"];
+        args.extend_from_slice(extra);
+        tern_env(&args, &[("RUST_LOG", "loud=[")])
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("tern: error: invalid RUST_LOG"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--log-level", "warn"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 #[test]

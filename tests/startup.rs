@@ -1,0 +1,582 @@
+//! Starting and stopping the real `tern` binary: readiness, a second tern on
+//! the same port, SIGTERM/SIGINT with the summary line, JSON logs, and the
+//! locked-memory limit as an unprivileged user.
+//!
+//! Every process is started with piped stderr, watched until a deadline,
+//! and killed by its PID if it outlives the test (see [`Tern`]'s `Drop`).
+//!
+//! The locked-memory tests need a user without CAP_IPC_LOCK (root may lock
+//! memory past `RLIMIT_MEMLOCK`). Run as root, they drop to `nobody`
+//! (uid/gid 65534) with `setpriv`, after setting the limit as root with
+//! `ulimit -l`; run as another user they lower their own limit. When
+//! neither is possible they print why and pass without checking.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest a start or a stop may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Longest a client read may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The unprivileged user the locked-memory tests run as when started by
+/// root: `nobody` on every common distribution.
+const NOBODY: u32 = 65534;
+
+/// A running `tern` process and the lines of its stderr.
+struct Tern {
+    child: Child,
+    lines: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Tern {
+    /// Starts `cmd` (which must run tern, possibly through `sh`/`setpriv`
+    /// that `exec` it, so the PID is tern's).
+    fn spawn(mut cmd: Command) -> Tern {
+        let mut child = cmd
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tern");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Tern {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for the start-up line and returns the address it listens on.
+    fn wait_started(&mut self) -> SocketAddr {
+        let start = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let started = line.contains(" started: ");
+                    self.log.push(line.clone());
+                    if started {
+                        return listening_addr(&line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "tern did not start within {DEADLINE:?}:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().expect("wait");
+                    panic!(
+                        "tern exited ({status}) before it started:\n{}",
+                        self.log.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) with the PID of our own child, which has not been
+        // reaped (we hold its `Child` and only `wait` in `wait_exit`/`Drop`),
+        // so the PID cannot have been reused by another process.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits for the process to end; returns its status and whole stderr.
+    fn wait_exit(mut self) -> (ExitStatus, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "tern did not exit within {DEADLINE:?}:\n{}",
+                self.log.join("\n")
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        // The reader thread ends at EOF, which follows the exit.
+        let deadline = Instant::now() + DEADLINE;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.log.push(line);
+        }
+        (status, self.log.join("\n"))
+    }
+}
+
+impl Drop for Tern {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The address after "listening on " in a start-up line (text or JSON).
+fn listening_addr(line: &str) -> SocketAddr {
+    let rest = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("bad address {addr:?} in {line:?}: {e}"))
+}
+
+fn tern_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+    cmd.args(args);
+    cmd
+}
+
+/// Two shards if this process may use two CPUs, else one.
+fn shards() -> &'static str {
+    if tern::config::allowed_cpus().len() >= 2 {
+        "2"
+    } else {
+        "1"
+    }
+}
+
+/// A line-protocol client with bounded reads.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, frames: &str) {
+        self.stream.write_all(frames.as_bytes()).expect("write");
+    }
+
+    /// The next `\n`-terminated frame.
+    fn frame(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let frame = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..=i);
+                return frame;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("read (timed out?)");
+            assert!(n > 0, "relay closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Subscribes, publishes to itself, and checks the relay answers.
+fn exchange(addr: SocketAddr) {
+    let mut c = Client::connect(addr);
+    c.send("SUB greet\nPING\n");
+    assert_eq!(c.frame(), "PONG");
+    c.send("PUB greet hello\nPING\n");
+    assert_eq!(c.frame(), "MSG greet hello");
+    assert_eq!(c.frame(), "PONG");
+}
+
+#[test]
+fn sigterm_flushes_and_exits_0_with_a_summary() {
+    let mut t = Tern::spawn(tern_cmd(&["--listen", "127.0.0.1:0", "--shards", shards()]));
+    let addr = t.wait_started();
+    assert!(
+        t.log
+            .last()
+            .unwrap()
+            .contains(&format!("{} shard", shards())),
+        "{:?}",
+        t.log
+    );
+    exchange(addr);
+    t.signal(libc::SIGTERM);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    let summary = log
+        .lines()
+        .find(|l| l.contains("tern stopped:"))
+        .unwrap_or_else(|| panic!("no summary:\n{log}"));
+    assert!(
+        summary.contains("served 1 connection, 1 message in, 1 message out, 0 slow consumers"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn sigint_stops_an_idle_relay_with_exit_0() {
+    let mut t = Tern::spawn(tern_cmd(&["--listen", "127.0.0.1:0", "--shards", "1"]));
+    t.wait_started();
+    t.signal(libc::SIGINT);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("SIGINT received"), "{log}");
+    assert!(
+        log.contains(
+            "tern stopped: served 0 connections, 0 messages in, 0 messages out, 0 slow consumers"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_second_tern_on_the_same_port_is_refused() {
+    let mut first = Tern::spawn(tern_cmd(&["--listen", "127.0.0.1:0", "--shards", "1"]));
+    let addr = first.wait_started();
+
+    // The relay's own listeners set SO_REUSEPORT: without the probe the
+    // second tern would start and take half of the first one's clients.
+    let second = Tern::spawn(tern_cmd(&["--listen", &addr.to_string(), "--shards", "1"]));
+    let (status, log) = second.wait_exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert_eq!(
+        log,
+        format!("tern: error: address {addr} is already in use (another tern or another program is listening on it): stop that process or choose another --listen address")
+    );
+
+    // The first one is unaffected.
+    exchange(addr);
+    first.signal(libc::SIGTERM);
+    let (status, log) = first.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut t = Tern::spawn(tern_cmd(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--log-format",
+        "json",
+    ]));
+    let addr = t.wait_started();
+    exchange(addr);
+    t.signal(libc::SIGTERM);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    // Lines from tracing (everything the binary and glommio log) are JSON.
+    let json: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(json.iter().all(|l| l.ends_with('}')), "{log}");
+    assert!(
+        json.iter()
+            .any(|l| l.contains(r#""level":"INFO""#) && l.contains("started")),
+        "{log}"
+    );
+    assert!(
+        json.iter()
+            .any(|l| l.contains("tern stopped: served 1 connection")),
+        "{log}"
+    );
+}
+
+// ------------------------------------------------------- locked memory
+
+/// How to run tern without CAP_IPC_LOCK and with a given `ulimit -l`.
+enum Unprivileged {
+    /// We are not root: lower our own limit.
+    Direct,
+    /// We are root: set the limit, then drop to `nobody` with setpriv,
+    /// running a copy of the binary that `nobody` can reach.
+    Setpriv { copy: BinCopy },
+}
+
+/// A copy of the tern binary in a world-readable temporary directory
+/// (the build directory may be under a private home), removed on drop.
+struct BinCopy {
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl BinCopy {
+    fn new(tag: &str) -> std::io::Result<BinCopy> {
+        let dir = std::env::temp_dir().join(format!("tern-startup-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let bin = dir.join("tern");
+        std::fs::copy(env!("CARGO_BIN_EXE_tern"), &bin)?;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+        Ok(BinCopy { dir, bin })
+    }
+}
+
+impl Drop for BinCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How this test process can run tern unprivileged, or why it cannot.
+fn unprivileged(tag: &str) -> Result<Unprivileged, String> {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(Unprivileged::Direct);
+    }
+    let setpriv = Command::new("setpriv")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !setpriv.is_ok_and(|s| s.success()) {
+        return Err("running as root and `setpriv` (util-linux) is not installed".into());
+    }
+    let copy =
+        BinCopy::new(tag).map_err(|e| format!("cannot copy the binary for `nobody`: {e}"))?;
+    if !dir_reachable_by_others(&copy.dir) {
+        return Err(format!(
+            "{} is not reachable by other users",
+            copy.dir.display()
+        ));
+    }
+    Ok(Unprivileged::Setpriv { copy })
+}
+
+/// Whether every directory above `dir` lets other users through.
+fn dir_reachable_by_others(dir: &Path) -> bool {
+    dir.ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+impl Unprivileged {
+    /// `tern args` with `ulimit -l limit_kib`, as a user without
+    /// CAP_IPC_LOCK. `sh` and `setpriv` both `exec`, so the PID is tern's.
+    fn command(&self, limit_kib: u64, args: &[&str]) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"ulimit -l "$0" && exec "$@""#)
+            .arg(limit_kib.to_string());
+        match self {
+            Unprivileged::Direct => {
+                cmd.arg(env!("CARGO_BIN_EXE_tern"));
+            }
+            Unprivileged::Setpriv { copy } => {
+                cmd.arg("setpriv")
+                    .arg(format!("--reuid={NOBODY}"))
+                    .arg(format!("--regid={NOBODY}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(&copy.bin);
+            }
+        }
+        cmd.args(args);
+        cmd
+    }
+}
+
+/// The hard `RLIMIT_MEMLOCK` of this process in KiB (`u64::MAX` =
+/// unlimited).
+fn hard_memlock_kib() -> u64 {
+    let (_, hard) = tern::preflight::memlock_limit().expect("getrlimit");
+    if hard == u64::MAX {
+        u64::MAX
+    } else {
+        hard / 1024
+    }
+}
+
+#[test]
+fn a_locked_memory_limit_too_low_is_explained_to_an_unprivileged_user() {
+    let how = match unprivileged("low") {
+        Ok(how) => how,
+        Err(why) => {
+            println!("skipped: cannot run tern unprivileged: {why}");
+            return;
+        }
+    };
+    let t = Tern::spawn(how.command(64, &["--listen", "127.0.0.1:0", "--shards", "1"]));
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert_eq!(log.lines().count(), 1, "{log}");
+    for part in [
+        "tern: error: locked-memory limit too low",
+        "RLIMIT_MEMLOCK (`ulimit -l`) is 64 KiB",
+        "1 shard with --io-memory 512 KiB needs 1616 KiB",
+        "ulimit -l 1616",
+        "LimitMEMLOCK=1616K",
+        "/etc/security/limits.conf",
+    ] {
+        assert!(log.contains(part), "{part:?} missing from {log}");
+    }
+    // Not glommio's own words.
+    assert!(!log.contains("MemLockLimit"), "{log}");
+
+    // --check-config says the same, with the figures.
+    let t = Tern::spawn(how.command(
+        64,
+        &["--check-config", "--listen", "127.0.0.1:0", "--shards", "1"],
+    ));
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("tern: error: locked-memory limit too low"),
+        "{log}"
+    );
+}
+
+#[test]
+fn two_shards_fit_in_8_mib_of_locked_memory_by_default() {
+    if tern::config::allowed_cpus().len() < 2 {
+        println!("skipped: this process may use only one CPU, two shards need two");
+        return;
+    }
+    let how = match unprivileged("8mib") {
+        Ok(how) => how,
+        Err(why) => {
+            println!("skipped: cannot run tern unprivileged: {why}");
+            return;
+        }
+    };
+    if matches!(how, Unprivileged::Direct) && hard_memlock_kib() < 8192 {
+        println!(
+            "skipped: the hard locked-memory limit ({} KiB) is below 8 MiB and only root can raise it",
+            hard_memlock_kib()
+        );
+        return;
+    }
+    let mut t = Tern::spawn(how.command(8192, &["--listen", "127.0.0.1:0", "--shards", "2"]));
+    let addr = t.wait_started();
+    let mut c = Client::connect(addr);
+    c.send("PING\n");
+    assert_eq!(c.frame(), "PONG");
+    t.signal(libc::SIGTERM);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    // (glommio may still warn that it could not register its buffers if
+    // other processes of the same user hold locked memory: the kernel's
+    // count is per user. That is not an error, and not checked here.)
+    assert!(
+        !log.contains("MemLockLimit") && !log.contains("tern: error"),
+        "{log}"
+    );
+}
+
+// ------------------------------------------------------- io_uring
+
+/// Makes `cmd`'s process run under a seccomp filter that fails
+/// `io_uring_setup` with EPERM, as Docker's default profile does, and
+/// allows every other system call.
+fn deny_io_uring(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+    // (The system call number is compared without checking the
+    // architecture field: enough for a test on the native ABI.)
+    let filter = [
+        // A = seccomp_data.nr
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        // if A == io_uring_setup: next, else skip one
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_io_uring_setup as u32,
+        },
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let install = move || {
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes integer arguments
+        // only; PR_SET_SECCOMP reads the `sock_fprog` and the filter array
+        // it points to, both alive for the call. Both are plain system
+        // calls, safe between fork and exec.
+        unsafe {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes the two system calls above (no
+    // allocation, no locks), which is what `pre_exec` requires of code
+    // running in the forked child.
+    unsafe { cmd.pre_exec(install) };
+}
+
+#[test]
+fn io_uring_blocked_by_seccomp_is_explained() {
+    let mut cmd = tern_cmd(&["--listen", "127.0.0.1:0", "--shards", "1"]);
+    deny_io_uring(&mut cmd);
+    let (status, log) = Tern::spawn(cmd).wait_exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert_eq!(log.lines().count(), 1, "{log}");
+    for part in [
+        "tern: error: io_uring is not available: io_uring_setup failed: Operation not permitted",
+        "seccomp filter",
+        "io_uring_setup, io_uring_enter and io_uring_register",
+    ] {
+        assert!(log.contains(part), "{part:?} missing from {log}");
+    }
+    // Not glommio's words.
+    assert!(
+        !log.contains("Romulus") && !log.contains("too old"),
+        "{log}"
+    );
+
+    let mut cmd = tern_cmd(&["--check-config", "--listen", "127.0.0.1:0", "--shards", "1"]);
+    deny_io_uring(&mut cmd);
+    let (status, log) = Tern::spawn(cmd).wait_exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("tern: error: io_uring is not available"),
+        "{log}"
+    );
+}
