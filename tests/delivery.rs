@@ -27,6 +27,11 @@ fn read_until_fence(c: &mut Client, tag: &str) -> Vec<Vec<u8>> {
     }
 }
 
+/// Frames as readable strings, for assertions that print them.
+fn shown(frames: &[Vec<u8>]) -> Vec<String> {
+    frames.iter().map(|f| show(f)).collect()
+}
+
 /// Subject of a `MSG` frame.
 fn subject_of(frame: &[u8]) -> String {
     let rest = frame
@@ -401,12 +406,8 @@ fn a_group_is_named_by_subject_and_name() {
     publisher.publish(FENCE, "end");
 
     let m1_got = read_until_fence(&mut m1, "end");
-    assert_eq!(
-        m1_got,
-        (0..N)
-            .map(|i| msg("n.a", i.to_string()))
-            .collect::<Vec<_>>()
-    );
+    let n_a: Vec<Vec<u8>> = (0..N).map(|i| msg("n.a", i.to_string())).collect();
+    assert_eq!(shown(&m1_got), shown(&n_a));
     let m2_got = read_until_fence(&mut m2, "end");
     let both_got = read_until_fence(&mut both, "end");
     // `n.* g` has only m2 as member; `n.> g` only `both`; `n.b g` only
@@ -415,8 +416,8 @@ fn a_group_is_named_by_subject_and_name() {
     let interleaved: Vec<Vec<u8>> = (0..N)
         .flat_map(|i| [msg("n.a", i.to_string()), msg("n.b", i.to_string())])
         .collect();
-    assert_eq!(m2_got, interleaved);
-    assert_eq!(both_got, interleaved);
+    assert_eq!(shown(&m2_got), shown(&interleaved));
+    assert_eq!(shown(&both_got), shown(&interleaved));
 }
 
 #[test]
@@ -435,7 +436,10 @@ fn queue_group_after_a_member_leaves() {
         publisher.publish("l.x", i.to_string());
     }
     publisher.publish(FENCE, "end");
-    assert_eq!(read_until_fence(&mut leaves, "end"), Vec::<Vec<u8>>::new());
+    assert_eq!(
+        shown(&read_until_fence(&mut leaves, "end")),
+        Vec::<String>::new()
+    );
     let got = read_until_fence(&mut stays, "end");
     assert_eq!(got.len(), N, "the remaining member gets every message");
 }
@@ -558,7 +562,7 @@ fn ping_barrier_across_shards() {
 
 #[test]
 fn two_shards_flooding_each_other() {
-    const N: usize = 50_000;
+    const N: usize = 100_000;
     let relay = TestRelay::start();
     // Receivers on each shard, fed only by the publisher on the other.
     let mut r0 = relay.on(0);
@@ -614,16 +618,22 @@ fn two_shards_flooding_each_other_on_the_same_connections() {
 
 #[test]
 fn half_closed_connection_gets_what_it_is_owed() {
-    const N: usize = 100;
+    // Far more owed output (12.5 MiB) than the relay's socket send buffer
+    // can hold (the kernel caps it at net.ipv4.tcp_wmem's maximum, 4 MiB by
+    // default): the client reads only after it has half-closed, through a
+    // small window, so the relay must keep the connection open and keep
+    // writing after the end of its input.
+    const N: usize = 200;
+    let body = "h".repeat(64 * 1024);
     let relay = TestRelay::start();
     for shard in [0, 1] {
-        let mut c = relay.on(shard);
+        let mut c = Client::tiny_window(relay.shard_addrs()[shard], relay.term());
         let mut out = b"SUB h.x".to_vec();
         out.extend_from_slice(c.term());
         out.extend_from_slice(b"PING");
         out.extend_from_slice(c.term());
         for i in 0..N {
-            out.extend_from_slice(format!("PUB h.x {i}").as_bytes());
+            out.extend_from_slice(format!("PUB h.x {i} {body}").as_bytes());
             out.extend_from_slice(c.term());
         }
         out.extend_from_slice(b"FOO");
@@ -637,6 +647,14 @@ fn half_closed_connection_gets_what_it_is_owed() {
         // (the spec does not order them against the replies).
         let mut frames = Vec::new();
         loop {
+            if frames.len() == N / 4 {
+                // By now the relay has most likely seen the end of the
+                // input with output still queued (which is what this test
+                // is about): read the rest through a wide window, quickly.
+                socket2::SockRef::from(c.stream())
+                    .set_recv_buffer_size(8 << 20)
+                    .unwrap();
+            }
             match c.try_read_frame() {
                 Ok(Some(f)) => frames.push(f),
                 Ok(None) => break,
@@ -650,11 +668,18 @@ fn half_closed_connection_gets_what_it_is_owed() {
             frames.into_iter().partition(|f| f.starts_with(b"MSG "));
         let replies: Vec<String> = replies.iter().map(|f| show(f)).collect();
         assert_eq!(replies, ["PONG", "-ERR unknown verb"], "shard {shard}");
-        let want: Vec<Vec<u8>> = (0..N).map(|i| msg("h.x", i.to_string())).collect();
         assert_eq!(
-            msgs, want,
+            msgs.len(),
+            N,
             "shard {shard}: every own message, no partial one"
         );
+        for (i, m) in msgs.iter().enumerate() {
+            assert!(
+                m == &msg("h.x", format!("{i} {body}")),
+                "shard {shard}: message {i} is {}",
+                show(m)
+            );
+        }
     }
     // Half-closed through the shared listener too, with nothing owed.
     let mut c = relay.shared();
@@ -662,4 +687,157 @@ fn half_closed_connection_gets_what_it_is_owed() {
     c.shutdown_write();
     c.expect("PONG");
     assert!(matches!(c.try_read_frame(), Ok(None)));
+}
+
+#[test]
+fn sub_and_unsub_are_in_order_with_the_same_connections_pub() {
+    // No PING needed for a connection's own PUB: frames are handled in order.
+    let relay = TestRelay::start();
+    for shard in [0, 1] {
+        let mut c = relay.on(shard);
+        let mut out = Vec::new();
+        for f in [
+            "SUB own.x",
+            "PUB own.x 1",
+            "UNSUB own.x",
+            "PUB own.x 2",
+            "SUB own.* g",
+            "PUB own.x 3",
+            "UNSUB own.* g",
+            "PUB own.x 4",
+            "PING",
+        ] {
+            out.extend_from_slice(f.as_bytes());
+            out.extend_from_slice(c.term());
+        }
+        c.send_raw(&out);
+        c.expect_msg("own.x", "1");
+        c.expect_msg("own.x", "3");
+        c.expect("PONG");
+    }
+}
+
+#[test]
+fn largest_default_frame_crosses_shards_intact() {
+    // Default --max-frame is 1 MiB: a PUB frame of exactly that size is
+    // delivered whole to the other shard; one byte more is refused.
+    let relay = TestRelay::start();
+    let max = tern::config::DEFAULT_MAX_FRAME;
+    let mut publisher = relay.on(0);
+    let mut sub = relay.on(1);
+    sub.sub("big.x");
+    sub.sub_fence();
+    let mut frame = b"PUB big.x ".to_vec();
+    let mut rng = common::Rng::new(7);
+    while frame.len() < max {
+        frame.push(b'a' + rng.below(26) as u8);
+    }
+    publisher.send(&frame);
+    sub.expect_msg("big.x", &frame[10..]);
+    frame.push(b'z');
+    publisher.expect_err_for(&frame, "frame too long");
+    fence(&mut publisher, &mut [&mut sub], "1");
+    assert!(relay.shard(0).forwarded > 0);
+}
+
+#[test]
+fn shared_interest_survives_one_subscriber_leaving() {
+    // Two connections on shard 1 hold the same subscriptions; when one
+    // leaves (UNSUB, or closing), shard 0 must keep forwarding for the
+    // other: interest is counted, not a set.
+    let relay = TestRelay::start();
+    let mut publisher = relay.on(0);
+    let mut stays = relay.on(1);
+    stays.sub_fence();
+    for s in ["rc.x", "rc.*"] {
+        stays.sub(s);
+    }
+    stays.sub_group("rc.g", "grp");
+
+    let mut unsubs = relay.on(1);
+    unsubs.sub_fence();
+    unsubs.sub("rc.x");
+    unsubs.sub("rc.*");
+    unsubs.sub_group("rc.g", "grp");
+    unsubs.unsub("rc.x");
+    unsubs.unsub("rc.*");
+    unsubs.unsub("rc.g grp");
+    publisher.publish("rc.x", "1");
+    publisher.publish("rc.g", "1");
+    stays.expect_msg("rc.x", "1");
+    stays.expect_msg("rc.g", "1");
+    fence(&mut publisher, &mut [&mut stays, &mut unsubs], "1");
+
+    let mut closes = relay.on(1);
+    closes.sub("rc.x");
+    closes.sub("rc.*");
+    closes.sub_group("rc.g", "grp");
+    let before = relay.stats().subscriptions;
+    drop(closes);
+    let deadline = std::time::Instant::now() + common::IO_TIMEOUT;
+    while relay.stats().subscriptions != before - 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "close never processed"
+        );
+        thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Shard 1 sent the interest removals before this barrier's marker, and
+    // paths are FIFO: once PONG is back, shard 0 has applied them.
+    stays.sub("rc.barrier");
+    for i in 0..20 {
+        publisher.publish("rc.x", i.to_string());
+        publisher.publish("rc.g", i.to_string());
+    }
+    for i in 0..20 {
+        stays.expect_msg("rc.x", i.to_string());
+        stays.expect_msg("rc.g", i.to_string());
+    }
+    fence(&mut publisher, &mut [&mut stays, &mut unsubs], "2");
+}
+
+#[test]
+fn subscription_changes_invalidate_cached_routes() {
+    // The same subject is published before, during and after each change,
+    // so a stale "who matches" answer cached anywhere shows up.
+    let relay = TestRelay::start();
+    let mut publisher = relay.on(0);
+    let mut remote = relay.on(1);
+    let mut local = relay.on(0);
+    for c in [&mut remote, &mut local] {
+        c.sub_fence();
+    }
+    for round in 0..30 {
+        let (sub_frame, unsub_frame) = match round % 3 {
+            0 => ("SUB cache.x.y", "UNSUB cache.x.y"),
+            1 => ("SUB cache.*.y", "UNSUB cache.*.y"),
+            _ => ("SUB cache.> g", "UNSUB cache.> g"),
+        };
+        let tag = round.to_string();
+        for k in 0..2 {
+            publisher.publish("cache.x.y", "before");
+            fence(&mut publisher, &mut [&mut remote, &mut local], &tag);
+            let c = if k == 0 { &mut remote } else { &mut local };
+            c.send(sub_frame);
+            c.ping();
+            publisher.publish("cache.x.y", "during");
+            c.expect_msg("cache.x.y", "during");
+            c.send(unsub_frame);
+            c.ping();
+            publisher.publish("cache.x.y", "after");
+            fence(&mut publisher, &mut [&mut remote, &mut local], &tag);
+        }
+    }
+    // Many distinct subjects (more than any small cache holds) still route.
+    remote.sub("many.*");
+    local.sub("many.>");
+    for i in 0..5000 {
+        publisher.publish(&format!("many.{i}"), "");
+    }
+    for c in [&mut remote, &mut local] {
+        for i in 0..5000 {
+            c.expect(format!("MSG many.{i} "));
+        }
+    }
+    assert!(relay.shard(0).forwarded > 0);
 }

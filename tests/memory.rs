@@ -52,6 +52,11 @@ fn huge_frame_is_streamed_through_in_bounded_memory() {
     streamer.expect("-ERR frame too long");
     streamer.expect_silence();
     peak = peak.max(rss_bytes());
+    eprintln!(
+        "resident set: {} MiB before, {} MiB at the peak",
+        baseline >> 20,
+        peak >> 20
+    );
     assert!(
         peak.saturating_sub(baseline) < ALLOWED_GROWTH,
         "memory grew by {} MiB while a {} MiB frame streamed through",

@@ -553,6 +553,16 @@ fn nul_nul_terminator() {
     publisher.send_raw(b"PUB t.x a\0\0\0PING\0\0");
     sub.expect_msg("t.x", "a");
     publisher.expect("-ERR unknown verb");
+    // The same with every byte in its own write, and with the split
+    // falling inside the overlapping terminators.
+    publisher.send_bytewise(b"PUB t.x b\0\0\0PING\0\0");
+    sub.expect_msg("t.x", "b");
+    publisher.expect("-ERR unknown verb");
+    for piece in [&b"PUB t.x c\0"[..], b"\0", b"\0PI", b"NG\0", b"\0"] {
+        publisher.send_raw(piece);
+    }
+    sub.expect_msg("t.x", "c");
+    publisher.expect("-ERR unknown verb");
     publisher.send_raw(b"\0\0\0\0PING\0\0");
     publisher.expect("PONG");
     assert!(relay.shard(0).forwarded > 0);
@@ -604,4 +614,125 @@ fn newline_terminator_drops_one_cr() {
     publisher.send_raw(b"PUB t.x\r\n");
     sub.expect("MSG t.x ");
     publisher.expect_silence();
+}
+
+#[test]
+fn other_single_byte_terminator_drops_nothing() {
+    // Only `\n` drops a `\r` before it.
+    let relay = TestRelay::with_terminator(r"\x1e");
+    let mut publisher = relay.on(0);
+    let mut sub = relay.on(1);
+    sub.sub("t.x");
+    publisher.send(b"PUB t.x cr\r");
+    sub.expect_msg("t.x", b"cr\r");
+    publisher.send(b"PUB t.x nl\r\n");
+    sub.expect_msg("t.x", b"nl\r\n");
+    // `PING\r` is not `PING`.
+    publisher.expect_err_for(b"PING\r", "unknown verb");
+}
+
+#[test]
+fn frame_limit_with_a_multibyte_terminator() {
+    const MAX: usize = 32;
+    let relay = TestRelay::start_with(|c| {
+        c.terminator = tern::framing::Terminator::parse(r"END\n").unwrap();
+        c.max_frame = MAX;
+    });
+    let mut publisher = relay.on(0);
+    let mut sub = relay.on(1);
+    sub.sub("t.x");
+    sub.sub_fence();
+    let mut exact = b"PUB t.x ".to_vec();
+    exact.resize(MAX, b'E');
+    // The terminator is not counted; partial terminators in the frame are.
+    publisher.expect_ok_for(&exact);
+    sub.expect_msg("t.x", &exact[8..]);
+    let mut over = exact.clone();
+    over.push(b'E');
+    publisher.expect_err_for(&over, "frame too long");
+
+    // While a long frame is being discarded, its terminator arrives split
+    // across writes, after many partial matches.
+    let mut long = b"PUB t.x ".to_vec();
+    for _ in 0..200 {
+        long.extend_from_slice(b"EN END\rENDEND");
+    }
+    publisher.send_raw(&long);
+    publisher.send_raw(b"E");
+    publisher.send_raw(b"N");
+    publisher.send_raw(b"D");
+    publisher.send_raw(b"\nPUB t.x next");
+    publisher.send_raw(b"END\n");
+    publisher.expect("-ERR frame too long");
+    publisher.expect_silence();
+    sub.expect_msg("t.x", "next");
+    fence(&mut publisher, &mut [&mut sub], "1");
+    assert_eq!(relay.stats().frames_too_long, 2);
+}
+
+#[test]
+fn pipelined_frames_split_at_random_points() {
+    // Many frames in one write, and frames split anywhere (inside verbs,
+    // subjects, payloads and terminators), for each kind of terminator.
+    for (k, spec) in [r"\n", r"\r\n", r"\0\0", r"END\n", r"\x1e"]
+        .iter()
+        .enumerate()
+    {
+        let relay = TestRelay::with_terminator(spec);
+        let term = relay.term().to_vec();
+        let mut publisher = relay.on(0);
+        let mut sub = relay.on(1);
+        sub.sub("r.>");
+        let mut rng = common::Rng::new(0xfeed + k as u64);
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..500 {
+            // Payload bytes drawn from the terminator's own bytes, spaces
+            // and letters, so partial terminators are everywhere; redrawn
+            // until the terminator itself does not occur (nor a `\r` at
+            // the end under `\n`, which would be dropped).
+            let payload = loop {
+                let len = rng.below(40);
+                let p: Vec<u8> = (0..len)
+                    .map(|_| match rng.below(3) {
+                        0 => term[rng.below(term.len())],
+                        1 => b' ',
+                        _ => b'a' + rng.below(26) as u8,
+                    })
+                    .collect();
+                let mut framed = p.clone();
+                framed.extend_from_slice(&term);
+                let ends_in_cr = term == b"\n" && p.last() == Some(&b'\r');
+                if memchr::memmem::find(&framed, &term) == Some(p.len()) && !ends_in_cr {
+                    break p;
+                }
+            };
+            let subject = format!("r.{}", i % 7);
+            let verb = ["PUB", "pub", "Pub"][i % 3];
+            stream.extend_from_slice(format!("{verb} {subject} ").as_bytes());
+            stream.extend_from_slice(&payload);
+            stream.extend_from_slice(&term);
+            if i % 50 == 0 {
+                // Empty frames in between.
+                stream.extend_from_slice(&term);
+            }
+            expected.push(msg(&subject, &payload));
+        }
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let n = (rng.below(24) + 1).min(rest.len());
+            publisher.send_raw(&rest[..n]);
+            rest = &rest[n..];
+        }
+        publisher.expect_silence();
+        for (i, want) in expected.iter().enumerate() {
+            let got = sub.read_frame();
+            assert!(
+                &got == want,
+                "terminator {spec}, message {i}: got {}, want {}",
+                common::show(&got),
+                common::show(want)
+            );
+        }
+    }
 }

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{fence, msg, show, Client, Rng, TestRelay, IO_TIMEOUT};
-use socket2::{Domain, Socket, Type};
 use tern::stats::Totals;
 
 /// Waits (bounded by [`IO_TIMEOUT`]) until `done` holds for the relay's
@@ -30,64 +28,48 @@ fn eventually(relay: &TestRelay, what: &str, done: impl Fn(&Totals) -> bool) {
     }
 }
 
-/// A client whose socket receive buffer is tiny, so that a relay writing to
-/// it runs into its own `--max-pending` quickly.
-fn tiny_window_client(addr: SocketAddr, term: &[u8]) -> Client {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    // Set before connecting, so the advertised window is small from the
-    // start (this also turns off receive-buffer autotuning).
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect_timeout(&addr.into(), IO_TIMEOUT).unwrap();
-    Client::from_stream(TcpStream::from(socket), term)
-}
-
 #[test]
 fn slow_consumer_is_closed_and_isolated() {
     const N: usize = 16_000;
     const PAYLOAD: usize = 1024;
     let relay = TestRelay::start_with(|c| c.max_pending = 256 * 1024);
     // The slow consumer lives on shard 1 and never reads after subscribing.
-    let mut slow = tiny_window_client(relay.shard_addrs()[1], relay.term());
+    let mut slow = Client::tiny_window(relay.shard_addrs()[1], relay.term());
     slow.sub("sc.x");
     // Healthy subscribers on the other shard and on the slow one's shard.
     let mut healthy: Vec<Client> = [0, 1].iter().map(|&s| relay.on(s)).collect();
     for h in &mut healthy {
         h.sub("sc.x");
     }
-    let readers: Vec<_> = healthy
-        .into_iter()
-        .map(|mut h| {
-            thread::spawn(move || {
-                for i in 0..N {
-                    let f = h.read_frame();
-                    let want = payload(i, PAYLOAD);
-                    assert!(
-                        f == msg("sc.x", &want),
-                        "healthy subscriber: message {i} is {}",
-                        show(&f)
-                    );
-                }
-                h.expect_silence();
-            })
-        })
-        .collect();
-
+    // Lock-step: the next batch is published only once every healthy
+    // subscriber has read the previous one, so their unsent output stays
+    // far below `max_pending` however slowly this (debug-built) client
+    // reads. A publisher faster than its readers would make every reader a
+    // slow consumer, which is the rule, not the isolation tested here.
+    const BATCH: usize = 32;
     let mut publisher = relay.on(0);
-    let mut batch = Vec::new();
-    for i in 0..N {
-        batch.extend_from_slice(b"PUB sc.x ");
-        batch.extend_from_slice(&payload(i, PAYLOAD));
-        batch.extend_from_slice(relay.term());
-        if batch.len() > 256 * 1024 {
-            publisher.send_raw(&batch);
-            batch.clear();
+    for start in (0..N).step_by(BATCH) {
+        let mut batch = Vec::new();
+        for i in start..start + BATCH {
+            batch.extend_from_slice(b"PUB sc.x ");
+            batch.extend_from_slice(&payload(i, PAYLOAD));
+            batch.extend_from_slice(relay.term());
+        }
+        publisher.send_raw(&batch);
+        for h in &mut healthy {
+            for i in start..start + BATCH {
+                let f = h.read_frame();
+                assert!(
+                    f == msg("sc.x", payload(i, PAYLOAD)),
+                    "healthy subscriber: message {i} is {}",
+                    show(&f)
+                );
+            }
         }
     }
-    publisher.send_raw(&batch);
     publisher.expect_silence();
-    for r in readers {
-        r.join()
-            .expect("healthy subscribers receive everything, in order");
+    for h in &mut healthy {
+        h.expect_silence();
     }
 
     // The slow consumer got a prefix of the messages, perhaps the notice,
@@ -109,6 +91,9 @@ fn slow_consumer_is_closed_and_isolated() {
     }
     assert_eq!(relay.stats().slow_consumers, 1);
     assert_eq!(relay.shard(1).slow_consumers, 1);
+    eventually(&relay, "the slow consumer's subscription is gone", |t| {
+        t.subscriptions == 2 && t.connections_open == 3
+    });
     // And the relay still serves everyone.
     let mut late = relay.on(1);
     late.sub("sc.x");
@@ -135,7 +120,7 @@ fn reset_in_the_middle_of_a_frame_disturbs_nobody() {
     for shard in [0, 1] {
         // Subscribed, with half a PUB read by the relay and deliveries
         // queued and unread when it resets.
-        let mut rude = tiny_window_client(relay.shard_addrs()[shard], relay.term());
+        let mut rude = Client::tiny_window(relay.shard_addrs()[shard], relay.term());
         rude.sub("r.x");
         // One write: once PONG is back the relay has read the half frame
         // that came with the PING.
@@ -280,7 +265,7 @@ fn garbage(rng: &mut Rng, term: &[u8], len: usize) -> Vec<u8> {
     while out.len() < len {
         match rng.below(10) {
             0..=3 => {
-                let word: &[u8] = *rng.pick(WORDS);
+                let word: &&[u8] = rng.pick(WORDS);
                 out.extend_from_slice(word);
             }
             4..=5 => out.push(b' '),
@@ -398,4 +383,90 @@ fn random_garbage_crlf() {
 #[test]
 fn random_garbage_end_newline() {
     random_garbage_with(r"END\n", 0x5eed_0003);
+}
+
+#[test]
+fn ten_thousand_subscriptions_on_one_connection() {
+    // The default --max-subs is 10,000: all of them at once, in one write,
+    // then the limit.
+    let max = tern::config::DEFAULT_MAX_SUBS;
+    let relay = TestRelay::start();
+    let mut c = relay.on(1);
+    let mut out = Vec::new();
+    for i in 0..max {
+        out.extend_from_slice(format!("SUB many.{i}.*").as_bytes());
+        out.extend_from_slice(relay.term());
+    }
+    c.send_raw(&out);
+    c.ping();
+    assert_eq!(relay.stats().subscriptions, max as u64);
+    c.expect_err_for("SUB one.more", "too many subscriptions");
+    let mut publisher = relay.on(0);
+    for i in (0..max).step_by(997) {
+        publisher.publish(&format!("many.{i}.x"), i.to_string());
+    }
+    for i in (0..max).step_by(997) {
+        c.expect_msg(&format!("many.{i}.x"), i.to_string());
+    }
+    publisher.publish("many.x.x", "none");
+    publisher.publish("one.more", "none");
+    publisher.publish(&format!("many.{}.x", max - 1), "last");
+    c.expect_msg(&format!("many.{}.x", max - 1), "last");
+    drop(c);
+    eventually(&relay, "all 10,000 released", |t| t.subscriptions == 0);
+}
+
+#[test]
+fn shutdown_flushes_and_closes_every_connection() {
+    // Output queued before the shutdown reaches a client that keeps
+    // reading; then every connection is closed and nothing accepts.
+    const N: usize = 200;
+    let relay = TestRelay::start();
+    let body = "s".repeat(64 * 1024);
+    // Tiny window while the relay queues 12.5 MiB, so most of it waits in
+    // the relay, not in the kernel.
+    let mut sub = Client::tiny_window(relay.shard_addrs()[1], relay.term());
+    sub.sub("z.x");
+    let mut publisher = relay.on(1);
+    let mut idle: Vec<Client> = (0..4).map(|i| relay.on(i % 2)).collect();
+    idle.push(relay.shared());
+    for c in &mut idle {
+        c.ping();
+    }
+    for i in 0..N {
+        publisher.publish("z.x", format!("{i} {body}"));
+    }
+    publisher.ping();
+    let mut addrs = relay.shard_addrs().to_vec();
+    addrs.extend_from_slice(relay.local_addrs());
+
+    let reader = thread::spawn(move || {
+        // The first messages through the small window, while the shutdown
+        // has begun; then the rest quickly (the relay flushes for 2 s).
+        let mut frames: Vec<Vec<u8>> = (0..N / 8).map(|_| sub.read_frame()).collect();
+        socket2::SockRef::from(sub.stream())
+            .set_recv_buffer_size(8 << 20)
+            .unwrap();
+        frames.extend(sub.read_until_closed());
+        assert_eq!(frames.len(), N, "every queued message, then the close");
+        for (i, f) in frames.iter().enumerate() {
+            assert!(f == &msg("z.x", format!("{i} {body}")), "message {i}");
+        }
+    });
+    let totals = relay.shutdown();
+    reader
+        .join()
+        .expect("queued output flushed before the close");
+    assert_eq!(totals.msgs_in, N as u64);
+    assert_eq!(totals.connections_accepted, 7);
+    for mut c in idle.into_iter().chain([publisher]) {
+        let rest = c.read_until_closed();
+        assert!(rest.is_empty(), "nothing owed: {:?}", rest.len());
+    }
+    for addr in addrs {
+        assert!(
+            std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT).is_err(),
+            "{addr} still accepts after shutdown"
+        );
+    }
 }

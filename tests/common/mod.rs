@@ -1,6 +1,6 @@
 //! Shared harness for the end-to-end tests: an in-process relay with two
 //! shards and a small blocking client that speaks the line protocol
-//! (`/work/shared/spec/line-protocol.md`) over real TCP.
+//! (the shared `line-protocol.md` specification) over real TCP.
 //!
 //! Nothing here can hang: every socket has read and write timeouts, so a
 //! relay that stops answering fails the test after [`IO_TIMEOUT`] instead of
@@ -89,6 +89,12 @@ impl TestRelay {
         Client::connect(self.relay.local_addrs()[0], &self.term)
     }
 
+    /// Stops the relay (what SIGTERM does to the binary) and returns its
+    /// final counters.
+    pub fn shutdown(self) -> Totals {
+        self.relay.shutdown()
+    }
+
     /// One shard's counters.
     pub fn shard(&self, shard: usize) -> Totals {
         self.relay.shard_stats()[shard]
@@ -119,6 +125,20 @@ impl Client {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         Client::from_stream(stream, term)
+    }
+
+    /// Connects with a tiny socket receive buffer, so that output the relay
+    /// owes this client backs up in the relay rather than in the kernel.
+    pub fn tiny_window(addr: SocketAddr, term: &[u8]) -> Client {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        // Set before connecting, so the advertised window is small from the
+        // start (this also turns off receive-buffer autotuning).
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::from_stream(TcpStream::from(socket), term)
     }
 
     /// Wraps an already connected socket.
@@ -312,15 +332,24 @@ impl Client {
         self.expect(msg(subject, payload));
     }
 
-    /// Reads frames until the relay closes the connection (EOF or reset) and
-    /// returns them; panics if it stays open past the timeout.
+    /// Reads frames until the relay closes the connection (EOF, reset, or
+    /// EOF inside a frame: a connection cut off in the middle of a write)
+    /// and returns the complete ones; panics if it stays open past the
+    /// timeout.
     pub fn read_until_closed(&mut self) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
         loop {
             match self.try_read_frame() {
                 Ok(Some(f)) => frames.push(f),
                 Ok(None) => return frames,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return frames,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return frames
+                }
                 Err(e) => panic!(
                     "connection not closed by the relay ({e}) after {} frames",
                     frames.len()
