@@ -31,10 +31,13 @@
 //! * [`preflight`] — start-up checks (io_uring, locked memory, CPUs, ports)
 //!   that turn glommio's panics into errors a user can act on.
 //! * [`stats`] — per-shard counters, owned by their shard, summed by readers.
+//! * [`metrics`] — the optional HTTP endpoint (`--metrics`): Prometheus
+//!   counters, health, and the list of open connections.
 
 pub mod config;
 pub mod framing;
 pub mod mesh;
+pub mod metrics;
 pub mod outbound;
 pub mod preflight;
 pub mod protocol;

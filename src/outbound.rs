@@ -91,12 +91,22 @@ impl Outbound {
         Ok(n)
     }
 
-    /// Queues `-ERR slow consumer` whatever the limit: the last words to a
-    /// connection that is being closed. Returns the bytes queued.
-    pub fn push_farewell(&mut self, terminator: &[u8]) -> usize {
-        let before = self.buf.len();
+    /// The last words to a connection closed as a slow consumer: drops every
+    /// queued frame the socket has not started on (they can never all be
+    /// taken), keeps the rest of the frame in flight so the stream stays
+    /// well-formed, and queues `-ERR slow consumer` behind it. Returns the
+    /// change in pending bytes.
+    pub fn farewell(&mut self, terminator: &[u8]) -> isize {
+        let before = self.pending() as isize;
+        // Queued frames never contain the terminator, so the first one at
+        // or after `head` ends the frame in flight (or, if `head` sits on a
+        // boundary, the next one: one whole frame more, still well-formed).
+        let unsent = &self.buf[self.head..];
+        let keep = memchr::memmem::find(unsent, terminator)
+            .map_or(unsent.len(), |i| i + terminator.len());
+        self.buf.truncate(self.head + keep);
         protocol::encode_err(&mut self.buf, ProtoError::SlowConsumer, terminator);
-        self.buf.len() - before
+        self.pending() as isize - before
     }
 
     #[inline]
@@ -175,9 +185,15 @@ mod tests {
         // Writing some makes room again.
         q.consume(45);
         assert!(q.push_msg(&body, 1, b"\n").is_ok());
-        // The farewell goes in regardless.
-        assert!(q.push_farewell(b"\n") > 0);
-        assert!(q.unsent().ends_with(b"-ERR slow consumer\n"));
+        // The farewell keeps the frame in flight and drops the rest.
+        q.consume(3);
+        let delta = q.farewell(b"\n");
+        assert_eq!(q.pending() as isize, 90 - 3 + delta);
+        // "MSG" went out; the rest of that frame stays, the others go.
+        let mut want = b" ".to_vec();
+        want.extend_from_slice(&[b'x'; 40]);
+        want.extend_from_slice(b"\n-ERR slow consumer\n");
+        assert_eq!(q.unsent(), &want[..]);
     }
 
     #[test]

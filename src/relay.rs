@@ -28,7 +28,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::{Config, ConfigError};
 use crate::mesh::{self, Doorbell, ShardId};
 use crate::preflight::{self, PreflightError};
-use crate::shard::{self, ShardSpec};
+use crate::shard::{self, ConnectionInfo, Control, ShardSpec};
 use crate::stats::{ShardStats, Totals};
 
 /// Batches a mesh path holds before its sender must wait.
@@ -63,9 +63,55 @@ pub struct Relay {
     addrs: Vec<SocketAddr>,
     shard_addrs: Vec<SocketAddr>,
     cores: Vec<usize>,
-    stats: Vec<Arc<ShardStats>>,
+    monitor: Monitor,
     bells: Vec<Arc<Doorbell>>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+/// A read-only view of a running relay, for any thread (the metrics
+/// endpoint): counters are read from the shards' single-writer atomics, and
+/// connection lists are asked of each shard over a channel and answered
+/// between batches. Neither takes a lock on the data path.
+#[derive(Clone)]
+pub struct Monitor {
+    stats: Vec<Arc<ShardStats>>,
+    controls: Vec<crossbeam_channel::Sender<Control>>,
+    bells: Vec<Arc<Doorbell>>,
+}
+
+impl Monitor {
+    /// Counters summed over shards.
+    pub fn stats(&self) -> Totals {
+        crate::stats::sum(self.stats.iter().map(|s| &**s))
+    }
+
+    /// Counters of each shard (index = shard).
+    pub fn shard_stats(&self) -> Vec<Totals> {
+        self.stats.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// Every open connection, asked of every shard. A shard that does not
+    /// answer within `timeout` (stopped, or very busy) is left out.
+    pub fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut asked = 0;
+        for (control, bell) in self.controls.iter().zip(&self.bells) {
+            if control.send(Control::Connections(tx.clone())).is_ok() {
+                bell.ring();
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut all = Vec::new();
+        for _ in 0..asked {
+            match rx.recv_deadline(deadline) {
+                Ok(list) => all.extend(list),
+                Err(_) => break,
+            }
+        }
+        all
+    }
 }
 
 impl Relay {
@@ -106,6 +152,9 @@ impl Relay {
         let config = Arc::new(config);
         let open = Arc::new(AtomicUsize::new(0));
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
+        let (controls, control_rxs): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| crossbeam_channel::unbounded()).unzip();
+        let mut control_rxs = control_rxs.into_iter();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let mut threads = Vec::new();
         let mut relay_bells = bells.clone();
@@ -119,6 +168,7 @@ impl Relay {
                 endpoint,
                 stats: stats[i].clone(),
                 open: open.clone(),
+                control: control_rxs.next().expect("one per shard"),
             };
             let ready = ready_tx.clone();
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -183,7 +233,11 @@ impl Relay {
             addrs,
             shard_addrs,
             cores: config.cores.clone(),
-            stats,
+            monitor: Monitor {
+                stats,
+                controls,
+                bells: bells.clone(),
+            },
             bells,
             threads,
         })
@@ -208,12 +262,22 @@ impl Relay {
 
     /// Counters summed over shards.
     pub fn stats(&self) -> Totals {
-        crate::stats::sum(self.stats.iter().map(|s| &**s))
+        self.monitor.stats()
     }
 
     /// Counters of each shard.
     pub fn shard_stats(&self) -> Vec<Totals> {
-        self.stats.iter().map(|s| s.snapshot()).collect()
+        self.monitor.shard_stats()
+    }
+
+    /// Every open connection (see [`Monitor::connections`]).
+    pub fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo> {
+        self.monitor.connections(timeout)
+    }
+
+    /// A view of this relay that other threads can keep.
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
     }
 
     /// Stops accepting, lets clients take what they are owed for at most

@@ -54,6 +54,30 @@ pub const MAX_MESH_BACKLOG: usize = 16 * 1024;
 /// How long shutdown waits for clients to take what they are owed.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
+/// A question from outside the shards (the metrics endpoint), answered by
+/// the shard's mesh task between batches: the data path takes no lock for
+/// it.
+pub enum Control {
+    /// Describe every open connection.
+    Connections(crossbeam_channel::Sender<Vec<ConnectionInfo>>),
+}
+
+/// One open connection, as [`Control::Connections`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub shard: ShardId,
+    pub peer: SocketAddr,
+    /// Time since it was accepted.
+    pub age: Duration,
+    pub subscriptions: usize,
+    /// `PUB`s it sent.
+    pub msgs_in: u64,
+    /// `MSG`s queued to it.
+    pub msgs_out: u64,
+    /// Bytes queued to it and not yet written.
+    pub pending_bytes: usize,
+}
+
 /// Everything a shard needs, built by [`crate::relay`] on the main thread.
 pub struct ShardSpec {
     pub id: ShardId,
@@ -65,6 +89,8 @@ pub struct ShardSpec {
     pub stats: Arc<ShardStats>,
     /// Open connections on the whole relay, for `--max-connections`.
     pub open: Arc<AtomicUsize>,
+    /// Questions from the relay's [`crate::relay::Monitor`].
+    pub control: crossbeam_channel::Receiver<Control>,
 }
 
 /// One client connection's state on its shard.
@@ -90,6 +116,12 @@ struct Conn {
     /// Closing without further service (slow consumer, write error,
     /// shutdown deadline).
     dead: bool,
+    /// When it was accepted.
+    since: Instant,
+    /// `PUB`s received from it.
+    msgs_in: u64,
+    /// `MSG`s queued to it.
+    msgs_out: u64,
 }
 
 /// A `PING` waiting for the other shards.
@@ -151,6 +183,7 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         endpoint,
         stats,
         open,
+        control,
     } = spec;
     let Endpoint {
         doorbell,
@@ -191,7 +224,7 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), listener)));
     }
     ready(Ok(()));
-    mesh_loop(shard.clone(), inlets, doorbell).await;
+    mesh_loop(shard.clone(), inlets, doorbell, control).await;
     for t in accept_tasks {
         t.await;
     }
@@ -265,9 +298,19 @@ async fn connection(shard: Rc<Shard>, id: ConnId) {
     shard.remove_conn(id);
 }
 
-async fn mesh_loop(shard: Rc<Shard>, inlets: Vec<mesh::Inlet>, doorbell: Arc<mesh::Doorbell>) {
+async fn mesh_loop(
+    shard: Rc<Shard>,
+    inlets: Vec<mesh::Inlet>,
+    doorbell: Arc<mesh::Doorbell>,
+    control: crossbeam_channel::Receiver<Control>,
+) {
+    let has_work = || {
+        doorbell.stop_requested()
+            || !control.is_empty()
+            || inlets.iter().any(mesh::Inlet::has_pending)
+    };
     let endpoint_poll = |cx: &mut Context<'_>| -> Poll<()> {
-        if doorbell.stop_requested() || inlets.iter().any(mesh::Inlet::has_pending) {
+        if has_work() {
             return Poll::Ready(());
         }
         // Re-try paths that were full: the receiver rings us after
@@ -276,7 +319,7 @@ async fn mesh_loop(shard: Rc<Shard>, inlets: Vec<mesh::Inlet>, doorbell: Arc<mes
             return Poll::Ready(());
         }
         doorbell.arm(cx);
-        if doorbell.stop_requested() || inlets.iter().any(mesh::Inlet::has_pending) {
+        if has_work() {
             doorbell.disarm();
             return Poll::Ready(());
         }
@@ -296,6 +339,9 @@ async fn mesh_loop(shard: Rc<Shard>, inlets: Vec<mesh::Inlet>, doorbell: Arc<mes
             inlet.release_sender();
         }
         shard.flush_all();
+        while let Ok(request) = control.try_recv() {
+            shard.answer(request);
+        }
         glommio::yield_if_needed().await;
     }
     shutdown(&shard, &inlets).await;
@@ -350,6 +396,31 @@ async fn shutdown(shard: &Rc<Shard>, inlets: &[mesh::Inlet]) {
 }
 
 impl Shard {
+    fn answer(&self, request: Control) {
+        match request {
+            Control::Connections(reply) => {
+                let st = self.state.borrow();
+                let now = Instant::now();
+                let list = st
+                    .conns
+                    .iter()
+                    .flatten()
+                    .map(|c| ConnectionInfo {
+                        shard: self.id,
+                        peer: c.peer,
+                        age: now - c.since,
+                        subscriptions: c.subs.len(),
+                        msgs_in: c.msgs_in,
+                        msgs_out: c.msgs_out,
+                        pending_bytes: c.out.pending(),
+                    })
+                    .collect();
+                // The asker may have given up waiting: nothing to do then.
+                let _ = reply.send(list);
+            }
+        }
+    }
+
     fn add_conn(&self, stream: TcpStream, peer: SocketAddr) -> ConnId {
         let mut st = self.state.borrow_mut();
         st.next_generation += 1;
@@ -364,6 +435,9 @@ impl Shard {
             dirty_subs: false,
             waiting_barrier: false,
             dead: false,
+            since: Instant::now(),
+            msgs_in: 0,
+            msgs_out: 0,
         };
         let id = match st.free.pop() {
             Some(id) => {
@@ -420,7 +494,7 @@ impl Shard {
             let next = match item {
                 Ok(frame) => self.handle_frame(st, id, &frame),
                 Err(FrameError::TooLong { .. }) => {
-                    self.stats.frames_too_long.add(1);
+                    self.stats.count_error(ProtoError::FrameTooLong);
                     self.reply_err(st, id, ProtoError::FrameTooLong);
                     Next::Read
                 }
@@ -445,6 +519,9 @@ impl Shard {
         }
         match protocol::parse(frame.as_slice()) {
             Ok(Command::Pub { subject, body }) => {
+                if let Some(c) = st.conns[id as usize].as_mut() {
+                    c.msgs_in += 1;
+                }
                 self.publish(st, frame, subject, body);
                 Next::Read
             }
@@ -459,7 +536,7 @@ impl Shard {
             Ok(Command::Ping) => self.ping(st, id),
             Ok(Command::Empty) => Next::Read,
             Err(e) => {
-                self.stats.protocol_errors.add(1);
+                self.stats.count_error(e);
                 self.reply_err(st, id, e);
                 Next::Read
             }
@@ -507,6 +584,7 @@ impl Shard {
         }
         match conn.out.push_msg(body, subject_len, &self.terminator) {
             Ok(n) => {
+                conn.msgs_out += 1;
                 self.stats.msgs_out.add(1);
                 self.stats
                     .bytes_out
@@ -529,9 +607,13 @@ impl Shard {
         if let Some(w) = &conn.waker {
             w.wake_by_ref();
         }
-        let n = conn.out.push_farewell(&self.terminator);
-        self.stats.pending_bytes.add(n as u64);
-        self.stats.slow_consumers.add(1);
+        let delta = conn.out.farewell(&self.terminator);
+        if delta >= 0 {
+            self.stats.pending_bytes.add(delta as u64);
+        } else {
+            self.stats.pending_bytes.sub(delta.unsigned_abs() as u64);
+        }
+        self.stats.count_error(ProtoError::SlowConsumer);
         tracing::warn!(
             peer = %conn.peer,
             shard = self.id,
@@ -570,7 +652,7 @@ impl Shard {
             return;
         }
         if conn.subs.len() >= self.config.max_subs {
-            self.stats.protocol_errors.add(1);
+            self.stats.count_error(ProtoError::TooManySubscriptions);
             self.reply_err(st, id, ProtoError::TooManySubscriptions);
             return;
         }

@@ -95,10 +95,43 @@ counters! {
     slow_consumers,
     /// Frames refused as longer than `--max-frame`.
     frames_too_long,
-    /// Frames answered with `-ERR` for any other reason.
+    /// Frames answered with `-ERR` for any other reason (the sum of the
+    /// `errors_*` counters below).
     protocol_errors,
+    /// `-ERR unknown verb`.
+    errors_unknown_verb,
+    /// `-ERR missing subject`.
+    errors_missing_subject,
+    /// `-ERR invalid subject`.
+    errors_invalid_subject,
+    /// `-ERR invalid group`.
+    errors_invalid_group,
+    /// `-ERR invalid arguments`.
+    errors_invalid_arguments,
+    /// `-ERR too many subscriptions`.
+    errors_too_many_subscriptions,
     /// Bytes queued for clients and not yet written (gauge).
     pending_bytes,
+}
+
+impl ShardStats {
+    /// Counts a frame refused with `err` (frame-too-long and slow-consumer
+    /// have counters of their own).
+    pub fn count_error(&self, err: crate::protocol::ProtoError) {
+        use crate::protocol::ProtoError::*;
+        let by_reason = match err {
+            UnknownVerb => &self.errors_unknown_verb,
+            MissingSubject => &self.errors_missing_subject,
+            InvalidSubject => &self.errors_invalid_subject,
+            InvalidGroup => &self.errors_invalid_group,
+            InvalidArguments => &self.errors_invalid_arguments,
+            TooManySubscriptions => &self.errors_too_many_subscriptions,
+            FrameTooLong => return self.frames_too_long.add(1),
+            SlowConsumer => return self.slow_consumers.add(1),
+        };
+        by_reason.add(1);
+        self.protocol_errors.add(1);
+    }
 }
 
 /// Sums snapshots.

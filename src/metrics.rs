@@ -1,0 +1,1 @@
+//! (in progress: the metrics endpoint)
