@@ -49,10 +49,13 @@ pub struct Config {
     pub spin_before_park: Duration,
     /// io_uring registered-buffer memory per shard (locked memory).
     pub io_memory: usize,
-    /// Also give each shard a private listener on `127.0.0.1:0`, so a
-    /// client can choose its shard (tests use this to force cross-shard
-    /// traffic). See [`crate::relay::Relay::shard_addrs`].
+    /// Also give each shard a private listener, so a client can choose its
+    /// shard (tests and benchmarks use this to force cross-shard traffic).
+    /// See [`crate::relay::Relay::shard_addrs`].
     pub shard_listeners: bool,
+    /// Where the private listeners bind: shard `i` on this address's port
+    /// plus `i`, or on a port of its own each if the port is 0.
+    pub shard_listen: SocketAddr,
     /// Bytes asked of the kernel per socket read.
     pub read_size: usize,
 }
@@ -70,6 +73,7 @@ impl Default for Config {
             spin_before_park: DEFAULT_SPIN_BEFORE_PARK,
             io_memory: DEFAULT_IO_MEMORY,
             shard_listeners: false,
+            shard_listen: "127.0.0.1:0".parse().expect("valid"),
             read_size: crate::framing::DEFAULT_READ_SIZE,
         }
     }

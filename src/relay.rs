@@ -137,13 +137,20 @@ impl Relay {
         }
         let mut shard_addrs = Vec::new();
         if config.shard_listeners {
-            let any: SocketAddr = "127.0.0.1:0".parse().expect("valid");
-            for fds in per_shard.iter_mut() {
+            for (i, fds) in per_shard.iter_mut().enumerate() {
+                let mut addr = config.shard_listen;
+                if addr.port() != 0 {
+                    let port = usize::from(addr.port()) + i;
+                    let port = u16::try_from(port).map_err(|_| StartError::Bind {
+                        addr,
+                        source: io::Error::other(format!("shard {i}'s port {port} is past 65535")),
+                    })?;
+                    addr.set_port(port);
+                }
                 let sock =
-                    listen(any, false).map_err(|source| StartError::Bind { addr: any, source })?;
-                shard_addrs.push(
-                    local_addr(&sock).map_err(|source| StartError::Bind { addr: any, source })?,
-                );
+                    listen(addr, false).map_err(|source| StartError::Bind { addr, source })?;
+                shard_addrs
+                    .push(local_addr(&sock).map_err(|source| StartError::Bind { addr, source })?);
                 fds.push(sock.into());
             }
         }

@@ -176,22 +176,25 @@ fn has_wildcard_token(pattern: &[u8]) -> bool {
     pattern.split(|&b| b == SEP).any(|t| t == b"*" || t == b">")
 }
 
-/// The stable 64-bit identity of the queue group `(pattern, group)`.
+/// The 64-bit identity of the queue group `(pattern, group)`.
 ///
-/// Every shard of a relay, and every run of the same binary, computes the
-/// same id for the same pair: it is SipHash-1-3 with std's fixed all-zero
-/// key ([`std::hash::DefaultHasher::new`]) over the pattern's length, the
-/// pattern and the name; the length prefix makes the encoding of the pair
-/// unambiguous. (std does not promise the algorithm across Rust releases,
-/// so the id must not be persisted or exchanged between binaries.)
+/// Every shard of a relay (every thread of this process) computes the same
+/// id for the same pair: SipHash-1-3 over the pattern's length, the pattern
+/// and the name (the length prefix makes the encoding of the pair
+/// unambiguous), keyed with one random key drawn once per process. Ids are
+/// therefore never persisted or exchanged between processes.
 ///
 /// Distinct groups collide with probability about n²/2⁶⁵ for n groups: one
-/// in 37 million for a million groups. The key is public, though, so a
-/// client that *wants* two groups to collide can find such a pair with
-/// about 2³² hashes; colliding groups would be taken for one group by a
-/// caller that keys its state by this id alone.
+/// in 37 million for a million groups. Because the key is secret and
+/// random, a client cannot search for a colliding pair offline to make two
+/// groups be taken for one.
 pub fn group_id(pattern: &[u8], group: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = KEY
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .build_hasher();
     h.write_u64(pattern.len() as u64);
     h.write(pattern);
     h.write(group);
@@ -881,12 +884,15 @@ mod tests {
         assert_ne!(id, group_id(b"a.*", b"x"));
         // The length prefix keeps the split between pattern and name.
         assert_ne!(group_id(b"ab", b"c"), group_id(b"a", b"bc"));
-        // Fixed key: the value is the same in every run of this binary.
+        // The same on every thread of the process (every shard).
+        let other = std::thread::spawn(|| group_id(b"a.*", b"w")).join().unwrap();
+        assert_eq!(id, other);
+        // Keyed: not the unkeyed SipHash a client could compute offline.
         let mut h = std::hash::DefaultHasher::new();
         h.write_u64(3);
         h.write(b"a.*");
         h.write(b"w");
-        assert_eq!(id, h.finish());
+        assert_ne!(id, h.finish());
     }
 
     // ---- matching semantics ----------------------------------------------
