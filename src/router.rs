@@ -41,18 +41,26 @@ pub struct RemoteTarget {
 }
 
 /// Where one message goes; reused between messages to avoid allocating.
+///
+/// A plan without queue groups depends only on the subject and the two
+/// indexes, so it remembers what it was computed for: a stream of messages
+/// on one subject (the common case) is routed without even a cache lookup.
+/// The caller may take `groups` out of [`RemoteTarget`]s, nothing else.
 #[derive(Debug, Default)]
 pub struct Plan {
     /// Local connections, each once.
     pub local: Vec<ConnId>,
     /// Other shards, each once.
     pub remote: Vec<RemoteTarget>,
+    /// The subject and index generations this plan is still valid for.
+    memo: Option<(Vec<u8>, u64, u64)>,
 }
 
 impl Plan {
     fn clear(&mut self) {
         self.local.clear();
         self.remote.clear();
+        self.memo = None;
     }
 }
 
@@ -108,6 +116,12 @@ impl Router {
 
     /// Routes a message published on this shard.
     pub fn route_publish(&mut self, subject: &[u8], plan: &mut Plan) {
+        let generations = (self.local.generation(), self.remote.generation());
+        if let Some((s, l, r)) = &plan.memo {
+            if (*l, *r) == generations && s.as_slice() == subject {
+                return;
+            }
+        }
         plan.clear();
         let local = self.local.matches(subject);
         plan.local.extend(local.plain.iter().map(|&(c, _)| c));
@@ -150,6 +164,13 @@ impl Router {
             }
         }
         dedup(&mut plan.local);
+        let grouped = !local.groups.is_empty() || remote.is_some_and(|r| !r.groups.is_empty());
+        if !grouped {
+            let mut key = std::mem::take(&mut plan.memo).map(|m| m.0).unwrap_or_default();
+            key.clear();
+            key.extend_from_slice(subject);
+            plan.memo = Some((key, generations.0, generations.1));
+        }
     }
 
     /// Routes a message another shard forwarded here: `plain` subscribers
@@ -227,6 +248,27 @@ mod tests {
         assert!(plan.remote.is_empty());
         r.route_publish(b"a.c", &mut plan);
         assert_eq!(plan.local, vec![1]);
+    }
+
+    #[test]
+    fn a_remembered_plan_follows_index_changes() {
+        let mut r = Router::new();
+        r.subscribe(1, b"a", None);
+        let mut plan = Plan::default();
+        r.route_publish(b"a", &mut plan);
+        r.route_publish(b"a", &mut plan);
+        assert_eq!(plan.local, vec![1]);
+        r.subscribe(2, b"a", None);
+        r.route_publish(b"a", &mut plan);
+        assert_eq!(plan.local, vec![1, 2]);
+        r.remote_interest(1, true, b"*", None);
+        r.route_publish(b"a", &mut plan);
+        assert_eq!(plan.remote.len(), 1);
+        r.route_publish(b"b", &mut plan);
+        assert!(plan.local.is_empty());
+        r.unsubscribe(1, b"a", None);
+        r.route_publish(b"a", &mut plan);
+        assert_eq!(plan.local, vec![2]);
     }
 
     #[test]

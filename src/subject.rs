@@ -560,6 +560,9 @@ pub struct Sublist<V> {
     cache_capacity: usize,
     /// xorshift64 state for choosing what to evict.
     rng: u64,
+    /// Bumped by every change to the index, so a caller can tell whether
+    /// an answer it kept is still current.
+    generation: u64,
 }
 
 impl<V: Copy + Eq + Hash> Sublist<V> {
@@ -572,6 +575,7 @@ impl<V: Copy + Eq + Hash> Sublist<V> {
             cache: FxHashMap::default(),
             cache_capacity,
             rng: 0x2545_f491_4f6c_dd1d,
+            generation: 0,
         }
     }
 
@@ -713,6 +717,12 @@ impl<V: Copy + Eq + Hash> Sublist<V> {
         out
     }
 
+    /// A number that changes whenever the index does: an answer obtained
+    /// at one generation is still the answer while it is unchanged.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Number of distinct (pattern, group, value) triples.
     pub fn len(&self) -> usize {
         self.len
@@ -743,6 +753,7 @@ impl<V: Copy + Eq + Hash> Sublist<V> {
     /// Drops the cached answers that a change to `pattern` may have made
     /// stale: exactly those for subjects the pattern matches.
     fn invalidate(&mut self, pattern: &[u8]) {
+        self.generation += 1;
         if self.cache.is_empty() {
             return;
         }
