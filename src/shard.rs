@@ -315,9 +315,7 @@ async fn mesh_loop(
         }
         // Re-try paths that were full: the receiver rings us after
         // draining, which is how we got here.
-        if shard.retry_outlets() {
-            return Poll::Ready(());
-        }
+        shard.retry_outlets();
         doorbell.arm(cx);
         if has_work() {
             doorbell.disarm();
@@ -800,8 +798,7 @@ impl Shard {
     }
 
     /// Retries full mesh paths; wakes paused readers once there is room.
-    /// Returns whether anything was woken.
-    fn retry_outlets(&self) -> bool {
+    fn retry_outlets(&self) {
         let mut st = self.state.borrow_mut();
         for out in st.outlets.iter_mut().flatten() {
             if out.backlog() > 0 {
@@ -812,9 +809,7 @@ impl Shard {
             let w = std::mem::take(&mut st.mesh_waiters);
             drop(st);
             w.into_iter().for_each(Waker::wake);
-            return false;
         }
-        false
     }
 
     /// Writes as much of `conn`'s queue as the socket takes. If the socket
@@ -873,7 +868,7 @@ impl Shard {
         if st.stopping || mesh_backlog(&st.outlets) <= MAX_MESH_BACKLOG {
             return Poll::Ready(());
         }
-        st.mesh_waiters.push(cx.waker().clone());
+        register(&mut st.mesh_waiters, cx);
         Poll::Pending
     }
 
@@ -907,8 +902,16 @@ impl Shard {
         if st.stopping {
             return Poll::Ready(());
         }
-        st.stop_waiters.push(cx.waker().clone());
+        register(&mut st.stop_waiters, cx);
         Poll::Pending
+    }
+}
+
+/// Adds the task to `waiters` unless it is there already (a task polled
+/// again for another reason must not pile up copies).
+fn register(waiters: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+        waiters.push(cx.waker().clone());
     }
 }
 
