@@ -74,6 +74,9 @@ use memchr::memmem;
 /// Longest terminator the protocol allows.
 pub const MAX_TERMINATOR_LEN: usize = 16;
 
+/// Smallest read buffer a framer allocates (see [`Framer::read_buf`]).
+pub const MIN_READ_SIZE: usize = 4 * 1024;
+
 /// Default size of one socket read.
 pub const DEFAULT_READ_SIZE: usize = 64 * 1024;
 
@@ -420,9 +423,18 @@ pub struct Framer {
     discarding: bool,
     /// Bytes still to drop of an over-long counted frame (already reported).
     skip: usize,
-    /// Capacity of a freshly allocated read buffer, and twice the least
-    /// spare room [`Framer::read_buf`] offers.
+    /// Largest read buffer: the most a busy connection reads at once.
     read_size: usize,
+    /// Capacity of the next freshly allocated read buffer, and twice the
+    /// least spare room [`Framer::read_buf`] offers: it doubles (up to
+    /// `read_size`) when a read fills what was offered and halves (down to
+    /// [`MIN_READ_SIZE`]) after a run of small reads, so a busy connection
+    /// reads in large gulps while an idle one holds only a few KiB.
+    alloc: usize,
+    /// Spare room the last [`Framer::read_buf`] offered.
+    offered: usize,
+    /// Consecutive reads that used less than an eighth of `alloc`.
+    small_reads: u8,
     #[cfg(test)]
     work: Work,
 }
@@ -463,6 +475,9 @@ impl Framer {
             discarding: false,
             skip: 0,
             read_size: read_size.max(64),
+            alloc: MIN_READ_SIZE.min(read_size.max(64)),
+            offered: 0,
+            small_reads: 0,
             #[cfg(test)]
             work: Work::default(),
         }
@@ -496,7 +511,9 @@ impl Framer {
         self.buf.len() + (self.chunk.len() - self.pos)
     }
 
-    /// Spare room to read into: at least `read_size / 2` bytes, initialized.
+    /// Spare room to read into, initialized: at least half the current
+    /// buffer size, which adapts between [`MIN_READ_SIZE`] and the read
+    /// size to how much each read brings.
     /// After writing `n` bytes at its front, call [`Framer::advance`]`(n)`.
     pub fn read_buf(&mut self) -> &mut [u8] {
         // A used-up chunk still holds a reference to the read buffer, which
@@ -504,7 +521,12 @@ impl Framer {
         if self.pos == self.chunk.len() && !self.chunk.is_empty() {
             self.release_chunk();
         }
-        let want = self.read_size / 2;
+        // An idle connection gives back a buffer that a burst had grown.
+        if self.buf.is_empty() && self.buf.capacity() > 2 * self.alloc {
+            self.buf = BytesMut::new();
+            self.spare_initialized = true;
+        }
+        let want = self.alloc / 2;
         let spare = self.buf.capacity() - self.buf.len();
         if spare < want || !self.spare_initialized {
             // Reuse the current allocation if every frame handed out of it
@@ -514,7 +536,7 @@ impl Framer {
             // per byte on average.
             if !(self.spare_initialized && self.buf.try_reclaim(want)) {
                 let len = self.buf.len();
-                let cap = self.read_size.max(len * 2).max(len + want);
+                let cap = self.alloc.max(len * 2).max(len + want);
                 let mut fresh = BytesMut::zeroed(cap);
                 fresh.clear();
                 fresh.extend_from_slice(&self.buf);
@@ -527,6 +549,7 @@ impl Framer {
             }
         }
         let spare = self.buf.spare_capacity_mut();
+        self.offered = spare.len();
         // SAFETY: `spare_initialized` holds (established just above if it
         // did not), so every byte of `buf`'s allocation past `len` was
         // written: zeroed when this framer allocated it (here or in
@@ -554,6 +577,16 @@ impl Framer {
             n == 0 || self.spare_initialized,
             "advance({n}) without read_buf() since the buffer was replaced"
         );
+        if n == self.offered && n > 0 {
+            self.alloc = (self.alloc * 2).min(self.read_size);
+            self.small_reads = 0;
+        } else if n < self.alloc / 8 {
+            self.small_reads += 1;
+            if self.small_reads >= 16 {
+                self.alloc = (self.alloc / 2).max(MIN_READ_SIZE.min(self.read_size));
+                self.small_reads = 0;
+            }
+        }
         // SAFETY: the `n` bytes are within the spare capacity, which is
         // initialized while `spare_initialized` holds (see `read_buf`).
         // Whether the caller actually wrote them is only a matter of
@@ -802,7 +835,7 @@ impl Framer {
     fn give_back(&mut self) {
         let tail = &self.chunk[self.pos..];
         let len = tail.len() + self.buf.len();
-        let cap = self.read_size.max(len + self.read_size / 2);
+        let cap = self.alloc.max(len + self.alloc / 2);
         let mut fresh = BytesMut::zeroed(cap);
         fresh.clear();
         fresh.extend_from_slice(tail);
@@ -1762,4 +1795,34 @@ mod tests {
             (out, rest.len())
         }
     }
+
+    #[test]
+    fn read_buffer_grows_for_busy_connections_and_shrinks_when_idle() {
+        let mut f = Framer::new(t(r"\n"), 1 << 20);
+        assert!(f.read_buf().len() < 8 * 1024, "starts small");
+        // Full reads double the buffer up to the read size.
+        for _ in 0..8 {
+            let n = {
+                let buf = f.read_buf();
+                buf.fill(b'x');
+                *buf.last_mut().unwrap() = b'\n';
+                buf.len()
+            };
+            f.advance(n);
+            let mut frames = f.frames();
+            while frames.next_frame().is_some() {}
+        }
+        assert!(f.read_buf().len() >= DEFAULT_READ_SIZE / 2);
+        // A run of small reads halves it again, and the big allocation is
+        // released once nothing is buffered.
+        for _ in 0..200 {
+            let buf = f.read_buf();
+            buf[..5].copy_from_slice(b"PING\n");
+            f.advance(5);
+            let mut frames = f.frames();
+            while frames.next_frame().is_some() {}
+        }
+        assert!(f.read_buf().len() <= MIN_READ_SIZE, "{}", f.read_buf().len());
+    }
+
 }
