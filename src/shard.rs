@@ -168,8 +168,14 @@ struct Shard {
 /// What a connection task does after processing what it has buffered.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
+    /// Everything buffered was handled: read more.
     Read,
+    /// A `PING` waits for the other shards; handle nothing more until then.
     WaitBarrier,
+    /// A path to another shard is full: handle nothing more (and read
+    /// nothing) until it drains.
+    WaitMesh,
+    /// Stop serving this connection.
     Close,
 }
 
@@ -280,12 +286,15 @@ async fn connection(shard: Rc<Shard>, id: ConnId) {
                 poll_fn(|cx| shard.poll_conn(id, cx, |c| !c.waiting_barrier || c.dead)).await;
                 continue;
             }
+            Next::WaitMesh => {
+                // Back-pressure from the mesh: neither handle nor read more
+                // while a path to another shard is full.
+                poll_fn(|cx| shard.poll_mesh_space(id, cx)).await;
+                continue;
+            }
             Next::Read if eof => break,
             Next::Read => {}
         }
-        // Back-pressure from the mesh: do not read more while a path to
-        // another shard is full.
-        poll_fn(|cx| shard.poll_mesh_space(id, cx)).await;
         let read = poll_fn(|cx| shard.poll_read(id, cx, &mut framer)).await;
         match read {
             Some(0) | None => eof = true,
@@ -505,7 +514,7 @@ impl Shard {
             }
             if mesh_backlog(&st.outlets) > MAX_MESH_BACKLOG {
                 // Stop here; the rest stays buffered until the mesh drains.
-                return Next::Read;
+                return Next::WaitMesh;
             }
         }
         Next::Read
