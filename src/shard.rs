@@ -635,10 +635,25 @@ impl Shard {
     }
 
     fn reply_err(&self, st: &mut State, id: ConnId, err: ProtoError) {
+        self.reply(st, id, |out, t| out.push_err(err, t));
+    }
+
+    fn pong(&self, st: &mut State, id: ConnId) {
+        self.reply(st, id, Outbound::push_pong);
+    }
+
+    /// Queues a reply built by `push` and marks the connection for the next
+    /// flush; a reply that does not fit closes it as a slow consumer.
+    fn reply(
+        &self,
+        st: &mut State,
+        id: ConnId,
+        push: impl FnOnce(&mut Outbound, &[u8]) -> Result<usize, crate::outbound::SlowConsumer>,
+    ) {
         let Some(conn) = st.conns[id as usize].as_mut() else {
             return;
         };
-        match conn.out.push_err(err, &self.terminator) {
+        match push(&mut conn.out, &self.terminator) {
             Ok(n) => {
                 self.stats.pending_bytes.add(n as u64);
                 if !conn.touched {
@@ -711,22 +726,6 @@ impl Shard {
         }
         self.pong(st, id);
         Next::Read
-    }
-
-    fn pong(&self, st: &mut State, id: ConnId) {
-        let Some(conn) = st.conns[id as usize].as_mut() else {
-            return;
-        };
-        match conn.out.push_pong(&self.terminator) {
-            Ok(n) => {
-                self.stats.pending_bytes.add(n as u64);
-                if !conn.touched {
-                    conn.touched = true;
-                    st.touched.push(id);
-                }
-            }
-            Err(_) => self.slow_consumer(st, id),
-        }
     }
 
     /// Applies a batch from shard `from`. Never waits.
