@@ -1822,7 +1822,10 @@ mod tests {
             let mut frames = f.frames();
             while frames.next_frame().is_some() {}
         }
-        assert!(f.read_buf().len() <= MIN_READ_SIZE, "{}", f.read_buf().len());
+        assert!(
+            f.read_buf().len() <= MIN_READ_SIZE,
+            "{}",
+            f.read_buf().len()
+        );
     }
-
 }

@@ -5,14 +5,15 @@
 //! crate; tracing-subscriber's `tracing-log` bridge, on by default, carries
 //! its warnings into the same output), turns the flags into a
 //! [`tern::config::Config`], and either checks it (`--check-config`) or
-//! runs a [`Relay`] until SIGINT or SIGTERM.
+//! runs a [`Relay`] (and, with `--metrics`, its HTTP endpoint, see
+//! [`tern::metrics`]) until SIGINT or SIGTERM.
 //!
 //! Every start-up error is one line on stderr, `tern: error: ...`, and exit
 //! status 2, the status clap uses for usage errors. A clean shutdown exits
 //! 0 after a one-line summary.
 
 use std::fmt;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,11 +25,19 @@ use tracing_subscriber::EnvFilter;
 
 use tern::config::{self, allowed_cpus, Config};
 use tern::framing::Terminator;
+use tern::metrics::MetricsListener;
 use tern::preflight::{self, format_cpu_list, human};
 use tern::relay::Relay;
 
 /// Exit status of every start-up error (and of clap's usage errors).
 const EXIT_STARTUP: u8 = 2;
+
+/// File descriptors a relay needs besides one per client: per shard its
+/// listening sockets, three io_uring rings and glommio's event and timer
+/// descriptors; for the process the metrics endpoint, logging and a margin.
+/// An estimate for the `--max-connections` warning, not a limit.
+const FDS_PER_SHARD: u64 = 16;
+const FDS_PER_PROCESS: u64 = 64;
 
 /// The command line. `about` is the package description; each doc comment
 /// below is that flag's one line in `--help`.
@@ -91,6 +100,10 @@ struct Cli {
     /// Log line format: text, or json (one object per line) for log shippers
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, hide_possible_values = true)]
     log_format: LogFormat,
+
+    /// Serve Prometheus /metrics, /healthz and /connections over HTTP on this address [default: off]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 
     /// Check the flags and the environment, print what was found, and exit (0 if all is well, else 2) without serving
     #[arg(long)]
@@ -189,10 +202,24 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(msg) => return startup_error(msg),
     };
-    if cli.check_config {
-        return check_config(&config);
+    if let Err(msg) = check_metrics_flag(cli.metrics, &config) {
+        return startup_error(msg);
     }
-    run(config)
+    if cli.check_config {
+        return check_config(&config, cli.metrics);
+    }
+    run(config, cli.metrics)
+}
+
+/// `--metrics` must not name a `--listen` address: the two would fight
+/// over the port (and the loser's error would blame the other flag).
+fn check_metrics_flag(metrics: Option<SocketAddr>, config: &Config) -> Result<(), String> {
+    match metrics {
+        Some(addr) if addr.port() != 0 && config.listen.contains(&addr) => Err(format!(
+            "--metrics {addr} is also a --listen address: give the metrics endpoint a port of its own"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Prints a start-up error as the one line users and scripts expect.
@@ -296,7 +323,7 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
 /// `--check-config`: runs every check (not only up to the first failure),
 /// prints one line per finding on stdout, and each problem as a
 /// `tern: error:` line on stderr.
-fn check_config(config: &Config) -> ExitCode {
+fn check_config(config: &Config, metrics: Option<SocketAddr>) -> ExitCode {
     let mut report = Report::default();
     report.info("tern", env!("CARGO_PKG_VERSION"));
     report.check(
@@ -318,6 +345,15 @@ fn check_config(config: &Config) -> ExitCode {
         };
         seen.push(addr);
         report.check("listen", format!("{addr} (free)"), verdict);
+    }
+    match metrics {
+        // The same bind `run` does, released at once.
+        Some(addr) => report.check(
+            "metrics",
+            format!("http://{addr}/metrics (free)"),
+            MetricsListener::bind(addr).map(drop),
+        ),
+        None => report.info("metrics", "off (serve them with --metrics ADDR)"),
     }
     report.info("terminator", config.terminator.escape());
     report.info("max-frame", bytes(config.max_frame));
@@ -353,13 +389,115 @@ fn check_config(config: &Config) -> ExitCode {
         format!("{limit}, needed {}{cap}", human(needed)),
         preflight::check_memlock(config.cores.len(), config.io_memory),
     );
+    // `run` raises the soft limit to the hard one, so the hard one is what
+    // the relay will have.
+    match nofile_limit() {
+        Ok((soft, hard)) => {
+            let needed = fds_needed(config);
+            let raised = if soft < hard {
+                format!(" (soft limit {} is raised at start)", limit_str(soft))
+            } else {
+                String::new()
+            };
+            let found = format!(
+                "limit {}{raised}, about {needed} needed for --max-connections {}",
+                limit_str(hard),
+                config.max_connections
+            );
+            if hard >= needed {
+                report.check("open files", found, Ok::<(), String>(()));
+            } else {
+                report.warn(
+                    "open files",
+                    found,
+                    "clients past the limit are refused at accept: raise it with `ulimit -n` or systemd `LimitNOFILE=`, or lower --max-connections",
+                );
+            }
+        }
+        Err(e) => report.info("open files", format!("limit unreadable ({e})")),
+    }
     report.finish()
+}
+
+/// File descriptors `config` may use at most (see [`FDS_PER_SHARD`]).
+fn fds_needed(config: &Config) -> u64 {
+    let shards = config.cores.len() as u64;
+    (config.max_connections as u64)
+        .saturating_add(shards * (FDS_PER_SHARD + config.listen.len() as u64))
+        .saturating_add(FDS_PER_PROCESS)
+}
+
+/// What to do about an open-files limit below [`fds_needed`].
+fn nofile_advice(limit: u64, config: &Config) -> String {
+    format!(
+        "the open-files limit ({limit}) is below what --max-connections {} needs (about {}): clients past that are refused at accept; raise it with `ulimit -n`, systemd `LimitNOFILE=`, or lower --max-connections",
+        config.max_connections,
+        fds_needed(config)
+    )
+}
+
+fn limit_str(n: u64) -> String {
+    if n == u64::MAX {
+        "unlimited".to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// The soft and hard `RLIMIT_NOFILE` (`u64::MAX` = unlimited).
+fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, which is
+    // valid for writes and outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // `rlim_t` is 32 bits wide on some 32-bit targets, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
+    let n = |v: libc::rlim_t| {
+        if v == libc::RLIM_INFINITY {
+            u64::MAX
+        } else {
+            v as u64
+        }
+    };
+    Ok((n(rl.rlim_cur), n(rl.rlim_max)))
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one and returns the new
+/// soft limit. Each client holds a descriptor, and the usual soft default
+/// (1024) exists for programs that use `select(2)`, which tern does not;
+/// the hard limit is the administrator's real decision.
+fn raise_nofile_limit() -> io::Result<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, and
+    // setrlimit reads one from it; `rl` is valid for both and outlives the
+    // calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if rl.rlim_cur != rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(nofile_limit()?.0)
 }
 
 /// What `--check-config` found.
 #[derive(Default)]
 struct Report {
     problems: Vec<String>,
+    warnings: usize,
 }
 
 impl Report {
@@ -367,11 +505,17 @@ impl Report {
         println!("{key:<17}{value}");
     }
 
-    fn check(
+    /// A finding that does not stop the relay from starting.
+    fn warn(&mut self, key: &str, value: impl fmt::Display, warning: &str) {
+        println!("{key:<17}{value}: WARNING: {warning}");
+        self.warnings += 1;
+    }
+
+    fn check<E: fmt::Display>(
         &mut self,
         key: &str,
         value: impl fmt::Display,
-        verdict: Result<(), preflight::PreflightError>,
+        verdict: Result<(), E>,
     ) {
         match verdict {
             Ok(()) => println!("{key:<17}{value}: ok"),
@@ -384,7 +528,10 @@ impl Report {
 
     fn finish(self) -> ExitCode {
         if self.problems.is_empty() {
-            println!("configuration ok");
+            match self.warnings {
+                0 => println!("configuration ok"),
+                n => println!("configuration ok, with {n} warning(s)"),
+            }
             return ExitCode::SUCCESS;
         }
         println!("configuration has {} problem(s)", self.problems.len());
@@ -405,27 +552,61 @@ fn bytes(n: usize) -> String {
     }
 }
 
-/// Starts the relay, waits for SIGINT or SIGTERM, and stops it.
-fn run(config: Config) -> ExitCode {
+/// Starts the relay (and its metrics endpoint), waits for SIGINT or
+/// SIGTERM, and stops it.
+fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
     // Registered before the relay starts so that a signal during start-up
     // is not fatal (the default action) but ends the relay cleanly.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => return startup_error(format_args!("cannot install signal handlers: {e}")),
     };
+    // Raised before the shards start accepting; a shortfall is logged only
+    // once the relay runs, since every start-up error must be one line.
+    let nofile = raise_nofile_limit();
+    let nofile_warning = match &nofile {
+        Ok(n) if *n < fds_needed(&config) => Some(nofile_advice(*n, &config)),
+        _ => None,
+    };
+    let open_files = match nofile {
+        Ok(n) => limit_str(n),
+        Err(e) => format!("unknown ({e})"),
+    };
+    // Bound before any shard starts, so a bad --metrics costs nothing.
+    let metrics = match metrics.map(MetricsListener::bind).transpose() {
+        Ok(m) => m,
+        Err(e) => return startup_error(e),
+    };
     let summary = StartupSummary::of(&config);
     let relay = match Relay::start(config) {
         Ok(r) => r,
         Err(e) => return startup_error(e),
     };
+    let metrics = match metrics
+        .map(|m| m.serve(relay.monitor(), relay.cores()))
+        .transpose()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            relay.shutdown();
+            return startup_error(e);
+        }
+    };
+    if let Some(warning) = nofile_warning {
+        tracing::warn!("{warning}");
+    }
     let listening = relay
         .local_addrs()
         .iter()
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(", ");
+    let metrics_at = match &metrics {
+        Some(m) => format!("http://{}/metrics", m.local_addr()),
+        None => "off".to_string(),
+    };
     tracing::info!(
-        "tern {} started: {summary}; listening on {listening}",
+        "tern {} started: {summary}, open files {open_files}; listening on {listening}; metrics {metrics_at}",
         env!("CARGO_PKG_VERSION")
     );
 
@@ -444,6 +625,9 @@ fn run(config: Config) -> ExitCode {
             std::process::exit(1);
         }
     });
+    if let Some(m) = metrics {
+        m.stop();
+    }
     let t = relay.shutdown();
     tracing::info!(
         "tern stopped: served {}, {} in, {} out, {}",
@@ -604,6 +788,51 @@ mod tests {
     fn errors_are_one_line() {
         assert_eq!(one_line("a b"), "a b");
         assert_eq!(one_line("Os {\n    code: 12,\n}"), "Os { code: 12, }");
+    }
+
+    #[test]
+    fn metrics_flag_is_parsed_and_must_not_be_a_listen_address() {
+        let cli = Cli::try_parse_from(["tern"]).unwrap();
+        assert_eq!(cli.metrics, None);
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--listen",
+            "127.0.0.1:7000",
+            "--metrics",
+            "127.0.0.1:7000",
+        ])
+        .unwrap();
+        let c = build_config(&cli).unwrap();
+        let err = check_metrics_flag(cli.metrics, &c).unwrap_err();
+        assert!(err.contains("--metrics 127.0.0.1:7000"), "{err}");
+        assert!(check_metrics_flag(Some("127.0.0.1:9100".parse().unwrap()), &c).is_ok());
+        // Port 0 twice is two different ports.
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert!(check_metrics_flag(cli.metrics, &build_config(&cli).unwrap()).is_ok());
+        assert!(Cli::try_parse_from(["tern", "--metrics", "9100"]).is_err());
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let (_, hard) = nofile_limit().unwrap();
+        assert_eq!(raise_nofile_limit().unwrap(), hard);
+        assert_eq!(nofile_limit().unwrap(), (hard, hard));
+    }
+
+    #[test]
+    fn descriptors_needed_grow_with_connections_and_shards() {
+        let cli =
+            Cli::try_parse_from(["tern", "--max-connections", "1000", "--shards", "1"]).unwrap();
+        let c = build_config(&cli).unwrap();
+        assert_eq!(fds_needed(&c), 1000 + FDS_PER_SHARD + 1 + FDS_PER_PROCESS);
+        assert!(nofile_advice(10, &c).contains("LimitNOFILE="));
     }
 
     #[test]

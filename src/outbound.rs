@@ -102,8 +102,8 @@ impl Outbound {
         // or after `head` ends the frame in flight (or, if `head` sits on a
         // boundary, the next one: one whole frame more, still well-formed).
         let unsent = &self.buf[self.head..];
-        let keep = memchr::memmem::find(unsent, terminator)
-            .map_or(unsent.len(), |i| i + terminator.len());
+        let keep =
+            memchr::memmem::find(unsent, terminator).map_or(unsent.len(), |i| i + terminator.len());
         self.buf.truncate(self.head + keep);
         protocol::encode_err(&mut self.buf, ProtoError::SlowConsumer, terminator);
         self.pending() as isize - before

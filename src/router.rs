@@ -166,7 +166,9 @@ impl Router {
         dedup(&mut plan.local);
         let grouped = !local.groups.is_empty() || remote.is_some_and(|r| !r.groups.is_empty());
         if !grouped {
-            let mut key = std::mem::take(&mut plan.memo).map(|m| m.0).unwrap_or_default();
+            let mut key = std::mem::take(&mut plan.memo)
+                .map(|m| m.0)
+                .unwrap_or_default();
             key.clear();
             key.extend_from_slice(subject);
             plan.memo = Some((key, generations.0, generations.1));

@@ -896,7 +896,9 @@ mod tests {
         // The length prefix keeps the split between pattern and name.
         assert_ne!(group_id(b"ab", b"c"), group_id(b"a", b"bc"));
         // The same on every thread of the process (every shard).
-        let other = std::thread::spawn(|| group_id(b"a.*", b"w")).join().unwrap();
+        let other = std::thread::spawn(|| group_id(b"a.*", b"w"))
+            .join()
+            .unwrap();
         assert_eq!(id, other);
         // Keyed: not the unkeyed SipHash a client could compute offline.
         let mut h = std::hash::DefaultHasher::new();

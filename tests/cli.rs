@@ -28,6 +28,7 @@ const CONTRACT_FLAGS: &[&str] = &[
     "--io-memory",
     "--log-level",
     "--log-format",
+    "--metrics",
     "--check-config",
 ];
 
@@ -312,4 +313,175 @@ fn check_config_reports_every_problem() {
         "{err}"
     );
     assert!(err.lines().all(|l| l.starts_with("tern: error: ")), "{err}");
+}
+
+#[test]
+fn a_metrics_address_that_cannot_be_bound_is_one_line_and_exit_2() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    // Refused before any shard starts.
+    assert_startup_error(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--metrics",
+            &addr,
+        ],
+        &[&format!("cannot serve metrics on {addr}"), "--metrics"],
+    );
+    assert_startup_error(
+        &[
+            "--listen",
+            "127.0.0.1:7000",
+            "--shards",
+            "1",
+            "--metrics",
+            "127.0.0.1:7000",
+        ],
+        &["--metrics 127.0.0.1:7000 is also a --listen address"],
+    );
+    assert_startup_error(&["--metrics", "localhost"], &["--metrics", "localhost"]);
+}
+
+#[test]
+fn check_config_probes_the_metrics_address() {
+    let base = ["--check-config", "--listen", "127.0.0.1:0", "--shards", "1"];
+    let o = tern(&base);
+    assert!(
+        stdout(&o).contains("metrics          off"),
+        "{}",
+        stdout(&o)
+    );
+
+    let mut args = base.to_vec();
+    args.extend(["--metrics", "127.0.0.1:0"]);
+    let o = tern(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("metrics          http://127.0.0.1:0/metrics (free): ok"),
+        "{}",
+        stdout(&o)
+    );
+
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let mut args = base.to_vec();
+    args.extend(["--metrics", &addr]);
+    let o = tern(&args);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "metrics          FAILED: cannot serve metrics on {addr}"
+        )),
+        "{out}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn check_config_reports_the_open_files_limit() {
+    let o = tern(&[
+        "--check-config",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--max-connections",
+        "10",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("open files"))
+        .unwrap_or_else(|| panic!("no open files line:\n{out}"));
+    assert!(line.contains("needed for --max-connections 10"), "{line}");
+    // A limit below what --max-connections needs is a warning, not an
+    // error: the relay still serves as many clients as it can.
+    let o = tern(&[
+        "--check-config",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--max-connections",
+        "4000000000",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    assert!(out.contains("WARNING: clients past the limit"), "{out}");
+    assert!(out.contains("configuration ok, with 1 warning"), "{out}");
+}
+
+// ------------------------------------------------------- deploy/tern.service
+
+/// `deploy/tern.service`'s active `Key=value` lines (comments left out).
+fn unit_settings() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/tern.service");
+    let text = std::fs::read_to_string(path).expect("deploy/tern.service");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn unit_setting(key: &str) -> Option<String> {
+    unit_settings()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// A systemd size (`128M`, `65536`, `1G`, `infinity`) in bytes.
+fn systemd_size(v: &str) -> u64 {
+    if v == "infinity" {
+        return u64::MAX;
+    }
+    let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = digits.parse().expect("a number");
+    n * match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        other => panic!("unit {other}"),
+    }
+}
+
+#[test]
+fn the_systemd_unit_allows_what_tern_needs() {
+    // Locked memory for 64 shards at the default --io-memory, as the unit's
+    // comment promises.
+    let memlock = systemd_size(&unit_setting("LimitMEMLOCK").expect("LimitMEMLOCK"));
+    let needed = tern::preflight::memlock_needed(64, tern::config::DEFAULT_IO_MEMORY);
+    assert!(memlock >= needed, "LimitMEMLOCK {memlock} < {needed}");
+    let nofile: u64 = unit_setting("LimitNOFILE").unwrap().parse().unwrap();
+    assert!(nofile > tern::config::DEFAULT_MAX_CONNECTIONS as u64);
+    assert_eq!(unit_setting("Restart").as_deref(), Some("on-failure"));
+    assert!(unit_setting("DynamicUser").is_some() || unit_setting("User").is_some());
+    // Nothing that would block io_uring.
+    assert_eq!(unit_setting("SystemCallFilter"), None);
+}
+
+#[test]
+fn the_systemd_units_flags_are_accepted() {
+    let exec = unit_setting("ExecStart").expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert!(words.next().unwrap().ends_with("/tern"), "{exec}");
+    let mut args: Vec<&str> = words.collect();
+    args.push("--check-config");
+    // The environment may fail the check (port 7000 taken, say), but the
+    // flags themselves must parse.
+    let o = tern(&args);
+    assert!(
+        !stderr(&o).contains("see tern --help"),
+        "{exec}: {}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("metrics "), "{}", stdout(&o));
 }

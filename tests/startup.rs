@@ -1,6 +1,6 @@
 //! Starting and stopping the real `tern` binary: readiness, a second tern on
-//! the same port, SIGTERM/SIGINT with the summary line, JSON logs, and the
-//! locked-memory limit as an unprivileged user.
+//! the same port, SIGTERM/SIGINT with the summary line, JSON logs, the
+//! metrics endpoint, and the locked-memory limit as an unprivileged user.
 //!
 //! Every process is started with piped stderr, watched until a deadline,
 //! and killed by its PID if it outlives the test (see [`Tern`]'s `Drop`).
@@ -306,6 +306,157 @@ fn json_logs_are_one_object_per_line() {
         json.iter()
             .any(|l| l.contains("tern stopped: served 1 connection")),
         "{log}"
+    );
+}
+
+// ------------------------------------------------------- metrics
+
+/// The address in "metrics http://ADDR/metrics" of a start-up line.
+fn metrics_addr(line: &str) -> SocketAddr {
+    let rest = line
+        .split("metrics http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+    let addr = rest.split('/').next().unwrap();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("bad address {addr:?} in {line:?}: {e}"))
+}
+
+/// `GET path` over a fresh connection: the status code and the body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: tern\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    let (head, body) = out.split_once("\r\n\r\n").expect("header end");
+    let status = head[9..12].parse().expect("status code");
+    (status, body.to_string())
+}
+
+/// The value of the sample `series` (`name{labels}`) in a `/metrics` page.
+fn sample(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing:\n{page}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_binary_serves_metrics_and_logs_slow_consumers_and_refusals_as_json() {
+    let mut t = Tern::spawn(tern_cmd(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--max-pending",
+        "64KiB",
+        "--max-connections",
+        "2",
+    ]));
+    let addr = t.wait_started();
+    let metrics = metrics_addr(t.log.last().unwrap());
+    assert_eq!(http_get(metrics, "/healthz"), (200, "ok\n".to_string()));
+    exchange(addr);
+    let (status, page) = http_get(metrics, "/metrics");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(sample(&page, r#"tern_messages_in_total{shard="0"}"#), 1);
+    assert_eq!(sample(&page, r#"tern_messages_out_total{shard="0"}"#), 1);
+    assert!(page.contains(&format!(
+        "tern_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+
+    // A subscriber that never reads, with a tiny receive window.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut slow = Client {
+        stream: TcpStream::from(socket),
+        buf: Vec::new(),
+    };
+    slow.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    slow.send("SUB flood\nPING\n");
+    assert_eq!(slow.frame(), "PONG");
+    let slow_peer = slow.stream.local_addr().unwrap().to_string();
+
+    let mut publisher = Client::connect(addr);
+    let payload = "x".repeat(1024);
+    let batch = format!("PUB flood {payload}\n").repeat(16) + "PING\n";
+    let mut sent = 0;
+    loop {
+        publisher.send(&batch);
+        assert_eq!(publisher.frame(), "PONG");
+        sent += 16;
+        let (_, page) = http_get(metrics, "/metrics");
+        if sample(&page, r#"tern_slow_consumers_total{shard="0"}"#) == 1 {
+            break;
+        }
+        assert!(sent < 100_000, "no slow consumer after {sent} messages");
+    }
+    // The relay closes it; then its slot is free again.
+    let mut rest = Vec::new();
+    let _ = slow.stream.read_to_end(&mut rest);
+
+    // --max-connections 2: the publisher and one more fill the relay...
+    let mut second = Client::connect(addr);
+    second.send("PING\n");
+    assert_eq!(second.frame(), "PONG");
+    // ...and a third is refused (closed at once, without a reply).
+    let mut refused = TcpStream::connect(addr).unwrap();
+    refused.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let refused_peer = refused.local_addr().unwrap().to_string();
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(refused.read(&mut byte), Ok(0) | Err(_)),
+        "the third connection was served"
+    );
+    let (_, page) = http_get(metrics, "/metrics");
+    assert_eq!(
+        sample(&page, r#"tern_connections_rejected_total{shard="0"}"#),
+        1
+    );
+
+    t.signal(libc::SIGTERM);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let message = |e: &serde_json::Value| e["fields"]["message"].as_str().unwrap_or("").to_string();
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| message(e).contains(" started: "))
+        .collect();
+    assert_eq!(started.len(), 1, "{log}");
+    assert!(message(started[0]).contains(&format!("metrics http://{metrics}/metrics")));
+
+    // One line per slow consumer, naming it; one per refused connection.
+    let slow_lines: Vec<_> = events
+        .iter()
+        .filter(|e| message(e) == "slow consumer closed")
+        .collect();
+    assert_eq!(slow_lines.len(), 1, "{log}");
+    assert_eq!(slow_lines[0]["level"], "WARN");
+    assert_eq!(slow_lines[0]["fields"]["peer"], slow_peer.as_str());
+    assert_eq!(slow_lines[0]["fields"]["limit"], 65536);
+    let refusals: Vec<_> = events
+        .iter()
+        .filter(|e| message(e).starts_with("connection refused"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert_eq!(refusals[0]["fields"]["peer"], refused_peer.as_str());
+    // Nothing is logged per message: a few hundred went through.
+    assert!(events.len() < 10, "{log}");
+    assert!(
+        log.contains("1 slow consumer"),
+        "the summary counts it: {log}"
     );
 }
 

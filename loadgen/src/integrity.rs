@@ -245,7 +245,10 @@ mod tests {
         assert_eq!(ledger.received_below(70), 70);
         assert_eq!(ledger.received_below(65), 65);
         assert_eq!(ledger.received_below(CHUNK_BITS + 4), 71);
-        assert!(!ledger.mark(u64::MAX), "out of range is refused, not a panic");
+        assert!(
+            !ledger.mark(u64::MAX),
+            "out of range is refused, not a panic"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -16,8 +18,10 @@ use crate::Error;
 /// defaults, so tests change only what they care about.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The server's address.
-    pub target: SocketAddr,
+    /// The server's address(es). Connection `i` (publishers first, then
+    /// subscribers) goes to `targets[i % len]`, so a test can spread
+    /// connections over a relay's per-shard listeners.
+    pub targets: Vec<SocketAddr>,
     pub protocol: Protocol,
     /// Frame terminator (line protocol only).
     pub terminator: Terminator,
@@ -40,6 +44,11 @@ pub struct Options {
     /// CPUs for the workers (one pinned worker each); `None`: as many
     /// unpinned workers as CPUs, at most one per connection.
     pub cores: Option<Vec<usize>>,
+    /// Workers never sleep: they poll their sockets in a loop, so their own
+    /// wake-up delay (tens of µs) is not added to every latency. Costs a
+    /// whole core per worker; the command line turns it on with `--cores`
+    /// (a worker with a core of its own).
+    pub busy_poll: bool,
     pub json: Option<PathBuf>,
     pub hdr_log: Option<PathBuf>,
     pub plot: Option<PathBuf>,
@@ -51,12 +60,15 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Longest wait for a connection, and for each handshake.
     pub connect_timeout: Duration,
+    /// Set (e.g. by a SIGINT handler) to stop the run early; the results so
+    /// far are reported as a [`crate::Error::Interrupted`] failure.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            target: "127.0.0.1:7000".parse().expect("valid"),
+            targets: vec!["127.0.0.1:7000".parse().expect("valid")],
             protocol: Protocol::Line,
             terminator: Terminator::default(),
             publishers: 1,
@@ -69,6 +81,7 @@ impl Default for Options {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             cores: None,
+            busy_poll: false,
             json: None,
             hdr_log: None,
             plot: None,
@@ -76,11 +89,24 @@ impl Default for Options {
             subject_prefix: "bench".to_string(),
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            interrupt: None,
         }
     }
 }
 
 impl Options {
+    /// The address connection `index` (publishers first, then subscribers)
+    /// goes to.
+    pub fn target_for(&self, index: usize) -> SocketAddr {
+        self.targets[index % self.targets.len()]
+    }
+
+    /// The targets as written on the command line.
+    pub fn targets_display(&self) -> String {
+        let v: Vec<String> = self.targets.iter().map(|a| a.to_string()).collect();
+        v.join(",")
+    }
+
     /// The subjects publishers use, in order.
     pub fn subject_names(&self) -> Vec<String> {
         (0..self.subjects)
@@ -91,6 +117,9 @@ impl Options {
     /// Refuses combinations that cannot work, with the flag to change.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::Options(m));
+        if self.targets.is_empty() {
+            return bad("--target: give at least one address".into());
+        }
         if self.publishers == 0 {
             return bad("--publishers must be at least 1".into());
         }
@@ -120,12 +149,16 @@ impl Options {
                 return bad("--group: Redis pub/sub has no queue groups".into());
             }
             if g.is_empty() || g.len() > 64 || !g.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-                return bad(format!("--group `{g}`: use 1 to 64 printable ASCII characters, no spaces"));
+                return bad(format!(
+                    "--group `{g}`: use 1 to 64 printable ASCII characters, no spaces"
+                ));
             }
         }
         let prefix = &self.subject_prefix;
         if prefix.is_empty()
-            || !prefix.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'*' && b != b'>')
+            || !prefix
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'*' && b != b'>')
         {
             return bad(format!("subject prefix `{prefix}` is not a valid subject"));
         }
@@ -135,7 +168,9 @@ impl Options {
             }
             let allowed = tern::config::allowed_cpus();
             if let Some(c) = cores.iter().find(|c| !allowed.contains(c)) {
-                return bad(format!("--cores: CPU {c} is not available to this process (allowed: {allowed:?})"));
+                return bad(format!(
+                    "--cores: CPU {c} is not available to this process (allowed: {allowed:?})"
+                ));
             }
         }
         Ok(())
@@ -167,75 +202,95 @@ every publisher's sequence for lost, duplicated and reordered messages.\n\n\
 Exit status: 0 success, 1 error (partial results are still printed), 2 integrity violations."
 )]
 pub struct Args {
-    /// Server address (host:port).
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// Server address (host:port); a comma-separated list spreads the
+    /// connections round-robin over several.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
     pub target: String,
     /// Wire protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Line)]
     pub protocol: Protocol,
     /// Frame terminator, line protocol only (escapes \n \r \t \0 \\ \xHH).
-    #[arg(long, default_value = r"\n")]
+    #[arg(long, value_name = "T", default_value = r"\n")]
     pub terminator: String,
     /// Publishing connections.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "P", default_value_t = 1)]
     pub publishers: usize,
     /// Subscribing connections.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "S", default_value_t = 1)]
     pub subscribers: usize,
     /// Publishers are spread over this many subjects; subscribers take all.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "K", default_value_t = 1)]
     pub subjects: usize,
     /// Subscribers join this queue group (each message reaches one of them).
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub group: Option<String>,
     /// Total messages per second (e.g. 50000, 50k, 1M); 0 = as fast as possible.
-    #[arg(long, default_value = "10k", value_parser = parse_rate)]
+    #[arg(long, value_name = "R", default_value = "10k", value_parser = parse_rate)]
     pub rate: u64,
     /// With --rate 0: most messages a publisher has in flight.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     pub window: usize,
     /// Payload size (e.g. 128, 1KiB).
-    #[arg(long, default_value = "128", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "128", value_parser = parse_size)]
     pub size: usize,
     /// Measured time (e.g. 10s, 500ms, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Unmeasured time before it.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "TIME", default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// CPUs for the generator's workers, one pinned worker each (e.g. 1 or 2-3).
-    #[arg(long, value_parser = parse_cpus)]
-    pub cores: Option<Vec<usize>>,
-    /// Write the results as JSON to this file.
+    /// CPUs for the generator's workers, one pinned worker each (e.g. 1 or
+    /// 2-3). Pinned workers busy-poll rather than sleep, so their own
+    /// wake-up delay is not measured as latency (see --no-busy-poll). The
+    /// coordinating thread is not pinned: use taskset to keep the whole
+    /// process off the server's CPUs.
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// With --cores: let workers sleep between events (saves CPU; adds
+    /// their wake-up delay to low-rate latencies).
     #[arg(long)]
+    pub no_busy_poll: bool,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Write an HdrHistogram interval log (one histogram per second).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub hdr_log: Option<PathBuf>,
     /// Write an SVG plot of the latency percentile distribution.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
     /// No per-second progress on stderr.
     #[arg(long)]
     pub quiet: bool,
     /// Longest wait for in-flight messages after the last publish.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 }
 
 impl Args {
     /// The options these flags describe, validated.
     pub fn into_options(self) -> Result<Options, Error> {
-        let target = self
+        let targets = self
             .target
-            .to_socket_addrs()
-            .map_err(|e| Error::Options(format!("--target {}: {e}", self.target)))?
-            .next()
-            .ok_or_else(|| Error::Options(format!("--target {}: no address", self.target)))?;
+            .split(',')
+            .map(|t| {
+                t.trim()
+                    .to_socket_addrs()
+                    .map_err(|e| Error::Options(format!("--target {t}: {e}")))?
+                    .next()
+                    .ok_or_else(|| Error::Options(format!("--target {t}: no address")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let terminator = Terminator::parse(&self.terminator)
             .map_err(|e| Error::Options(format!("--terminator: {e}")))?;
+        let cores = self
+            .cores
+            .as_deref()
+            .map(tern::config::parse_cpu_list)
+            .transpose()
+            .map_err(|e| Error::Options(format!("--cores: {e}")))?;
         let opts = Options {
-            target,
+            targets,
             protocol: self.protocol,
             terminator,
             publishers: self.publishers,
@@ -247,7 +302,8 @@ impl Args {
             size: self.size,
             duration: self.duration,
             warmup: self.warmup,
-            cores: self.cores,
+            busy_poll: cores.is_some() && !self.no_busy_poll,
+            cores,
             json: self.json,
             hdr_log: self.hdr_log,
             plot: self.plot,
@@ -262,10 +318,6 @@ impl Args {
 
 fn parse_size(s: &str) -> Result<usize, String> {
     tern::config::parse_size(s).map_err(|e| e.to_string())
-}
-
-fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
-    tern::config::parse_cpu_list(s).map_err(|e| e.to_string())
 }
 
 /// `10s`, `500ms`, `2m`, `1.5s`, `250us`; a bare number is seconds.
@@ -284,7 +336,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "us" | "µs" => v / 1e6,
         "m" | "min" => v * 60.0,
         "h" => v * 3600.0,
-        _ => return Err(format!("invalid duration `{s}`: unknown unit `{unit}` (use us, ms, s, m, h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration `{s}`: unknown unit `{unit}` (use us, ms, s, m, h)"
+            ))
+        }
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("invalid duration `{s}`"));
@@ -323,7 +379,7 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_contract() {
         let o = args(&[]).unwrap();
-        assert_eq!(o.target, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(o.targets, vec!["127.0.0.1:7000".parse().unwrap()]);
         assert_eq!(o.protocol, Protocol::Line);
         assert_eq!(o.terminator.as_bytes(), b"\n");
         assert_eq!((o.publishers, o.subscribers, o.subjects), (1, 1, 1));
@@ -336,11 +392,39 @@ mod tests {
     #[test]
     fn every_contract_flag_parses() {
         let o = args(&[
-            "--target", "127.0.0.1:4222", "--protocol", "nats", "--terminator", r"\r\n",
-            "--publishers", "2", "--subscribers", "8", "--subjects", "3", "--group", "g",
-            "--rate", "50k", "--window", "64", "--size", "1KiB", "--duration", "1.5s",
-            "--warmup", "500ms", "--cores", "0", "--json", "r.json", "--hdr-log", "r.hlog",
-            "--plot", "r.svg", "--quiet",
+            "--target",
+            "127.0.0.1:4222",
+            "--protocol",
+            "nats",
+            "--terminator",
+            r"\r\n",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "8",
+            "--subjects",
+            "3",
+            "--group",
+            "g",
+            "--rate",
+            "50k",
+            "--window",
+            "64",
+            "--size",
+            "1KiB",
+            "--duration",
+            "1.5s",
+            "--warmup",
+            "500ms",
+            "--cores",
+            "0",
+            "--json",
+            "r.json",
+            "--hdr-log",
+            "r.hlog",
+            "--plot",
+            "r.svg",
+            "--quiet",
         ])
         .unwrap();
         assert_eq!(o.protocol, Protocol::Nats);
@@ -349,8 +433,15 @@ mod tests {
         assert_eq!(o.duration, Duration::from_millis(1500));
         assert_eq!(o.group.as_deref(), Some("g"));
         assert_eq!(o.cores, Some(vec![0]));
+        assert!(o.busy_poll, "pinned workers busy-poll");
+        assert!(!args(&["--cores", "0", "--no-busy-poll"]).unwrap().busy_poll);
+        assert!(!args(&[]).unwrap().busy_poll);
         assert_eq!(o.worker_cpus(), vec![Some(0)]);
         assert!(o.quiet && o.json.is_some() && o.hdr_log.is_some() && o.plot.is_some());
+        let o = args(&["--target", "127.0.0.1:1, 127.0.0.1:2"]).unwrap();
+        assert_eq!(o.target_for(0), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(o.target_for(3), "127.0.0.1:2".parse().unwrap());
+        assert_eq!(o.targets_display(), "127.0.0.1:1,127.0.0.1:2");
     }
 
     #[test]
@@ -365,6 +456,7 @@ mod tests {
             &["--terminator", r"\q"],
             &["--group", "has space"],
             &["--cores", "4095"],
+            &["--cores", "x"],
             &["--target", "nowhere"],
         ] {
             assert!(args(bad).is_err(), "{bad:?} should be refused");

@@ -108,7 +108,10 @@ mod tests {
         c.subscribe(&mut out, "a.*", Some("workers"));
         c.ping(&mut out);
         c.publish(&mut out, b"a.b", |o| o.extend_from_slice(b"hello world"));
-        assert_eq!(out, b"SUB a.b\nSUB a.* workers\nPING\nPUB a.b hello world\n");
+        assert_eq!(
+            out,
+            b"SUB a.b\nSUB a.* workers\nPING\nPUB a.b hello world\n"
+        );
 
         let c = codec(r"END\r\n");
         out.clear();
@@ -119,7 +122,8 @@ mod tests {
     #[test]
     fn decodes_frames_one_at_a_time() {
         let c = codec(r"\n");
-        let buf = b"MSG a.b hello world\nPONG\r\n-ERR slow consumer\n\nMSG a.b \nMSG x\n+PONG\r\nMSG a";
+        let buf =
+            b"MSG a.b hello world\nPONG\r\n-ERR slow consumer\n\nMSG a.b \nMSG x\n+PONG\r\nMSG a";
         let mut pos = 0;
         let mut events = Vec::new();
         while let Some((e, used)) = c.decode(&buf[pos..]) {

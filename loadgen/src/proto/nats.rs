@@ -96,7 +96,10 @@ impl NatsCodec {
                 return Ok(None);
             }
             if &buf[end..end + 2] != b"\r\n" {
-                return Err(DecodeError::new("NATS payload not followed by \\r\\n", line));
+                return Err(DecodeError::new(
+                    "NATS payload not followed by \\r\\n",
+                    line,
+                ));
             }
             return Ok(Some((
                 Event::Msg {
@@ -182,7 +185,11 @@ mod tests {
         .map(|e| format!("{e:?}"))
         .collect();
         assert_eq!(events, expected);
-        assert_eq!(&buf[pos..], b"MSG s 1 10\r\nabc", "incomplete payload waits");
+        assert_eq!(
+            &buf[pos..],
+            b"MSG s 1 10\r\nabc",
+            "incomplete payload waits"
+        );
     }
 
     #[test]

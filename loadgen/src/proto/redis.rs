@@ -129,19 +129,23 @@ fn value(buf: &[u8]) -> Result<Option<(Value<'_>, usize)>, DecodeError> {
                 Some(d) => (true, d),
                 None => (false, body),
             };
-            let n = parse_usize(digits)
-                .ok_or_else(|| DecodeError::new("bad RESP integer", l))? as i64;
+            let n =
+                parse_usize(digits).ok_or_else(|| DecodeError::new("bad RESP integer", l))? as i64;
             Value::Int(if neg { -n } else { n })
         }
         b'$' if body == b"-1" => Value::Nil,
         b'$' => {
-            let len = parse_usize(body).ok_or_else(|| DecodeError::new("bad RESP bulk length", l))?;
+            let len =
+                parse_usize(body).ok_or_else(|| DecodeError::new("bad RESP bulk length", l))?;
             let end = used + len;
             if buf.len() < end + 2 {
                 return Ok(None);
             }
             if &buf[end..end + 2] != b"\r\n" {
-                return Err(DecodeError::new("RESP bulk string not followed by \\r\\n", l));
+                return Err(DecodeError::new(
+                    "RESP bulk string not followed by \\r\\n",
+                    l,
+                ));
             }
             return Ok(Some((Value::Bulk(&buf[used..end]), end + 2)));
         }
@@ -218,7 +222,13 @@ mod tests {
         assert!(RedisCodec.decode(b"INFO {}\r\n").is_err());
         assert!(RedisCodec.decode(b"*9\r\n").is_err());
         assert!(RedisCodec.decode(b"$3\r\nabcd\r\n").is_err());
-        assert_eq!(RedisCodec.decode(b":-2\r\n").unwrap(), Some((Event::Published, 5)));
-        assert_eq!(RedisCodec.decode(b"$-1\r\n").unwrap(), Some((Event::Other(b"$-1\r\n"), 5)));
+        assert_eq!(
+            RedisCodec.decode(b":-2\r\n").unwrap(),
+            Some((Event::Published, 5))
+        );
+        assert_eq!(
+            RedisCodec.decode(b"$-1\r\n").unwrap(),
+            Some((Event::Other(b"$-1\r\n"), 5))
+        );
     }
 }

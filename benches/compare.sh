@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of tern, nats-server and redis-server on the same
+# workloads, measured by tern-loadgen.
+#
+#   benches/compare.sh                 # 3 runs of each workload, 5 s each
+#   RUNS=5 DURATION=10s benches/compare.sh
+#
+# Every server runs alone on CPU $SERVER_CPU (tern: 1 shard; nats-server:
+# GOMAXPROCS=1; redis-server: no persistence), the generator on CPU
+# $CLIENT_CPU. Workloads, 128-byte payloads:
+#   (a) max throughput, 1 publisher -> 1 subscriber   (--rate 0 --window W)
+#   (b) fan-out,        1 publisher -> 8 subscribers  (--rate 0 --window W)
+#   (c) latency at $LAT_RATE msgs/s, 1 -> 1: p50 / p99 / p99.9, corrected
+#       for coordinated omission (receive - intended send)
+# Each workload runs $RUNS times, the servers interleaved (the order rotates
+# every run), and the table shows medians. A run during which the generator
+# got less than 90% of its CPU or fell behind its schedule (other work on the
+# machine) is repeated up to $RETRIES times; the table flags cells where the
+# generator was starved all the same. Throughput is messages delivered
+# to subscribers per second. A server that is not installed is skipped with
+# a note. Every process this script starts is stopped by PID on exit.
+#
+# Output: a markdown table on stdout; per-run JSON and two latency plots
+# (tern and nats-server, workload c) in $OUT.
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+WINDOW=${WINDOW:-1000}
+LAT_RATE=${LAT_RATE:-50000}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+# Extra attempts for a run whose generator was starved of CPU by other work.
+RETRIES=${RETRIES:-2}
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${OUT:-$TARGET_DIR/compare}
+TERN=$TARGET_DIR/release/tern
+LOADGEN=$TARGET_DIR/release/tern-loadgen
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "compare.sh: $*"; exit 1; }
+
+# --- cleanup: stop exactly what we started --------------------------------
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        # Bounded wait, then insist.
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- prerequisites ---------------------------------------------------------
+command -v taskset >/dev/null || die "taskset (util-linux) is required"
+ncpu=$(nproc)
+if (( SERVER_CPU >= ncpu || CLIENT_CPU >= ncpu || SERVER_CPU == CLIENT_CPU )); then
+    die "need two distinct CPUs (SERVER_CPU=$SERVER_CPU, CLIENT_CPU=$CLIENT_CPU, this machine has $ncpu)"
+fi
+
+log "building tern and tern-loadgen (release)..."
+cargo build --release --quiet -p tern -p tern-loadgen
+[[ -x $TERN && -x $LOADGEN ]] || die "release binaries not found in $TARGET_DIR/release"
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/latency-*.svg "$OUT"/latency-*.hlog
+
+SERVERS=(tern)
+NOTES=()
+if command -v nats-server >/dev/null; then SERVERS+=(nats); else NOTES+=("nats-server is not installed: skipped (apt-get install nats-server)"); fi
+if command -v redis-server >/dev/null; then SERVERS+=(redis); else NOTES+=("redis-server is not installed: skipped (apt-get install redis-server)"); fi
+
+# A loopback port nobody listens on (best effort: another process could
+# still take it before the server binds; the start check catches that).
+free_port() {
+    local p
+    for _ in $(seq 100); do
+        p=$(( 20000 + RANDOM % 40000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+# start_server NAME PORT CMD... : starts it in the background, waits until
+# it accepts connections (10 s at most).
+declare -A PORT PID
+start_server() {
+    local name=$1 port=$2
+    shift 2
+    "$@" >"$OUT/$name.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    PID[$name]=$pid
+    PORT[$name]=$port
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || die "$name exited at start-up; see $OUT/$name.log"
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return
+        fi
+        sleep 0.1
+    done
+    die "$name did not accept connections on 127.0.0.1:$port within 10 s"
+}
+
+for s in "${SERVERS[@]}"; do
+    port=$(free_port)
+    case $s in
+        # One shard pinned to SERVER_CPU (`--cores` alone means one shard
+        # per listed CPU).
+        tern) start_server tern "$port" "$TERN" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" ;;
+        nats) start_server nats "$port" env GOMAXPROCS=1 taskset -c "$SERVER_CPU" nats-server -a 127.0.0.1 -p "$port" ;;
+        redis) start_server redis "$port" taskset -c "$SERVER_CPU" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no ;;
+    esac
+    log "started $s (pid ${PID[$s]}) on 127.0.0.1:$port"
+done
+
+protocol_of() { case $1 in tern) echo line ;; nats) echo nats ;; redis) echo redis ;; esac; }
+
+# --- JSON access without jq: the generator writes one key per line --------
+# jtop FILE KEY: a top-level number. jlat FILE PCT: latency_us.PCT.
+jtop() { sed -n "s/^  \"$2\": \([-0-9.eE+]*\),\{0,1\}$/\1/p" "$1" | head -1; }
+jnest() { sed -n "/^  \"$2\": {/,/^  }/p" "$1" | sed -n "s/^    \"$3\": \([-0-9.eE+]*\),\{0,1\}$/\1/p" | head -1; }
+jlat() { jnest "$1" latency_us "$2"; }
+jbool() { sed -n "s/^  \"$2\": \(true\|false\),\{0,1\}$/\1/p" "$1" | head -1; }
+
+median() { # numbers on stdin -> median (mean of the middle two if even)
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print ""; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+WORKLOADS=(a b c)
+workload_args() {
+    case $1 in
+        a) echo "--rate 0 --window $WINDOW --publishers 1 --subscribers 1" ;;
+        b) echo "--rate 0 --window $WINDOW --publishers 1 --subscribers 8" ;;
+        c) echo "--rate $LAT_RATE --publishers 1 --subscribers 1" ;;
+    esac
+}
+
+# --- runs --------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+INTEGRITY=()
+n=${#SERVERS[@]}
+for run in $(seq "$RUNS"); do
+    for w in "${WORKLOADS[@]}"; do
+        for i in $(seq 0 $(( n - 1 ))); do
+            s=${SERVERS[$(( (i + run - 1) % n ))]}
+            json=$OUT/$w-$s-$run.json
+            extra=()
+            if [[ $w == c && $run == "$RUNS" && ( $s == tern || $s == nats ) ]]; then
+                extra=(--plot "$OUT/latency-$s.svg" --hdr-log "$OUT/latency-$s.hlog")
+            fi
+            for attempt in $(seq 0 "$RETRIES"); do
+                log "run $run/$RUNS, workload $w, $s..."
+                rc=0
+                # shellcheck disable=SC2046 # word splitting of workload_args is intended
+                taskset -c "$CLIENT_CPU" "$LOADGEN" --target "127.0.0.1:${PORT[$s]}" \
+                    --protocol "$(protocol_of "$s")" --size 128 --duration "$DURATION" \
+                    --warmup "$WARMUP" --cores "$CLIENT_CPU" --quiet --json "$json" \
+                    $(workload_args "$w") "${extra[@]}" >"$OUT/$w-$s-$run.txt" 2>&1 || rc=$?
+                # A busy-polling worker uses its whole CPU, and at a fixed
+                # rate sends within microseconds of schedule; if it got less
+                # CPU or sent late (send lag p99 over 100 µs), other
+                # processes ran on its core and the run measured them too.
+                cpu=100 lag=0
+                if [[ -e $json ]]; then
+                    cpu=$(jtop "$json" client_cpu_pct)
+                    lag=$(jnest "$json" send_lag_us p99)
+                fi
+                if (( rc == 1 )) || awk -v c="${cpu:-100}" -v l="${lag:-0}" \
+                    'BEGIN { exit !(c >= 90 && l <= 100) }'; then
+                    break
+                fi
+                if (( attempt < RETRIES )); then
+                    log "  disturbed (generator CPU ${cpu%.*}%, send lag p99 ${lag%.*} µs): running it again"
+                fi
+            done
+            if (( rc == 1 )); then
+                log "  failed: $(tail -1 "$OUT/$w-$s-$run.txt")"
+                rm -f "$json"
+            elif (( rc == 2 )); then
+                INTEGRITY+=("$w/$s run $run: $(grep INTEGRITY "$OUT/$w-$s-$run.txt")")
+            fi
+        done
+    done
+done
+
+# --- table -------------------------------------------------------------------
+# figure W S METRIC: the median over runs ("" if no run succeeded).
+figure() {
+    local w=$1 s=$2 metric=$3 f
+    for f in "$OUT/$w-$s-"*.json; do
+        [[ -e $f ]] || continue
+        case $metric in
+            tput) jtop "$f" received_per_s ;;
+            busy) jtop "$f" client_busy_pct ;;
+            cpu) jtop "$f" client_cpu_pct ;;
+            *) jlat "$f" "$metric" ;;
+        esac
+    done | median
+}
+
+fmt_num() { # thousands separators, no decimals
+    [[ -n $1 ]] || { echo "—"; return; }
+    printf "%.0f" "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'
+}
+fmt_us() { [[ -n $1 ]] && printf "%.1f µs" "$1" || echo "—"; }
+ratio() { # peer / tern
+    [[ -n $1 && -n $2 ]] || { echo ""; return; }
+    awk -v p="$1" -v t="$2" 'BEGIN { if (t > 0) printf " (%.2f×)", p / t }'
+}
+
+name_of() { case $1 in tern) echo tern ;; nats) echo nats-server ;; redis) echo redis-server ;; esac; }
+
+header="| workload | tern"
+rule="| --- | ---:"
+for s in "${SERVERS[@]:1}"; do
+    header+=" | $(name_of "$s") (× tern)"
+    rule+=" | ---:"
+done
+
+echo
+echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $ncpu CPUs, Linux $(uname -r)"
+echo "Servers on CPU $SERVER_CPU, generator on CPU $CLIENT_CPU; $RUNS runs of $DURATION (+$WARMUP warm-up) per cell, medians; 128 B payloads."
+vers="tern $("$TERN" --version 2>/dev/null | awk '{print $2}')"
+for s in "${SERVERS[@]:1}"; do
+    case $s in
+        nats) vers+=", nats-server $(nats-server --version 2>/dev/null | awk '{print $NF}')" ;;
+        redis) vers+=", redis-server $(redis-server --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')" ;;
+    esac
+done
+echo "Versions: $vers."
+echo "Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)."
+echo
+echo "$header |"
+echo "$rule |"
+# flags W S: "‡" if the generator, not the server, was the limit (its
+# worker was busy more than 80% of the time); "†" if it did not get its CPU
+# (a busy-polling worker should use ~100%: other processes ran on its core).
+flags() {
+    local b c out=""
+    b=$(figure "$1" "$2" busy)
+    c=$(figure "$1" "$2" cpu)
+    if [[ -n $b ]] && awk -v b="$b" 'BEGIN { exit !(b > 80) }'; then out+=" ‡"; fi
+    if [[ -n $c ]] && awk -v c="$c" 'BEGIN { exit !(c < 90) }'; then out+=" †"; fi
+    echo "$out"
+}
+row() { # label workload metric formatter
+    local label=$1 w=$2 metric=$3 fmt=$4 t v line
+    t=$(figure "$w" tern "$metric")
+    line="| $label | $($fmt "$t")"
+    if [[ $metric == tput || $metric == p50 ]]; then line+=$(flags "$w" tern); fi
+    for s in "${SERVERS[@]:1}"; do
+        v=$(figure "$w" "$s" "$metric")
+        line+=" | $($fmt "$v")$(ratio "$v" "$t")"
+        if [[ $metric == tput || $metric == p50 ]]; then line+=$(flags "$w" "$s"); fi
+    done
+    echo "$line |"
+}
+row "(a) max throughput 1→1, msgs/s" a tput fmt_num
+row "(b) fan-out 1→8, deliveries/s" b tput fmt_num
+row "(c) latency @ $(fmt_num "$LAT_RATE")/s 1→1, p50" c p50 fmt_us
+row "(c) p99" c p99 fmt_us
+row "(c) p99.9" c p999 fmt_us
+echo
+echo "Ratios are the peer's figure divided by tern's: below 1 means fewer msgs/s (a, b) or lower latency (c) than tern."
+all_flags=$(for w in "${WORKLOADS[@]}"; do for s in "${SERVERS[@]}"; do flags "$w" "$s"; done; done)
+if grep -q "‡" <<<"$all_flags"; then
+    echo "‡ The generator's worker was more than 80% busy (median): the figure may be the generator's limit, not the server's."
+fi
+if grep -q "†" <<<"$all_flags"; then
+    echo "† The generator got less than 90% of its CPU (median): other processes ran on CPU $CLIENT_CPU, so this figure is unreliable."
+fi
+for note in "${NOTES[@]}"; do echo "Note: $note."; done
+for note in "${INTEGRITY[@]}"; do echo "Integrity problem: $note"; done
+for s in tern nats; do
+    if [[ -e $OUT/latency-$s.svg ]]; then echo "Latency plot ($s, workload c): $OUT/latency-$s.svg"; fi
+done
+exit 0

@@ -1,0 +1,523 @@
+//! The metrics endpoint end to end: an in-process relay with two shards,
+//! its [`tern::metrics`] server on an ephemeral loopback port, real TCP
+//! clients of both, and scrapes taken while traffic flows.
+//!
+//! Nothing here waits on a clock to decide anything: the relay's side is
+//! proved with `PING`/`PONG` barriers and fences (see `common`), and the
+//! few loops that poll the endpoint stop at the first scrape that shows
+//! what they wait for, with a deadline only to fail instead of hanging.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{fence, Client, Rng, TestRelay, IO_TIMEOUT};
+use tern::metrics::{self, MetricsServer};
+
+/// Longest a polling loop may wait for the relay to reach a state.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A relay and its metrics endpoint.
+struct Fixture {
+    relay: TestRelay,
+    metrics: MetricsServer,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        Fixture::start_with(|_| {})
+    }
+
+    fn start_with(tweak: impl FnOnce(&mut tern::config::Config)) -> Fixture {
+        let relay = TestRelay::start_with(tweak);
+        let metrics = metrics::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            relay.monitor(),
+            relay.cores(),
+        )
+        .expect("metrics endpoint starts");
+        Fixture { relay, metrics }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        http_get(self.metrics.local_addr(), path)
+    }
+
+    fn scrape(&self) -> Scrape {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        Scrape::parse(&r.body)
+    }
+
+    fn connections(&self, query: &str) -> Vec<serde_json::Value> {
+        let r = self.get(&format!("/connections{query}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("valid JSON");
+        v.as_array().expect("a JSON array").clone()
+    }
+}
+
+/// An HTTP response.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `raw` as the whole request and reads the whole response.
+fn http_raw(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    // The server may answer a bad request before reading all of it.
+    let _ = s.write_all(raw);
+    let _ = s.shutdown(Shutdown::Write);
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("response (or timeout)");
+    let text = String::from_utf8(out).expect("UTF-8 response");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+    let status = status_line[9..12].parse().expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(": ").expect("header line");
+            (n.to_string(), v.to_string())
+        })
+        .collect();
+    let reply = Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    };
+    let length: usize = reply
+        .header("content-length")
+        .expect("Content-Length")
+        .parse()
+        .unwrap();
+    if !raw.starts_with(b"HEAD ") {
+        assert_eq!(length, reply.body.len(), "Content-Length");
+    }
+    reply
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Reply {
+    http_raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: tern\r\nUser-Agent: test\r\n\r\n").as_bytes(),
+    )
+}
+
+/// A parsed `/metrics` page: `family name -> labels -> value`.
+struct Scrape {
+    samples: HashMap<String, HashMap<String, u64>>,
+    text: String,
+}
+
+impl Scrape {
+    /// Parses format 0.0.4 as Prometheus would, failing on anything it
+    /// would refuse: samples outside their announced family, a family
+    /// twice, a `# TYPE` without `# HELP`.
+    fn parse(text: &str) -> Scrape {
+        let mut samples: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        let mut family = String::new();
+        let mut helped = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                helped = rest.split(' ').next().unwrap().to_string();
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(helped, name, "TYPE without HELP: {line}");
+                assert!(!samples.contains_key(name), "family {name} twice:\n{text}");
+                match kind {
+                    "counter" => assert!(name.ends_with("_total"), "{name}"),
+                    "gauge" => assert!(!name.ends_with("_total"), "{name}"),
+                    other => panic!("unexpected type {other}: {line}"),
+                }
+                family = name.to_string();
+                samples.insert(family.clone(), HashMap::new());
+            } else {
+                let (series, value) = line.rsplit_once(' ').expect("name value");
+                let (name, labels) = series.split_once('{').expect("labels");
+                assert_eq!(name, family, "sample outside its family: {line}");
+                let labels = labels.strip_suffix('}').expect("closing brace");
+                let value: u64 = value.parse().expect("integer value");
+                let previous = samples
+                    .get_mut(&family)
+                    .unwrap()
+                    .insert(labels.to_string(), value);
+                assert!(previous.is_none(), "series twice: {line}");
+            }
+        }
+        Scrape {
+            samples,
+            text: text.to_string(),
+        }
+    }
+
+    /// The value of `name{labels}`.
+    fn get(&self, name: &str, labels: &str) -> u64 {
+        *self
+            .samples
+            .get(name)
+            .and_then(|f| f.get(labels))
+            .unwrap_or_else(|| panic!("{name}{{{labels}}} missing:\n{}", self.text))
+    }
+
+    /// One shard's value of a per-shard family.
+    fn shard(&self, name: &str, shard: usize) -> u64 {
+        self.get(name, &format!("shard=\"{shard}\""))
+    }
+
+    /// A family summed over all its series.
+    fn sum(&self, name: &str) -> u64 {
+        self.samples
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing:\n{}", self.text))
+            .values()
+            .sum()
+    }
+}
+
+/// The relay-side address of `client`: what `/connections` calls its peer.
+fn peer_of(client: &Client) -> String {
+    client.stream().local_addr().unwrap().to_string()
+}
+
+#[test]
+fn counters_match_the_traffic_scraped_while_it_flows() {
+    const N: usize = 3000;
+    const PAYLOAD: &[u8] = b"0123456789abcdef0123456789abcdef";
+    let f = Fixture::start();
+    let mut pub0 = f.relay.on(0);
+    let mut subs: Vec<Client> = (0..2).map(|shard| f.relay.on(shard)).collect();
+    for s in subs.iter_mut() {
+        s.sub("load");
+        s.sub_fence();
+    }
+    let publisher_peer = peer_of(&pub0);
+
+    let before = f.scrape();
+    assert_eq!(before.sum("tern_messages_in_total"), 0);
+    assert_eq!(before.sum("tern_connections_open"), 3);
+    assert_eq!(before.sum("tern_subscriptions"), 4);
+
+    // Traffic on other threads, scrapes on this one.
+    let publisher = thread::spawn(move || {
+        for _ in 0..N {
+            pub0.publish("load", PAYLOAD);
+        }
+        pub0
+    });
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            thread::spawn(move || {
+                for _ in 0..N {
+                    s.expect_msg("load", PAYLOAD);
+                }
+                s
+            })
+        })
+        .collect();
+    let mut last_in = 0;
+    let mut scrapes = 0;
+    while !(publisher.is_finished() && readers.iter().all(|r| r.is_finished())) {
+        let s = f.scrape();
+        let now_in = s.sum("tern_messages_in_total");
+        assert!(now_in >= last_in, "a counter went backwards");
+        assert!(now_in <= N as u64);
+        assert!(s.sum("tern_messages_out_total") <= 2 * N as u64);
+        last_in = now_in;
+        scrapes += 1;
+    }
+    assert!(scrapes > 0);
+    println!("{scrapes} scrapes while traffic flowed, the last one saw {last_in} messages in");
+    let mut pub0 = publisher.join().unwrap();
+    let mut subs: Vec<Client> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    // Nothing more is on its way to either subscriber.
+    {
+        let [a, b] = &mut subs[..] else {
+            unreachable!()
+        };
+        fence(&mut pub0, &mut [a, b], "done");
+    }
+
+    let after = f.scrape();
+    let n = N as u64 + 1; // the fence is a message too
+    assert_eq!(after.sum("tern_messages_in_total"), n);
+    assert_eq!(after.shard("tern_messages_in_total", 0), n);
+    assert_eq!(after.shard("tern_messages_in_total", 1), 0);
+    assert_eq!(after.sum("tern_messages_out_total"), 2 * n);
+    assert_eq!(after.shard("tern_messages_out_total", 0), n);
+    assert_eq!(after.shard("tern_messages_out_total", 1), n);
+    // Published on shard 0, one subscriber on shard 1: forwarded once each.
+    assert_eq!(after.shard("tern_messages_forwarded_total", 0), n);
+    let payload_bytes = N as u64 * PAYLOAD.len() as u64 + "done".len() as u64;
+    assert_eq!(after.sum("tern_bytes_in_total"), payload_bytes);
+    assert_eq!(after.sum("tern_bytes_out_total"), 2 * payload_bytes);
+    assert_eq!(after.sum("tern_slow_consumers_total"), 0);
+    assert_eq!(after.sum("tern_protocol_errors_total"), 0);
+    assert_eq!(after.sum("tern_connections_accepted_total"), 3);
+    for (shard, cpu) in f.relay.cores().iter().enumerate() {
+        assert_eq!(after.shard("tern_shard_cpu", shard), *cpu as u64);
+    }
+    assert_eq!(
+        after.get(
+            "tern_info",
+            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))
+        ),
+        1
+    );
+    // The endpoint and the library agree.
+    let totals = f.relay.stats();
+    assert_eq!(totals.msgs_in, n);
+    assert_eq!(totals.msgs_out, 2 * n);
+
+    // The busiest publisher is named by /connections.
+    let top = f.connections("?sort=msgs_in&limit=1");
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0]["peer"], publisher_peer.as_str());
+    assert_eq!(top[0]["msgs_in"], n);
+    assert_eq!(top[0]["shard"], 0);
+    let all = f.connections("");
+    assert_eq!(all.len(), 3);
+    for c in &all {
+        for key in [
+            "shard",
+            "peer",
+            "age_seconds",
+            "subscriptions",
+            "msgs_in",
+            "msgs_out",
+            "pending_bytes",
+        ] {
+            assert!(c.get(key).is_some(), "{key} missing from {c}");
+        }
+    }
+    let by_subs = f.connections("?sort=subscriptions");
+    assert_eq!(by_subs[0]["subscriptions"], 2);
+    assert_eq!(by_subs[2]["subscriptions"], 0);
+
+    // Errors are counted by reason, on the shard that answered them.
+    let mut bad = f.relay.on(1);
+    bad.expect_err_for("FROB x", "unknown verb");
+    bad.expect_err_for("SUB", "missing subject");
+    let s = f.scrape();
+    assert_eq!(
+        s.get(
+            "tern_protocol_errors_total",
+            "shard=\"1\",reason=\"unknown verb\""
+        ),
+        1
+    );
+    assert_eq!(
+        s.get(
+            "tern_protocol_errors_total",
+            "shard=\"1\",reason=\"missing subject\""
+        ),
+        1
+    );
+    assert_eq!(s.sum("tern_protocol_errors_total"), 2);
+
+    f.metrics.stop();
+    f.relay.shutdown();
+}
+
+#[test]
+fn a_slow_consumer_is_named_by_connections_and_counted_once() {
+    const MAX_PENDING: usize = 256 * 1024;
+    const STEP: usize = 16;
+    let payload = vec![b'x'; 1024];
+    let f = Fixture::start_with(|c| c.max_pending = MAX_PENDING);
+    let mut publisher = f.relay.on(0);
+    // A subscriber that never reads, with a tiny receive window so that
+    // what it is owed piles up in the relay...
+    let mut slow = Client::tiny_window(f.relay.shard_addrs()[1], f.relay.term());
+    slow.sub("firehose");
+    let slow_peer = peer_of(&slow);
+    // ...and one on the same shard that keeps up.
+    let mut fast = f.relay.on(1);
+    fast.sub("firehose");
+    fast.sub("end");
+    let reader = thread::spawn(move || {
+        let mut got = 0usize;
+        loop {
+            let frame = fast.read_frame();
+            if frame.starts_with(b"MSG end ") {
+                return got;
+            }
+            assert!(frame.starts_with(b"MSG firehose "));
+            got += 1;
+        }
+    });
+
+    let mut sent = 0usize;
+    let mut publish_step = |publisher: &mut Client| {
+        for _ in 0..STEP {
+            publisher.publish("firehose", &payload);
+        }
+        sent += STEP;
+        // Every PUB so far has been handled by shard 0.
+        publisher.ping();
+        assert!(sent < 100_000, "no slow consumer after {sent} messages");
+    };
+
+    // Until the relay closes it, the slow subscriber's queue only grows:
+    // some scrape sees it in (0, MAX_PENDING], at the top of the list.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        publish_step(&mut publisher);
+        let top = f.connections("?sort=pending&limit=1");
+        assert_eq!(top.len(), 1);
+        let pending = top[0]["pending_bytes"].as_u64().unwrap() as usize;
+        if top[0]["peer"] == slow_peer.as_str() && pending > 0 {
+            // Listed means still open: a connection leaves the list when
+            // it is closed.
+            assert_eq!(top[0]["shard"], 1);
+            assert!(pending <= MAX_PENDING + 2048, "{pending}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow subscriber never led");
+    }
+
+    // Keep going until the relay gives up on it.
+    loop {
+        publish_step(&mut publisher);
+        if f.scrape().sum("tern_slow_consumers_total") > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never closed as a slow consumer");
+    }
+    // More traffic does not count it again.
+    for _ in 0..8 {
+        publish_step(&mut publisher);
+    }
+    publisher.publish("end", "x");
+    let delivered = reader.join().unwrap();
+    assert_eq!(
+        delivered, sent,
+        "the subscriber that kept up got everything"
+    );
+
+    let s = f.scrape();
+    assert_eq!(s.sum("tern_slow_consumers_total"), 1);
+    assert_eq!(s.shard("tern_slow_consumers_total", 1), 1);
+    // The relay closes it (after a farewell notice, if the socket takes
+    // it: the relay does not wait for a slow consumer to read).
+    let frames = slow.read_until_closed();
+    assert!(frames.len() < sent, "the slow subscriber was cut off");
+    if let Some(last) = frames.last().filter(|f| f.starts_with(b"-ERR")) {
+        assert_eq!(last.as_slice(), b"-ERR slow consumer");
+    }
+    // Once closed it is gone from the list.
+    let deadline = Instant::now() + DEADLINE;
+    while f
+        .connections("")
+        .iter()
+        .any(|c| c["peer"] == slow_peer.as_str())
+    {
+        assert!(Instant::now() < deadline, "closed connection still listed");
+        thread::yield_now();
+    }
+    assert_eq!(f.scrape().sum("tern_slow_consumers_total"), 1);
+    f.relay.shutdown();
+}
+
+#[test]
+fn healthz_answers_and_garbage_gets_400_without_stopping_the_server() {
+    let f = Fixture::start();
+    let addr = f.metrics.local_addr();
+    let ok = f.get("/healthz");
+    assert_eq!((ok.status, ok.body.as_str()), (200, "ok\n"));
+
+    let mut rng = Rng::new(6);
+    for round in 0..50 {
+        let len = rng.below(300);
+        let mut garbage: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        // Not a method token: control bytes are never valid there.
+        garbage.insert(0, 0x01);
+        garbage.extend_from_slice(b"\r\n\r\n");
+        let r = http_raw(addr, &garbage);
+        assert_eq!(r.status, 400, "round {round}: {}", r.body);
+    }
+    for (raw, status) in [
+        (&b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n"[..], 400),
+        (b"GET metrics HTTP/1.1\r\n\r\n", 400),
+        (b"GET /metrics HTTP/7.0\r\n\r\n", 400),
+        (
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+            405,
+        ),
+        (b"GET /nope HTTP/1.1\r\n\r\n", 404),
+        (b"GET /connections?sort=fastest HTTP/1.1\r\n\r\n", 400),
+        (b"GET /connections?limit=lots HTTP/1.1\r\n\r\n", 400),
+    ] {
+        let r = http_raw(addr, raw);
+        assert_eq!(
+            r.status,
+            status,
+            "{}: {}",
+            String::from_utf8_lossy(raw),
+            r.body
+        );
+    }
+    // A head larger than the limit.
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    assert_eq!(http_raw(addr, huge.as_bytes()).status, 431);
+    // HEAD: the headers of GET, no body.
+    let head = http_raw(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("3"));
+    assert!(head.body.is_empty());
+
+    // Still serving.
+    assert_eq!(f.get("/healthz").status, 200);
+    f.scrape();
+    f.relay.shutdown();
+}
+
+#[test]
+fn the_endpoint_answers_after_the_relay_has_stopped() {
+    // A scrape racing shutdown must not hang or panic: the counters are
+    // still there, the shards just no longer answer for connections.
+    let f = Fixture::start();
+    let Fixture { relay, metrics } = f;
+    let mut c = relay.on(0);
+    c.ping();
+    drop(c);
+    relay.shutdown();
+    let r = http_get(metrics.local_addr(), "/connections");
+    assert_eq!((r.status, r.body.as_str()), (200, "[\n]\n"));
+    let s = http_get(metrics.local_addr(), "/metrics");
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        Scrape::parse(&s.body).sum("tern_connections_accepted_total"),
+        1
+    );
+    metrics.stop();
+}
