@@ -751,7 +751,7 @@ mod tests {
             "--max-connections",
             "9",
             "--spin-before-park",
-            "0",
+            "20us",
             "--io-memory",
             "128k",
         ])
@@ -762,7 +762,7 @@ mod tests {
         assert_eq!(c.terminator.as_bytes(), b"END\n");
         assert_eq!((c.max_frame, c.max_pending), (65536, 1 << 20));
         assert_eq!((c.max_subs, c.max_connections), (7, 9));
-        assert_eq!(c.spin_before_park, Duration::ZERO);
+        assert_eq!(c.spin_before_park, Duration::from_micros(20));
         assert_eq!(c.io_memory, 128 << 10);
     }
 
