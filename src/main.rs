@@ -696,10 +696,8 @@ mod tests {
         for ok in ["0", "50us", "1ms", "2s", "250ns", "1500us"] {
             assert_eq!(parse_duration(ok).unwrap().to_string(), ok);
         }
-        assert_eq!(
-            HumanDuration(config::DEFAULT_SPIN_BEFORE_PARK).to_string(),
-            "50us"
-        );
+        assert_eq!(HumanDuration(Duration::from_micros(50)).to_string(), "50us");
+        assert_eq!(HumanDuration(Duration::ZERO).to_string(), "0");
     }
 
     #[test]
