@@ -57,13 +57,17 @@ struct Cli {
     #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN)]
     listen: Vec<SocketAddr>,
 
-    /// Number of shards, on the first N CPUs this process may use [default: one per CPU]
-    #[arg(long, value_name = "N", conflicts_with = "cores", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Number of shards, on the first N CPUs this process may use (with --cores: must match its length) [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     shards: Option<u32>,
 
     /// CPUs to run one shard each on, like 0,2 or 0-3
     #[arg(long, value_name = "LIST", value_parser = parse_cores)]
     cores: Option<CpuList>,
+
+    /// Also give shard i a private listener on ADDR's port + i (port 0: any free port), to pin a client to a shard
+    #[arg(long, value_name = "ADDR")]
+    shard_listen: Option<SocketAddr>,
 
     /// Frame terminator, 1-16 bytes, with escapes \n \r \t \0 \\ \xHH
     #[arg(long, value_name = "T", default_value = r"\n", value_parser = parse_terminator)]
@@ -288,6 +292,14 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
 /// (not yet against the environment: that is [`preflight`]).
 fn build_config(cli: &Cli) -> Result<Config, String> {
     let cores = match (&cli.cores, cli.shards) {
+        (Some(CpuList(cores)), Some(n)) if n as usize != cores.len() => {
+            return Err(format!(
+                "--shards {n} does not match --cores {} ({} CPU{}): give one of them, or make them agree",
+                format_cpu_list(cores),
+                cores.len(),
+                if cores.len() == 1 { "" } else { "s" }
+            ));
+        }
         (Some(CpuList(cores)), _) => cores.clone(),
         (None, Some(n)) => {
             let n = n as usize;
@@ -314,6 +326,10 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         max_connections: cli.max_connections,
         spin_before_park: cli.spin_before_park.0,
         io_memory: cli.io_memory,
+        shard_listeners: cli.shard_listen.is_some(),
+        shard_listen: cli
+            .shard_listen
+            .unwrap_or_else(|| Config::default().shard_listen),
         ..Config::default()
     };
     config.validate().map_err(|e| e.to_string())?;
@@ -595,12 +611,15 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
     if let Some(warning) = nofile_warning {
         tracing::warn!("{warning}");
     }
-    let listening = relay
+    let mut listening = relay
         .local_addrs()
         .iter()
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(", ");
+    for (i, a) in relay.shard_addrs().iter().enumerate() {
+        listening.push_str(&format!(", {a} (shard {i} only)"));
+    }
     let metrics_at = match &metrics {
         Some(m) => format!("http://{}/metrics", m.local_addr()),
         None => "off".to_string(),
@@ -766,7 +785,12 @@ mod tests {
 
     #[test]
     fn shards_and_cores_conflict_and_are_bounded() {
-        assert!(Cli::try_parse_from(["tern", "--shards", "1", "--cores", "0"]).is_err());
+        // Both may be given when they agree.
+        let cli = Cli::try_parse_from(["tern", "--shards", "1", "--cores", "0"]).unwrap();
+        assert_eq!(build_config(&cli).unwrap().cores, vec![0]);
+        let cli = Cli::try_parse_from(["tern", "--shards", "2", "--cores", "0"]).unwrap();
+        let err = build_config(&cli).unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
         assert!(Cli::try_parse_from(["tern", "--shards", "0"]).is_err());
         let too_many = (allowed_cpus().len() + 1).to_string();
         let cli = Cli::try_parse_from(["tern", "--shards", &too_many]).unwrap();

@@ -185,7 +185,7 @@ fn invalid_sizes_are_refused_in_one_line() {
 #[test]
 fn usage_errors_exit_2_in_one_line() {
     assert_startup_error(&["--no-such-flag"], &["--no-such-flag", "--help"]);
-    assert_startup_error(&["--shards", "1", "--cores", "0"], &["--shards", "--cores"]);
+    assert_startup_error(&["--shards", "2", "--cores", "0"], &["--shards", "--cores"]);
     assert_startup_error(&["--shards", "0"], &["--shards"]);
     assert_startup_error(&["--listen", "localhost"], &["--listen", "localhost"]);
     assert_startup_error(&["--log-format", "xml"], &["--log-format", "xml"]);

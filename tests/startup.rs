@@ -731,3 +731,51 @@ fn io_uring_blocked_by_seccomp_is_explained() {
         "{log}"
     );
 }
+
+/// The addresses logged as "ADDR (shard N only)", by shard.
+fn shard_addrs(line: &str) -> Vec<SocketAddr> {
+    line.split(" (shard ")
+        .zip(line.split(" (shard ").skip(1))
+        .filter(|(_, after)| {
+            after
+                .split_once(' ')
+                .is_some_and(|(_, r)| r.starts_with("only)"))
+        })
+        .map(|(before, _)| {
+            let addr = before.rsplit(' ').next().unwrap_or_default();
+            addr.parse()
+                .unwrap_or_else(|e| panic!("bad address {addr:?} in {line:?}: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn shard_listen_pins_clients_to_shards() {
+    if shards() != "2" {
+        eprintln!("skipped: needs two CPUs to run two shards");
+        return;
+    }
+    let mut t = Tern::spawn(tern_cmd(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--shard-listen",
+        "127.0.0.1:0",
+    ]));
+    t.wait_started();
+    let line = t.log.last().unwrap().clone();
+    let pinned = shard_addrs(&line);
+    assert_eq!(pinned.len(), 2, "{line}");
+    // A subscriber on shard 1 gets what a publisher on shard 0 sends.
+    let mut sub = Client::connect(pinned[1]);
+    sub.send("SUB pinned.x\nPING\n");
+    assert_eq!(sub.frame(), "PONG");
+    let mut publisher = Client::connect(pinned[0]);
+    publisher.send("PUB pinned.x across\nPING\n");
+    assert_eq!(publisher.frame(), "PONG");
+    assert_eq!(sub.frame(), "MSG pinned.x across");
+    t.signal(libc::SIGTERM);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+}
