@@ -353,6 +353,14 @@ impl<'a> Frame<'a> {
             .slice(self.start + range.start..self.start + range.end)
     }
 
+    /// The read chunk this frame is a view of, and the frame's place in it.
+    /// Lets a caller that forwards many frames of one read share the chunk
+    /// once (one reference count) instead of once per frame.
+    #[inline]
+    pub fn chunk(&self) -> (&'a Bytes, std::ops::Range<usize>) {
+        (self.chunk, self.start..self.end)
+    }
+
     /// Length of the frame in bytes.
     #[inline]
     pub fn len(&self) -> usize {

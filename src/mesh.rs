@@ -32,13 +32,28 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 /// Index of a shard.
 pub type ShardId = u16;
 
-/// A message published on one shard, for delivery on another.
+/// Messages published on one shard, for delivery on another: any number
+/// of them cut from one read chunk of the publisher, which is shared once
+/// for all of them. A reference count per message would be an atomic
+/// increment on the publishing core and a decrement on the receiving one,
+/// a cache line bouncing between the two for every message.
 #[derive(Debug, Clone)]
+pub struct Forwards {
+    /// The publisher's read chunk the messages are views of.
+    pub chunk: Bytes,
+    /// The messages, in publication order.
+    pub items: Vec<Forward>,
+}
+
+/// One forwarded message: where its body lies in the chunk, and who on the
+/// receiving shard takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
-    /// `<subject> <payload>`: the publisher's frame after `PUB `, shared
-    /// with the publisher's read buffer.
-    pub body: Bytes,
-    /// Length of the subject at the front of `body`.
+    /// `<subject> <payload>` (the publisher's frame after `PUB `): bytes
+    /// `start..end` of the chunk.
+    pub start: u32,
+    pub end: u32,
+    /// Length of the subject at the front of the body.
     pub subject_len: u16,
     /// Deliver to the receiving shard's plain subscribers.
     pub plain: bool,
@@ -47,11 +62,19 @@ pub struct Forward {
     pub groups: Vec<u64>,
 }
 
+impl Forwards {
+    /// The body of `item`.
+    #[inline]
+    pub fn body(&self, item: &Forward) -> &[u8] {
+        &self.chunk[item.start as usize..item.end as usize]
+    }
+}
+
 /// What travels between shards.
 #[derive(Debug, Clone)]
 pub enum MeshMsg {
-    /// A message to deliver.
-    Forward(Forward),
+    /// Messages to deliver.
+    Forward(Forwards),
     /// The sender's shard gained (`add`) or lost one subscription.
     Interest {
         add: bool,
@@ -124,9 +147,12 @@ pub struct Outlet {
     blocked: Arc<AtomicBool>,
     /// The batch being filled.
     current: Batch,
+    /// Messages in `current` (a [`Forwards`] run counts each of its items).
+    current_len: usize,
     /// Batches that did not fit in the channel yet, oldest first.
-    queued: VecDeque<Batch>,
-    /// Messages in `current` and `queued`.
+    queued: VecDeque<(Batch, usize)>,
+    /// Messages in `current` and `queued`: what back-pressure is measured
+    /// in.
     backlog: usize,
 }
 
@@ -149,11 +175,43 @@ impl Outlet {
     #[inline]
     pub fn push(&mut self, msg: MeshMsg) {
         self.current.push(msg);
+        self.count_one();
+    }
+
+    #[inline]
+    fn count_one(&mut self) {
         self.backlog += 1;
-        if self.current.len() >= MAX_BATCH {
-            let full = std::mem::replace(&mut self.current, Vec::with_capacity(64));
-            self.queued.push_back(full);
+        self.current_len += 1;
+        if self.current_len >= MAX_BATCH {
+            self.seal();
         }
+    }
+
+    /// Moves the batch being filled to the queue.
+    fn seal(&mut self) {
+        if !self.current.is_empty() {
+            let full = std::mem::replace(&mut self.current, Vec::with_capacity(64));
+            self.queued.push_back((full, self.current_len));
+            self.current_len = 0;
+        }
+    }
+
+    /// Queues a message whose body is `range` of `chunk`. Consecutive
+    /// messages from the same chunk share one [`Forwards`] (and one
+    /// reference to the chunk).
+    #[inline]
+    pub fn push_forward(&mut self, chunk: &Bytes, item: Forward) {
+        if let Some(MeshMsg::Forward(run)) = self.current.last_mut() {
+            if run.chunk.as_ptr() == chunk.as_ptr() && run.chunk.len() == chunk.len() {
+                run.items.push(item);
+                self.count_one();
+                return;
+            }
+        }
+        self.push(MeshMsg::Forward(Forwards {
+            chunk: chunk.clone(),
+            items: vec![item],
+        }));
     }
 
     /// Messages queued and not yet handed to the channel.
@@ -165,21 +223,17 @@ impl Outlet {
     /// Returns `false` if the channel is full and some remain queued (the
     /// target will ring our doorbell when it has drained).
     pub fn try_flush(&mut self) -> bool {
-        if !self.current.is_empty() {
-            let cur = std::mem::replace(&mut self.current, Vec::with_capacity(64));
-            self.queued.push_back(cur);
-        }
+        self.seal();
         let mut sent = false;
         let mut flagged = false;
-        while let Some(batch) = self.queued.pop_front() {
-            let n = batch.len();
+        while let Some((batch, n)) = self.queued.pop_front() {
             match self.tx.try_send(batch) {
                 Ok(()) => {
                     self.backlog -= n;
                     sent = true;
                 }
                 Err(TrySendError::Full(batch)) => {
-                    self.queued.push_front(batch);
+                    self.queued.push_front((batch, n));
                     if flagged {
                         break;
                     }
@@ -275,6 +329,7 @@ pub fn build(n: usize, capacity: usize) -> (Vec<Endpoint>, Vec<Arc<Doorbell>>) {
                 target: bells[to].clone(),
                 blocked: blocked.clone(),
                 current: Vec::with_capacity(64),
+                current_len: 0,
                 queued: VecDeque::new(),
                 backlog: 0,
             });
@@ -333,6 +388,40 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn forwards_from_one_chunk_share_it_and_count_each_message() {
+        let (mut eps, _) = build(2, 4);
+        let b = eps.pop().unwrap();
+        let mut a = eps.pop().unwrap();
+        let out = a.outlets[1].as_mut().unwrap();
+        let chunk = Bytes::from_static(b"a x\nb y\n");
+        let other = Bytes::from_static(b"c z\n");
+        let item = |start, end| Forward {
+            start,
+            end,
+            subject_len: 1,
+            plain: true,
+            groups: vec![],
+        };
+        out.push_forward(&chunk, item(0, 3));
+        out.push_forward(&chunk, item(4, 7));
+        out.push_forward(&other, item(0, 3));
+        assert_eq!(out.backlog(), 3, "back-pressure counts messages");
+        assert!(out.try_flush());
+        assert_eq!(out.backlog(), 0);
+        let batch = b.inlets[0].try_recv().unwrap();
+        assert_eq!(batch.len(), 2, "one run per chunk");
+        let MeshMsg::Forward(run) = &batch[0] else {
+            panic!("a forward run")
+        };
+        assert_eq!(run.items.len(), 2);
+        assert_eq!(run.body(&run.items[1]), b"b y");
+        let MeshMsg::Forward(run) = &batch[1] else {
+            panic!("a forward run")
+        };
+        assert_eq!(run.body(&run.items[0]), b"c z");
     }
 
     #[test]

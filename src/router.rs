@@ -52,11 +52,46 @@ pub struct Plan {
     pub local: Vec<ConnId>,
     /// Other shards, each once.
     pub remote: Vec<RemoteTarget>,
-    /// The subject and index generations this plan is still valid for.
-    memo: Option<(Vec<u8>, u64, u64)>,
+    /// What this plan is still valid for.
+    memo: Option<Memo>,
+}
+
+/// The question a [`Plan`] answered, and the index generations it was
+/// answered at.
+#[derive(Debug, PartialEq, Eq)]
+enum Memo {
+    Publish {
+        subject: Vec<u8>,
+        local: u64,
+        remote: u64,
+    },
+    Forward {
+        subject: Vec<u8>,
+        local: u64,
+        plain: bool,
+    },
+}
+
+impl Memo {
+    fn subject_mut(&mut self) -> &mut Vec<u8> {
+        match self {
+            Memo::Publish { subject, .. } | Memo::Forward { subject, .. } => subject,
+        }
+    }
 }
 
 impl Plan {
+    /// The memo's subject buffer, emptied, to be reused for the next memo.
+    fn take_key(&mut self) -> Vec<u8> {
+        let mut key = self
+            .memo
+            .take()
+            .map(|mut m| std::mem::take(m.subject_mut()))
+            .unwrap_or_default();
+        key.clear();
+        key
+    }
+
     fn clear(&mut self) {
         self.local.clear();
         self.remote.clear();
@@ -116,12 +151,18 @@ impl Router {
 
     /// Routes a message published on this shard.
     pub fn route_publish(&mut self, subject: &[u8], plan: &mut Plan) {
-        let generations = (self.local.generation(), self.remote.generation());
-        if let Some((s, l, r)) = &plan.memo {
-            if (*l, *r) == generations && s.as_slice() == subject {
+        let (local_gen, remote_gen) = (self.local.generation(), self.remote.generation());
+        if let Some(Memo::Publish {
+            subject: s,
+            local: l,
+            remote: r,
+        }) = &plan.memo
+        {
+            if (*l, *r) == (local_gen, remote_gen) && s.as_slice() == subject {
                 return;
             }
         }
+        let mut key = plan.take_key();
         plan.clear();
         let local = self.local.matches(subject);
         plan.local.extend(local.plain.iter().map(|&(c, _)| c));
@@ -166,37 +207,55 @@ impl Router {
         dedup(&mut plan.local);
         let grouped = !local.groups.is_empty() || remote.is_some_and(|r| !r.groups.is_empty());
         if !grouped {
-            let mut key = std::mem::take(&mut plan.memo)
-                .map(|m| m.0)
-                .unwrap_or_default();
-            key.clear();
             key.extend_from_slice(subject);
-            plan.memo = Some((key, generations.0, generations.1));
+            plan.memo = Some(Memo::Publish {
+                subject: key,
+                local: local_gen,
+                remote: remote_gen,
+            });
         }
     }
 
     /// Routes a message another shard forwarded here: `plain` subscribers
-    /// and one local member of each of `groups`.
-    pub fn route_forward(
-        &mut self,
-        subject: &[u8],
-        plain: bool,
-        groups: &[u64],
-        out: &mut Vec<ConnId>,
-    ) {
-        out.clear();
+    /// and one local member of each of `groups`, into `plan.local`
+    /// (`plan.remote` stays empty). Like [`Router::route_publish`], a plan
+    /// without groups is remembered for the next message on its subject.
+    pub fn route_forward(&mut self, subject: &[u8], plain: bool, groups: &[u64], plan: &mut Plan) {
+        let local_gen = self.local.generation();
+        if groups.is_empty() {
+            if let Some(Memo::Forward {
+                subject: s,
+                local: l,
+                plain: p,
+            }) = &plan.memo
+            {
+                if *l == local_gen && *p == plain && s.as_slice() == subject {
+                    return;
+                }
+            }
+        }
+        let mut key = plan.take_key();
+        plan.clear();
         let local: Rc<Matches<ConnId>> = self.local.matches(subject);
         if plain {
-            out.extend(local.plain.iter().map(|&(c, _)| c));
+            plan.local.extend(local.plain.iter().map(|&(c, _)| c));
         }
         for id in groups {
             // A group that emptied here since the sender chose us: at most
             // once delivery, the message is not redirected.
             if let Some(g) = local.groups.iter().find(|g| g.id == *id) {
-                out.push(g.pick());
+                plan.local.push(g.pick());
             }
         }
-        dedup(out);
+        dedup(&mut plan.local);
+        if groups.is_empty() {
+            key.extend_from_slice(subject);
+            plan.memo = Some(Memo::Forward {
+                subject: key,
+                local: local_gen,
+                plain,
+            });
+        }
     }
 
     /// Forgets joint round-robin state of groups that no longer exist
@@ -332,12 +391,24 @@ mod tests {
         r.subscribe(3, b"jobs", Some(b"w"));
         r.subscribe(4, b"jobs.>", None);
         let id = crate::subject::group_id(b"jobs", b"w");
-        let mut out = Vec::new();
+        let mut out = Plan::default();
         r.route_forward(b"jobs", false, &[id], &mut out);
-        assert_eq!(out, vec![3]);
+        assert_eq!(out.local, vec![3]);
         r.route_forward(b"jobs", true, &[], &mut out);
-        assert!(out.is_empty(), "jobs.> needs at least one more token");
+        assert!(out.local.is_empty(), "jobs.> needs at least one more token");
         r.route_forward(b"jobs", false, &[id ^ 1], &mut out);
-        assert!(out.is_empty(), "unknown group: nothing");
+        assert!(out.local.is_empty(), "unknown group: nothing");
+        // A remembered forward plan follows subscription changes.
+        r.route_forward(b"jobs.x", true, &[], &mut out);
+        r.route_forward(b"jobs.x", true, &[], &mut out);
+        assert_eq!(out.local, vec![4]);
+        r.unsubscribe(4, b"jobs.>", None);
+        r.route_forward(b"jobs.x", true, &[], &mut out);
+        assert!(out.local.is_empty());
+        r.subscribe(5, b"jobs.x", None);
+        r.route_forward(b"jobs.x", false, &[], &mut out);
+        assert!(out.local.is_empty(), "not plain: no plain subscriber");
+        r.route_forward(b"jobs.x", true, &[], &mut out);
+        assert_eq!(out.local, vec![5]);
     }
 }

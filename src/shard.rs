@@ -139,8 +139,10 @@ struct State {
     router: Router,
     /// Indexed by target shard; `None` for this shard.
     outlets: Vec<Option<Outlet>>,
+    /// Where the message being published goes (reused).
     plan: Plan,
-    scratch: Vec<ConnId>,
+    /// Where the forwarded message being applied goes (reused).
+    forward_plan: Plan,
     /// Connections with output queued since the last flush.
     touched: Vec<ConnId>,
     barriers: FxHashMap<u64, Barrier>,
@@ -211,7 +213,7 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
             router: Router::new(),
             outlets,
             plan: Plan::default(),
-            scratch: Vec::new(),
+            forward_plan: Plan::default(),
             touched: Vec::new(),
             barriers: FxHashMap::default(),
             next_token: 0,
@@ -562,17 +564,33 @@ impl Shard {
             self.deliver(st, c, body, subject.len());
         }
         if !plan.remote.is_empty() {
-            // `PUB ` is 4 bytes: the body is the rest of the frame. One
-            // shared slice serves every shard.
-            let shared: Bytes = frame.slice_bytes(4..4 + body.len());
+            // `PUB ` is 4 bytes: the body is the rest of the frame, which
+            // every shard reads from the publisher's read chunk itself.
+            let (chunk, range) = frame.chunk();
+            let body_at = range.start + 4..range.end;
+            let own;
+            let (chunk, start, end) =
+                match (u32::try_from(body_at.start), u32::try_from(body_at.end)) {
+                    (Ok(s), Ok(e)) => (chunk, s, e),
+                    // A chunk past 4 GiB (a huge --max-frame): this message
+                    // gets a chunk of its own.
+                    _ => {
+                        own = frame.slice_bytes(4..4 + body.len());
+                        (&own, 0, body.len() as u32)
+                    }
+                };
             for t in plan.remote.iter_mut() {
                 if let Some(out) = st.outlets[t.shard as usize].as_mut() {
-                    out.push(MeshMsg::Forward(Forward {
-                        body: shared.clone(),
-                        subject_len: subject.len() as u16,
-                        plain: t.plain,
-                        groups: std::mem::take(&mut t.groups),
-                    }));
+                    out.push_forward(
+                        chunk,
+                        Forward {
+                            start,
+                            end,
+                            subject_len: subject.len() as u16,
+                            plain: t.plain,
+                            groups: std::mem::take(&mut t.groups),
+                        },
+                    );
                     self.stats.forwarded.add(1);
                 }
             }
@@ -734,15 +752,18 @@ impl Shard {
         let st = &mut *st;
         for msg in batch {
             match msg {
-                MeshMsg::Forward(f) => {
-                    let subject = &f.body[..f.subject_len as usize];
-                    let mut targets = std::mem::take(&mut st.scratch);
-                    st.router
-                        .route_forward(subject, f.plain, &f.groups, &mut targets);
-                    for &c in &targets {
-                        self.deliver(st, c, &f.body, f.subject_len as usize);
+                MeshMsg::Forward(run) => {
+                    let mut plan = std::mem::take(&mut st.forward_plan);
+                    for f in &run.items {
+                        let body = run.body(f);
+                        let subject = &body[..f.subject_len as usize];
+                        st.router
+                            .route_forward(subject, f.plain, &f.groups, &mut plan);
+                        for &c in &plan.local {
+                            self.deliver(st, c, body, f.subject_len as usize);
+                        }
                     }
-                    st.scratch = targets;
+                    st.forward_plan = plan;
                 }
                 MeshMsg::Interest {
                     add,
