@@ -227,6 +227,35 @@ pub fn allowed_cpus() -> Vec<usize> {
     (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
 }
 
+/// Restricts the calling thread to `cpus` (threads it creates inherit the
+/// mask). Used by the threads that must stay off the shards' CPUs (the
+/// metrics endpoint) and by the load generator's workers.
+pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
+    if let Some(&cpu) = cpus.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("CPU {cpu} is past the largest CPU number this system can address"),
+        ));
+    }
+    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty
+    // set; `CPU_SET` only writes inside it (every CPU was checked to be
+    // below `CPU_SETSIZE` above); and `sched_setaffinity` with pid 0 (the
+    // calling thread) reads exactly `size_of::<cpu_set_t>()` bytes from the
+    // set, the size passed.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +287,22 @@ mod tests {
         for bad in ["", "a", "3-1", "1,,2", "-1", "0-99999"] {
             assert!(parse_cpu_list(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn pinning_restricts_the_calling_thread_only() {
+        let allowed = allowed_cpus();
+        let last = *allowed.last().unwrap();
+        let inside = std::thread::spawn(move || {
+            pin_current_thread(&[last]).unwrap();
+            allowed_cpus()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, vec![last]);
+        assert_eq!(allowed_cpus(), allowed, "the test thread is unaffected");
+        assert!(pin_current_thread(&[libc::CPU_SETSIZE as usize + 5]).is_err());
+        assert_eq!(allowed_cpus(), allowed, "a refused mask changes nothing");
     }
 
     #[test]

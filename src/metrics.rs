@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::allowed_cpus;
+use crate::config::{allowed_cpus, pin_current_thread};
 use crate::mesh::ShardId;
 use crate::relay::Monitor;
 use crate::shard::ConnectionInfo;
@@ -954,28 +954,6 @@ fn housekeeping_cpus(cores: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// Restricts the calling thread to `cpus` (threads it creates inherit
-/// the mask).
-fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
-    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty
-    // set; `CPU_SET` only writes inside it (CPUs past `CPU_SETSIZE` are
-    // skipped, as `CPU_SET` would index out of the set); and
-    // `sched_setaffinity` with pid 0 (the calling thread) reads exactly
-    // `size_of::<cpu_set_t>()` bytes from the set, the size passed.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1551,20 +1529,6 @@ mod tests {
     }
 
     // -------------------------------------------------------- affinity
-
-    #[test]
-    fn pinning_restricts_the_calling_thread_only() {
-        let allowed = allowed_cpus();
-        let last = *allowed.last().unwrap();
-        let inside = thread::spawn(move || {
-            pin_current_thread(&[last, libc::CPU_SETSIZE as usize + 5]).unwrap();
-            allowed_cpus()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(inside, vec![last]);
-        assert_eq!(allowed_cpus(), allowed, "the test thread is unaffected");
-    }
 
     #[test]
     fn housekeeping_cpus_leave_out_the_shards() {

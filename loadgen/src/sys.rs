@@ -155,25 +155,7 @@ impl Poller {
 
 /// Pins the calling thread to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "CPU number too large",
-        ));
-    }
-    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET writes within
-    // it (bounds checked above); sched_setaffinity reads exactly
-    // size_of::<cpu_set_t>() bytes from it.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    tern::config::pin_current_thread(&[cpu])
 }
 
 /// CPU time (user + system) used so far by the calling thread, or by the
