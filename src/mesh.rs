@@ -124,6 +124,22 @@ impl Doorbell {
         self.armed.store(false, Ordering::SeqCst);
     }
 
+    /// The owner's wait: `Ready` if `has_work` (or a stop was requested),
+    /// else arms the doorbell and returns `Pending`. Work is checked again
+    /// after arming, so a message sent in between is never slept through.
+    pub fn poll(&self, cx: &Context<'_>, has_work: impl Fn() -> bool) -> Poll<()> {
+        let ready = || self.stop_requested() || has_work();
+        if ready() {
+            return Poll::Ready(());
+        }
+        self.arm(cx);
+        if ready() {
+            self.disarm();
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
     /// Asks the owner to stop, and wakes it.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -293,15 +309,8 @@ impl Endpoint {
     /// Polls for inbound work: `Ready` if a batch is waiting or a stop was
     /// requested, else arms the doorbell and returns `Pending`.
     pub fn poll_inbound(&self, cx: &Context<'_>) -> Poll<()> {
-        if self.doorbell.stop_requested() || self.inlets.iter().any(Inlet::has_pending) {
-            return Poll::Ready(());
-        }
-        self.doorbell.arm(cx);
-        if self.doorbell.stop_requested() || self.inlets.iter().any(Inlet::has_pending) {
-            self.doorbell.disarm();
-            return Poll::Ready(());
-        }
-        Poll::Pending
+        self.doorbell
+            .poll(cx, || self.inlets.iter().any(Inlet::has_pending))
     }
 }
 

@@ -315,27 +315,15 @@ async fn mesh_loop(
     doorbell: Arc<mesh::Doorbell>,
     control: crossbeam_channel::Receiver<Control>,
 ) {
-    let has_work = || {
-        doorbell.stop_requested()
-            || !control.is_empty()
-            || inlets.iter().any(mesh::Inlet::has_pending)
-    };
-    let endpoint_poll = |cx: &mut Context<'_>| -> Poll<()> {
-        if has_work() {
-            return Poll::Ready(());
-        }
-        // Re-try paths that were full: the receiver rings us after
-        // draining, which is how we got here.
-        shard.retry_outlets();
-        doorbell.arm(cx);
-        if has_work() {
-            doorbell.disarm();
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    };
+    let has_work = || !control.is_empty() || inlets.iter().any(mesh::Inlet::has_pending);
     loop {
-        poll_fn(endpoint_poll).await;
+        poll_fn(|cx| {
+            // Re-try paths that were full first: a receiver that drained
+            // one rings us, which is one way we get here.
+            shard.retry_outlets();
+            doorbell.poll(cx, has_work)
+        })
+        .await;
         if doorbell.stop_requested() {
             break;
         }
