@@ -280,7 +280,15 @@ impl Report {
             .iter()
             .flat_map(|(_, pts, _)| pts.iter().map(|p| p.1))
             .fold(1.0, f64::max)
-            * 1.05;
+            * 1.2;
+        // Latency on a log axis too: the median (tens of µs) and the tail
+        // (milliseconds) are both readable on one plot.
+        let min_y = (series
+            .iter()
+            .flat_map(|(_, pts, _)| pts.iter().map(|p| p.1))
+            .fold(f64::MAX, f64::min)
+            * 0.8)
+            .clamp(0.5, max_y / 2.0);
 
         let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -302,7 +310,7 @@ impl Report {
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(72)
-            .build_cartesian_2d((1.0..max_x).log_scale(), 0.0..max_y)
+            .build_cartesian_2d((1.0..max_x).log_scale(), (min_y..max_y).log_scale())
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
