@@ -19,6 +19,19 @@ pub struct Interest {
     pub write: bool,
 }
 
+impl Interest {
+    /// Readable only.
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+    /// Writable only.
+    pub const WRITE: Interest = Interest {
+        read: false,
+        write: true,
+    };
+}
+
 /// One readiness report: the token given at registration and what is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ready {
@@ -199,15 +212,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let mut p = Poller::new(8).unwrap();
-        p.add(
-            &server,
-            7,
-            Interest {
-                read: true,
-                write: false,
-            },
-        )
-        .unwrap();
+        p.add(&server, 7, Interest::READ).unwrap();
 
         let mut seen = Vec::new();
         p.wait(Some(Duration::ZERO), |r| seen.push(r)).unwrap();
@@ -221,30 +226,14 @@ mod tests {
         assert!(seen[0].readable && !seen[0].writable);
 
         seen.clear();
-        p.modify(
-            &server,
-            9,
-            Interest {
-                read: false,
-                write: true,
-            },
-        )
-        .unwrap();
+        p.modify(&server, 9, Interest::WRITE).unwrap();
         p.wait(None, |r| seen.push(r)).unwrap();
         assert_eq!(seen.len(), 1);
         assert!(seen[0].writable && seen[0].token == 9);
 
         seen.clear();
         drop(client);
-        p.modify(
-            &server,
-            9,
-            Interest {
-                read: true,
-                write: false,
-            },
-        )
-        .unwrap();
+        p.modify(&server, 9, Interest::READ).unwrap();
         p.wait(Some(Duration::from_secs(5)), |r| seen.push(r))
             .unwrap();
         assert!(seen[0].closed, "peer hang-up is reported");
@@ -259,15 +248,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let mut p = Poller::new(4).unwrap();
-        p.add(
-            &server,
-            3,
-            Interest {
-                read: true,
-                write: false,
-            },
-        )
-        .unwrap();
+        p.add(&server, 3, Interest::READ).unwrap();
         client.write_all(b"x").unwrap();
         let mut seen = Vec::new();
         let n = p.wait(Some(Duration::from_secs(5)), |r| seen.push(r));

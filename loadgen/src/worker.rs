@@ -457,14 +457,7 @@ impl Worker {
                 source: e,
             })?;
             poller
-                .add(
-                    &c.stream,
-                    token as u64,
-                    Interest {
-                        read: true,
-                        write: false,
-                    },
-                )
+                .add(&c.stream, token as u64, Interest::READ)
                 .map_err(|e| Error::Io {
                     what: format!("{}: registering with epoll", c.who),
                     source: e,
