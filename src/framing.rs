@@ -1598,6 +1598,21 @@ mod tests {
             }
         }
 
+        /// Appends `f`, made free of the terminator, as a terminated frame
+        /// to `stream`, and what the framer must make of it to `items`.
+        fn push_line(
+            f: Vec<u8>,
+            term: &Terminator,
+            max: usize,
+            stream: &mut Vec<u8>,
+            items: &mut Vec<Item>,
+        ) {
+            let f = sanitize(f, term.as_bytes());
+            items.push(line(&f, term, max));
+            stream.extend_from_slice(&f);
+            stream.extend_from_slice(term.as_bytes());
+        }
+
         fn counted(frame: &[u8], max: usize) -> Item {
             Item {
                 mode: Mode::Count(frame.len()),
@@ -1717,10 +1732,7 @@ mod tests {
                 let mut stream = Vec::new();
                 let mut items = Vec::new();
                 for f in frames {
-                    let f = sanitize(f, term.as_bytes());
-                    items.push(line(&f, &term, max));
-                    stream.extend_from_slice(&f);
-                    stream.extend_from_slice(term.as_bytes());
+                    push_line(f, &term, max, &mut stream, &mut items);
                 }
                 check(term, max, &stream, &items, &plan, true)?;
             }
@@ -1754,10 +1766,7 @@ mod tests {
                         items.push(counted(&f, max));
                         stream.extend_from_slice(&f);
                     } else {
-                        let f = sanitize(f, term.as_bytes());
-                        items.push(line(&f, &term, max));
-                        stream.extend_from_slice(&f);
-                        stream.extend_from_slice(term.as_bytes());
+                        push_line(f, &term, max, &mut stream, &mut items);
                     }
                 }
                 check(term, max, &stream, &items, &plan, true)?;
