@@ -63,6 +63,12 @@ pub struct Config {
     pub shard_listen: SocketAddr,
     /// Bytes asked of the kernel per socket read.
     pub read_size: usize,
+    /// Test hook: a shard that receives the frame
+    /// [`crate::shard::core::PANIC_FRAME`] panics, so tests can check how
+    /// the relay handles a dead shard. Off unless a test sets it (the
+    /// binary's hidden `--test-panic-frame` flag).
+    #[doc(hidden)]
+    pub panic_frame: bool,
 }
 
 impl Default for Config {
@@ -80,6 +86,7 @@ impl Default for Config {
             shard_listeners: false,
             shard_listen: "127.0.0.1:0".parse().expect("valid"),
             read_size: crate::framing::DEFAULT_READ_SIZE,
+            panic_frame: false,
         }
     }
 }

@@ -45,16 +45,16 @@ pub struct Forwards {
     pub items: Vec<Forward>,
 }
 
-/// One forwarded message: where its body lies in the chunk, and who on the
-/// receiving shard takes it.
+/// One forwarded message: where its subject and payload lie in the chunk,
+/// and who on the receiving shard takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
-    /// `<subject> <payload>` (the publisher's frame after `PUB `): bytes
-    /// `start..end` of the chunk.
-    pub start: u32,
-    pub end: u32,
-    /// Length of the subject at the front of the body.
+    /// The subject is bytes `subject..subject + subject_len` of the chunk.
+    pub subject: u32,
     pub subject_len: u16,
+    /// The payload is bytes `payload..payload_end` of the chunk.
+    pub payload: u32,
+    pub payload_end: u32,
     /// Deliver to the receiving shard's plain subscribers.
     pub plain: bool,
     /// Queue groups (by [`crate::subject::group_id`]) for which the
@@ -63,10 +63,17 @@ pub struct Forward {
 }
 
 impl Forwards {
-    /// The body of `item`.
+    /// The subject of `item`.
     #[inline]
-    pub fn body(&self, item: &Forward) -> &[u8] {
-        &self.chunk[item.start as usize..item.end as usize]
+    pub fn subject(&self, item: &Forward) -> &[u8] {
+        let start = item.subject as usize;
+        &self.chunk[start..start + usize::from(item.subject_len)]
+    }
+
+    /// The payload of `item`.
+    #[inline]
+    pub fn payload(&self, item: &Forward) -> &[u8] {
+        &self.chunk[item.payload as usize..item.payload_end as usize]
     }
 }
 
@@ -96,8 +103,6 @@ pub type Batch = Vec<MeshMsg>;
 pub struct Doorbell {
     waker: AtomicWaker,
     armed: AtomicBool,
-    /// Set by anyone who wants the owner to stop (shutdown).
-    stop: AtomicBool,
 }
 
 impl Doorbell {
@@ -124,32 +129,19 @@ impl Doorbell {
         self.armed.store(false, Ordering::SeqCst);
     }
 
-    /// The owner's wait: `Ready` if `has_work` (or a stop was requested),
+    /// The owner's wait: `Ready` if `has_work`,
     /// else arms the doorbell and returns `Pending`. Work is checked again
     /// after arming, so a message sent in between is never slept through.
     pub fn poll(&self, cx: &Context<'_>, has_work: impl Fn() -> bool) -> Poll<()> {
-        let ready = || self.stop_requested() || has_work();
-        if ready() {
+        if has_work() {
             return Poll::Ready(());
         }
         self.arm(cx);
-        if ready() {
+        if has_work() {
             self.disarm();
             return Poll::Ready(());
         }
         Poll::Pending
-    }
-
-    /// Asks the owner to stop, and wakes it.
-    pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.armed.store(false, Ordering::SeqCst);
-        self.waker.wake();
-    }
-
-    /// Whether a stop was requested.
-    pub fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
     }
 }
 
@@ -306,8 +298,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Polls for inbound work: `Ready` if a batch is waiting or a stop was
-    /// requested, else arms the doorbell and returns `Pending`.
+    /// Polls for inbound work: `Ready` if a batch is waiting, else arms the
+    /// doorbell and returns `Pending`.
     pub fn poll_inbound(&self, cx: &Context<'_>) -> Poll<()> {
         self.doorbell
             .poll(cx, || self.inlets.iter().any(Inlet::has_pending))
@@ -315,7 +307,8 @@ impl Endpoint {
 }
 
 /// Builds the full mesh for `n` shards: one [`Endpoint`] per shard, and the
-/// doorbells (to ring for shutdown).
+/// doorbells (for whoever else needs to wake a shard: the relay's control
+/// requests).
 pub fn build(n: usize, capacity: usize) -> (Vec<Endpoint>, Vec<Arc<Doorbell>>) {
     let bells: Vec<Arc<Doorbell>> = (0..n).map(|_| Arc::new(Doorbell::default())).collect();
     let mut endpoints: Vec<Endpoint> = (0..n)
@@ -407,16 +400,17 @@ mod tests {
         let out = a.outlets[1].as_mut().unwrap();
         let chunk = Bytes::from_static(b"a x\nb y\n");
         let other = Bytes::from_static(b"c z\n");
-        let item = |start, end| Forward {
-            start,
-            end,
+        let item = |start| Forward {
+            subject: start,
             subject_len: 1,
+            payload: start + 2,
+            payload_end: start + 3,
             plain: true,
             groups: vec![],
         };
-        out.push_forward(&chunk, item(0, 3));
-        out.push_forward(&chunk, item(4, 7));
-        out.push_forward(&other, item(0, 3));
+        out.push_forward(&chunk, item(0));
+        out.push_forward(&chunk, item(4));
+        out.push_forward(&other, item(0));
         assert_eq!(out.backlog(), 3, "back-pressure counts messages");
         assert!(out.try_flush());
         assert_eq!(out.backlog(), 0);
@@ -426,11 +420,13 @@ mod tests {
             panic!("a forward run")
         };
         assert_eq!(run.items.len(), 2);
-        assert_eq!(run.body(&run.items[1]), b"b y");
+        assert_eq!(run.subject(&run.items[1]), b"b");
+        assert_eq!(run.payload(&run.items[1]), b"y");
         let MeshMsg::Forward(run) = &batch[1] else {
             panic!("a forward run")
         };
-        assert_eq!(run.body(&run.items[0]), b"c z");
+        assert_eq!(run.subject(&run.items[0]), b"c");
+        assert_eq!(run.payload(&run.items[0]), b"z");
     }
 
     #[test]
@@ -456,8 +452,11 @@ mod tests {
         let out = a.outlets[1].as_mut().unwrap();
         assert!(out.try_flush());
         assert_eq!(out.backlog(), 0);
-        bells[1].request_stop();
-        assert!(b.doorbell.stop_requested());
+        // Anyone holding a shard's bell can wake it.
+        while b.inlets[0].try_recv().is_some() {}
+        assert!(b.poll_inbound(&cx).is_pending());
+        bells[1].ring();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -12,8 +12,15 @@
 //! connection. Memory per connection therefore never exceeds the limit (plus
 //! one frame), and no other connection waits for a reader that stopped
 //! reading.
+//!
+//! The queue keeps its shard's `pending_bytes` gauge itself: every push,
+//! write, drop of unsent bytes (and the queue's own drop) adjusts it, so no
+//! caller can forget to.
 
-use crate::protocol::{self, ProtoError};
+use std::sync::Arc;
+
+use crate::protocol::line::{self, ProtoError};
+use crate::stats::ShardStats;
 
 /// The receiver fell more than `--max-pending` bytes behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,15 +43,20 @@ pub struct Outbound {
     head: usize,
     /// `--max-pending`.
     max_pending: usize,
+    /// The shard's counters: `pending_bytes` follows this queue's unsent
+    /// bytes.
+    stats: Arc<ShardStats>,
 }
 
 impl Outbound {
-    /// An empty queue refusing to hold more than `max_pending` unsent bytes.
-    pub fn new(max_pending: usize) -> Self {
+    /// An empty queue refusing to hold more than `max_pending` unsent bytes,
+    /// accounted in `stats.pending_bytes`.
+    pub fn new(max_pending: usize, stats: Arc<ShardStats>) -> Self {
         Outbound {
             buf: Vec::new(),
             head: 0,
             max_pending,
+            stats,
         }
     }
 
@@ -60,44 +72,56 @@ impl Outbound {
         self.head == self.buf.len()
     }
 
-    /// Queues `MSG <body>` (see [`protocol::encode_msg`]). Returns the
-    /// bytes queued.
+    /// Queues `len` bytes written by `encode`, or refuses them if they
+    /// would take the queue past `--max-pending`.
+    #[inline]
+    fn push(&mut self, len: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), SlowConsumer> {
+        if self.pending() + len > self.max_pending {
+            return Err(SlowConsumer {
+                max_pending: self.max_pending,
+            });
+        }
+        let before = self.buf.len();
+        encode(&mut self.buf);
+        debug_assert_eq!(self.buf.len() - before, len);
+        self.stats.pending_bytes.add(len as u64);
+        Ok(())
+    }
+
+    /// Queues `MSG <subject> <payload>` (see [`line::encode_msg`]).
     #[inline]
     pub fn push_msg(
         &mut self,
-        body: &[u8],
-        subject_len: usize,
+        subject: &[u8],
+        payload: &[u8],
         terminator: &[u8],
-    ) -> Result<usize, SlowConsumer> {
-        let n = protocol::msg_len(body, subject_len, terminator);
-        self.check(n)?;
-        protocol::encode_msg(&mut self.buf, body, subject_len, terminator);
-        Ok(n)
+    ) -> Result<(), SlowConsumer> {
+        self.push(line::msg_len(subject, payload, terminator), |buf| {
+            line::encode_msg(buf, subject, payload, terminator)
+        })
     }
 
     /// Queues `PONG`.
-    pub fn push_pong(&mut self, terminator: &[u8]) -> Result<usize, SlowConsumer> {
-        let n = 4 + terminator.len();
-        self.check(n)?;
-        protocol::encode_pong(&mut self.buf, terminator);
-        Ok(n)
+    pub fn push_pong(&mut self, terminator: &[u8]) -> Result<(), SlowConsumer> {
+        self.push(line::pong_len(terminator), |buf| {
+            line::encode_pong(buf, terminator)
+        })
     }
 
     /// Queues `-ERR <reason>`.
-    pub fn push_err(&mut self, err: ProtoError, terminator: &[u8]) -> Result<usize, SlowConsumer> {
-        let n = 5 + err.reason().len() + terminator.len();
-        self.check(n)?;
-        protocol::encode_err(&mut self.buf, err, terminator);
-        Ok(n)
+    pub fn push_err(&mut self, err: ProtoError, terminator: &[u8]) -> Result<(), SlowConsumer> {
+        self.push(line::err_len(err, terminator), |buf| {
+            line::encode_err(buf, err, terminator)
+        })
     }
 
     /// The last words to a connection closed as a slow consumer: drops every
     /// queued frame the socket has not started on (they can never all be
     /// taken), keeps the rest of the frame in flight so the stream stays
-    /// well-formed, and queues `-ERR slow consumer` behind it. Returns the
-    /// change in pending bytes.
-    pub fn farewell(&mut self, terminator: &[u8]) -> isize {
-        let before = self.pending() as isize;
+    /// well-formed, and queues `-ERR slow consumer` behind it (past
+    /// `--max-pending` if need be: it is the last frame).
+    pub fn farewell(&mut self, terminator: &[u8]) {
+        let before = self.pending();
         // Queued frames never contain the terminator, so the first one at
         // or after `head` ends the frame in flight (or, if `head` sits on a
         // boundary, the next one: one whole frame more, still well-formed).
@@ -105,18 +129,8 @@ impl Outbound {
         let keep =
             memchr::memmem::find(unsent, terminator).map_or(unsent.len(), |i| i + terminator.len());
         self.buf.truncate(self.head + keep);
-        protocol::encode_err(&mut self.buf, ProtoError::SlowConsumer, terminator);
-        self.pending() as isize - before
-    }
-
-    #[inline]
-    fn check(&self, n: usize) -> Result<(), SlowConsumer> {
-        if self.pending() + n > self.max_pending {
-            return Err(SlowConsumer {
-                max_pending: self.max_pending,
-            });
-        }
-        Ok(())
+        line::encode_err(&mut self.buf, ProtoError::SlowConsumer, terminator);
+        self.account(before);
     }
 
     /// The bytes to write next.
@@ -130,6 +144,7 @@ impl Outbound {
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.pending());
         self.head += n;
+        self.stats.pending_bytes.sub(n as u64);
         if self.head == self.buf.len() {
             self.head = 0;
             self.buf.clear();
@@ -144,12 +159,30 @@ impl Outbound {
         }
     }
 
-    /// Drops everything unsent; returns how many bytes that was.
+    /// Drops everything unsent (the peer is gone); returns how many bytes
+    /// that was.
     pub fn clear(&mut self) -> usize {
         let n = self.pending();
         self.buf = Vec::new();
         self.head = 0;
+        self.account(n);
         n
+    }
+
+    /// Moves the gauge from `before` unsent bytes to what is unsent now.
+    fn account(&self, before: usize) {
+        let now = self.pending();
+        if now >= before {
+            self.stats.pending_bytes.add((now - before) as u64);
+        } else {
+            self.stats.pending_bytes.sub((before - now) as u64);
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        self.stats.pending_bytes.sub(self.pending() as u64);
     }
 }
 
@@ -157,64 +190,89 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    fn queue(max_pending: usize) -> (Outbound, Arc<ShardStats>) {
+        let stats = Arc::new(ShardStats::default());
+        (Outbound::new(max_pending, stats.clone()), stats)
+    }
+
     #[test]
     fn queues_and_drains_in_order() {
-        let mut q = Outbound::new(1024);
-        q.push_msg(b"a x", 1, b"\n").unwrap();
+        let (mut q, stats) = queue(1024);
+        q.push_msg(b"a", b"x", b"\n").unwrap();
         q.push_pong(b"\n").unwrap();
         q.push_err(ProtoError::UnknownVerb, b"\n").unwrap();
         assert_eq!(q.unsent(), b"MSG a x\nPONG\n-ERR unknown verb\n");
+        assert_eq!(stats.pending_bytes.get(), q.pending() as u64);
         q.consume(4);
         assert_eq!(q.unsent(), b"a x\nPONG\n-ERR unknown verb\n");
+        assert_eq!(stats.pending_bytes.get(), q.pending() as u64);
         q.consume(q.pending());
         assert!(q.is_empty());
+        assert_eq!(stats.pending_bytes.get(), 0);
     }
 
     #[test]
     fn refuses_past_max_pending_and_stays_bounded() {
-        let mut q = Outbound::new(100);
-        let body = [b'x'; 40];
-        // "MSG " + 40 + "\n" = 45 bytes: two fit, the third would not.
-        assert_eq!(q.push_msg(&body, 1, b"\n"), Ok(45));
-        assert_eq!(q.push_msg(&body, 1, b"\n"), Ok(45));
+        let (mut q, stats) = queue(100);
+        let payload = [b'x'; 38];
+        // "MSG " + "s" + " " + 38 + "\n" = 45 bytes: two fit, the third
+        // would not.
+        assert_eq!(q.push_msg(b"s", &payload, b"\n"), Ok(()));
+        assert_eq!(q.push_msg(b"s", &payload, b"\n"), Ok(()));
         assert_eq!(
-            q.push_msg(&body, 1, b"\n"),
+            q.push_msg(b"s", &payload, b"\n"),
             Err(SlowConsumer { max_pending: 100 })
         );
         assert_eq!(q.pending(), 90);
+        assert_eq!(stats.pending_bytes.get(), 90);
         // Writing some makes room again.
         q.consume(45);
-        assert!(q.push_msg(&body, 1, b"\n").is_ok());
+        assert!(q.push_msg(b"s", &payload, b"\n").is_ok());
         // The farewell keeps the frame in flight and drops the rest.
         q.consume(3);
-        let delta = q.farewell(b"\n");
-        assert_eq!(q.pending() as isize, 90 - 3 + delta);
+        q.farewell(b"\n");
+        assert_eq!(stats.pending_bytes.get(), q.pending() as u64);
         // "MSG" went out; the rest of that frame stays, the others go.
-        let mut want = b" ".to_vec();
-        want.extend_from_slice(&[b'x'; 40]);
+        let mut want = b" s ".to_vec();
+        want.extend_from_slice(&[b'x'; 38]);
         want.extend_from_slice(b"\n-ERR slow consumer\n");
         assert_eq!(q.unsent(), &want[..]);
+        // Dropping the queue takes its bytes off the gauge.
+        q.push_pong(b"\n").ok();
+        drop(q);
+        assert_eq!(stats.pending_bytes.get(), 0);
+    }
+
+    #[test]
+    fn clear_drops_everything_and_the_gauge_follows() {
+        let (mut q, stats) = queue(1024);
+        q.push_msg(b"a", b"b", b"\n").unwrap();
+        q.push_pong(b"\n").unwrap();
+        assert_eq!(q.clear(), b"MSG a b\nPONG\n".len());
+        assert!(q.is_empty());
+        assert_eq!(stats.pending_bytes.get(), 0);
     }
 
     #[test]
     fn a_queue_that_never_drains_is_compacted() {
-        let mut q = Outbound::new(1 << 30);
-        let body = vec![b'y'; 1000];
+        let (mut q, stats) = queue(1 << 30);
+        let payload = vec![b'y'; 1000];
         for _ in 0..1000 {
-            q.push_msg(&body, 1, b"\n").unwrap();
+            q.push_msg(b"s", &payload, b"\n").unwrap();
             // Write all but a little each time.
             let n = q.pending() - 10;
             q.consume(n);
         }
         assert!(q.buf.len() < 4 * RETAINED_CAPACITY);
         assert_eq!(q.pending(), 10);
+        assert_eq!(stats.pending_bytes.get(), 10);
     }
 
     #[test]
     fn gives_memory_back_after_a_burst() {
-        let mut q = Outbound::new(1 << 30);
-        let body = vec![b'z'; 1 << 20];
-        q.push_msg(&body, 1, b"\n").unwrap();
+        let (mut q, _) = queue(1 << 30);
+        let payload = vec![b'z'; 1 << 20];
+        q.push_msg(b"s", &payload, b"\n").unwrap();
         let n = q.pending();
         q.consume(n);
         assert!(q.buf.capacity() <= RETAINED_CAPACITY);

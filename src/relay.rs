@@ -7,6 +7,19 @@
 //! executor exists), builds the [`crate::mesh`], and starts one pinned
 //! executor per shard. It returns once every shard is accepting.
 //!
+//! # Supervision
+//!
+//! A relay owns its shard threads through a supervisor thread, the one
+//! place that waits for them: each shard thread reports its exit (from a
+//! thread-local guard, so a panic that unwinds the executor reports too),
+//! and the supervisor joins it. A shard that ends while the relay is not
+//! stopping, or that panics, is a failure: it is logged with its reason,
+//! [`Monitor::failure`] (and with it `/healthz`) reports it from then on, and
+//! [`Relay::failures`] delivers it to whoever must act on it — the binary
+//! exits non-zero so that its service manager restarts it. The relay does
+//! not try to run on without the shard: that shard's listeners, its
+//! connections and its part of every queue group are gone.
+//!
 //! ```no_run
 //! use tern::{config::Config, relay::Relay};
 //! let relay = Relay::start(Config::local(2)).unwrap();
@@ -15,14 +28,19 @@
 //! println!("{} messages in", totals.msgs_in);
 //! ```
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use crossbeam_channel::{Receiver, Sender};
+use glommio::{
+    BuilderErrorKind, ExecutorJoinHandle, GlommioError, LocalExecutorBuilder, Placement,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Config, ConfigError};
@@ -67,8 +85,14 @@ pub struct Relay {
     shard_addrs: Vec<SocketAddr>,
     cores: Vec<usize>,
     monitor: Monitor,
-    bells: Vec<Arc<Doorbell>>,
-    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Set when the relay is asked to stop: a shard ending after this is
+    /// not a failure.
+    stopping: Arc<AtomicBool>,
+    /// The thread that joins the shards (see the module docs); `None` once
+    /// joined.
+    supervisor: Option<JoinHandle<()>>,
+    /// Failures, as the supervisor reports them.
+    failures: Receiver<String>,
 }
 
 /// A read-only view of a running relay, for any thread (the metrics
@@ -78,11 +102,32 @@ pub struct Relay {
 #[derive(Clone)]
 pub struct Monitor {
     stats: Vec<Arc<ShardStats>>,
-    controls: Vec<crossbeam_channel::Sender<Control>>,
+    controls: Vec<Sender<Control>>,
     bells: Vec<Arc<Doorbell>>,
+    /// The first shard failure, once there is one.
+    failure: Arc<OnceLock<String>>,
 }
 
 impl Monitor {
+    /// Why the relay no longer serves fully (a shard died), or `None` while
+    /// every shard runs.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get().cloned()
+    }
+
+    /// Sends `request` to every shard and rings it; returns how many took
+    /// it (a shard that has ended takes nothing).
+    fn tell_all(&self, request: impl Fn() -> Control) -> usize {
+        let mut told = 0;
+        for (control, bell) in self.controls.iter().zip(&self.bells) {
+            if control.send(request()).is_ok() {
+                bell.ring();
+                told += 1;
+            }
+        }
+        told
+    }
+
     /// Counters summed over shards.
     pub fn stats(&self) -> Totals {
         crate::stats::sum(self.stats.iter().map(|s| &**s))
@@ -97,13 +142,7 @@ impl Monitor {
     /// answer within `timeout` (stopped, or very busy) is left out.
     pub fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut asked = 0;
-        for (control, bell) in self.controls.iter().zip(&self.bells) {
-            if control.send(Control::Connections(tx.clone())).is_ok() {
-                bell.ring();
-                asked += 1;
-            }
-        }
+        let asked = self.tell_all(|| Control::Connections(tx.clone()));
         drop(tx);
         let deadline = std::time::Instant::now() + timeout;
         let mut all = Vec::new();
@@ -164,11 +203,17 @@ impl Relay {
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let (controls, control_rxs): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| crossbeam_channel::unbounded()).unzip();
-        let mut control_rxs = control_rxs.into_iter();
+        let monitor = Monitor {
+            stats,
+            controls,
+            bells,
+            failure: Arc::default(),
+        };
+        let (exit_tx, exit_rx) = crossbeam_channel::unbounded::<usize>();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let mut threads = Vec::new();
-        let mut relay_bells = bells.clone();
-        for (i, (endpoint, listeners)) in endpoints.into_iter().zip(per_shard).enumerate() {
+        let spawns = endpoints.into_iter().zip(per_shard).zip(control_rxs);
+        for (i, ((endpoint, listeners), control)) in spawns.enumerate() {
             let cpu = config.cores[i];
             let spec = ShardSpec {
                 id: i as ShardId,
@@ -176,11 +221,12 @@ impl Relay {
                 config: config.clone(),
                 listeners,
                 endpoint,
-                stats: stats[i].clone(),
+                stats: monitor.stats[i].clone(),
                 open: open.clone(),
-                control: control_rxs.next().expect("one per shard"),
+                control,
             };
             let ready = ready_tx.clone();
+            let exit = exit_tx.clone();
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(&format!("tern-shard-{i}"))
                 .io_memory(config.io_memory)
@@ -194,6 +240,7 @@ impl Relay {
                 // answers that scrape in ~2 ms; 250 µs cost ~13%.
                 .preempt_timer(PREEMPT_PERIOD)
                 .spawn(move || async move {
+                    ExitNotice::install(i, exit);
                     shard::run(spec, move |r| {
                         let _ = ready.send((i, r));
                     })
@@ -202,7 +249,7 @@ impl Relay {
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
-                    stop_all(&mut relay_bells, &mut threads);
+                    stop_shards(&monitor, threads);
                     return Err(StartError::Shard {
                         shard: i,
                         cpu,
@@ -212,18 +259,15 @@ impl Relay {
             }
         }
         drop(ready_tx);
+        drop(exit_tx);
         let mut ready = vec![false; shards];
         while ready.iter().any(|r| !r) {
-            match ready_rx.recv_timeout(Duration::from_secs(30)) {
-                Ok((i, Ok(()))) => ready[i] = true,
-                Ok((i, Err(reason))) => {
-                    stop_all(&mut relay_bells, &mut threads);
-                    return Err(StartError::Shard {
-                        shard: i,
-                        cpu: config.cores[i],
-                        reason,
-                    });
+            let failed = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((i, Ok(()))) => {
+                    ready[i] = true;
+                    continue;
                 }
+                Ok((i, Err(reason))) => (i, reason),
                 Err(e) => {
                     // A shard that never became ready: if the channel is
                     // closed its thread has ended (its executor could not be
@@ -232,32 +276,47 @@ impl Relay {
                     let reason = match e {
                         mpsc::RecvTimeoutError::Disconnected => match threads.remove(i).join() {
                             Ok(()) => "exited before it was ready".to_string(),
-                            Err(e) => e.to_string(),
+                            Err(e) => describe(&e),
                         },
                         mpsc::RecvTimeoutError::Timeout => {
                             "did not become ready within 30 s".to_string()
                         }
                     };
-                    stop_all(&mut relay_bells, &mut threads);
-                    return Err(StartError::Shard {
-                        shard: i,
-                        cpu: config.cores[i],
-                        reason,
-                    });
+                    (i, reason)
                 }
-            }
+            };
+            stop_shards(&monitor, threads);
+            return Err(StartError::Shard {
+                shard: failed.0,
+                cpu: config.cores[failed.0],
+                reason: failed.1,
+            });
         }
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (failures_tx, failures) = crossbeam_channel::unbounded();
+        let supervisor = {
+            let stopping = stopping.clone();
+            let failure = monitor.failure.clone();
+            let cores = config.cores.clone();
+            std::thread::Builder::new()
+                .name("tern-supervisor".into())
+                .spawn(move || {
+                    supervise(threads, &cores, exit_rx, &stopping, &failure, failures_tx)
+                })
+                .map_err(|e| StartError::Shard {
+                    shard: 0,
+                    cpu: config.cores[0],
+                    reason: format!("cannot start the supervisor thread: {e}"),
+                })?
+        };
         Ok(Relay {
             addrs,
             shard_addrs,
             cores: config.cores.clone(),
-            monitor: Monitor {
-                stats,
-                controls,
-                bells: bells.clone(),
-            },
-            bells,
-            threads,
+            monitor,
+            stopping,
+            supervisor: Some(supervisor),
+            failures,
         })
     }
 
@@ -298,6 +357,17 @@ impl Relay {
         self.monitor.clone()
     }
 
+    /// Why the relay no longer serves fully, if a shard died.
+    pub fn failure(&self) -> Option<String> {
+        self.monitor.failure()
+    }
+
+    /// Delivers each shard failure once, as it happens (for a
+    /// `crossbeam_channel::select!` beside other events).
+    pub fn failures(&self) -> &Receiver<String> {
+        &self.failures
+    }
+
     /// Stops accepting, lets clients take what they are owed for at most
     /// two seconds, closes every connection and joins the shards.
     pub fn shutdown(mut self) -> Totals {
@@ -306,7 +376,13 @@ impl Relay {
     }
 
     fn stop(&mut self) {
-        stop_all(&mut self.bells, &mut self.threads);
+        let Some(supervisor) = self.supervisor.take() else {
+            return;
+        };
+        self.stopping.store(true, Ordering::SeqCst);
+        self.monitor.tell_all(|| Control::Stop);
+        // It ends once every shard has ended and been joined.
+        let _ = supervisor.join();
     }
 }
 
@@ -316,16 +392,89 @@ impl Drop for Relay {
     }
 }
 
-fn stop_all(bells: &mut Vec<Arc<Doorbell>>, threads: &mut Vec<glommio::ExecutorJoinHandle<()>>) {
-    for b in bells.iter() {
-        b.request_stop();
+/// Sent by a shard thread as it ends, however it ends: a thread-local
+/// guard is dropped when the thread exits, also after a panic unwound the
+/// executor (which may never drop the futures it was running).
+struct ExitNotice {
+    shard: usize,
+    exits: Sender<usize>,
+}
+
+thread_local! {
+    static EXIT_NOTICE: RefCell<Option<ExitNotice>> = const { RefCell::new(None) };
+}
+
+impl ExitNotice {
+    /// Arms the notice for the calling (shard) thread.
+    fn install(shard: usize, exits: Sender<usize>) {
+        EXIT_NOTICE.with(|n| *n.borrow_mut() = Some(ExitNotice { shard, exits }));
     }
-    for t in threads.drain(..) {
-        if let Err(e) = t.join() {
-            tracing::error!(error = %e, "a shard ended with an error");
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.exits.send(self.shard);
+    }
+}
+
+/// The supervisor thread: joins each shard as it ends and reports the ones
+/// that end unasked or by panicking (see the module docs). Returns once
+/// every shard has ended.
+fn supervise(
+    threads: Vec<ExecutorJoinHandle<()>>,
+    cores: &[usize],
+    exits: Receiver<usize>,
+    stopping: &AtomicBool,
+    failure: &OnceLock<String>,
+    failures: Sender<String>,
+) {
+    let mut threads: Vec<Option<ExecutorJoinHandle<()>>> = threads.into_iter().map(Some).collect();
+    let mut running = threads.len();
+    while running > 0 {
+        // Every shard thread holds a sender until it exits, so this ends
+        // only after all of them did.
+        let Ok(i) = exits.recv() else { break };
+        let Some(thread) = threads.get_mut(i).and_then(Option::take) else {
+            continue;
+        };
+        running -= 1;
+        let reason = match thread.join() {
+            Ok(()) if stopping.load(Ordering::SeqCst) => continue,
+            Ok(()) => "it stopped without being asked to".to_string(),
+            Err(e) => describe(&e),
+        };
+        let message = format!("shard {i} on CPU {} died: {reason}", cores[i]);
+        tracing::error!("{message}; the relay no longer serves that shard's clients");
+        if failure.set(message.clone()).is_ok() {
+            let _ = failures.send(message);
         }
     }
-    bells.clear();
+}
+
+/// What a shard thread's end says, with the panic's own message when it
+/// panicked.
+fn describe(e: &GlommioError<()>) -> String {
+    if let GlommioError::BuilderError(BuilderErrorKind::ThreadPanic(payload)) = e {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
+        return match text {
+            Some(t) => format!("panicked: {t}"),
+            None => "panicked".to_string(),
+        };
+    }
+    e.to_string()
+}
+
+/// Stops shards during a failed start: asks each to stop and joins it.
+fn stop_shards(monitor: &Monitor, threads: Vec<ExecutorJoinHandle<()>>) {
+    monitor.tell_all(|| Control::Stop);
+    for t in threads {
+        if let Err(e) = t.join() {
+            tracing::error!(error = %describe(&e), "a shard ended with an error");
+        }
+    }
 }
 
 fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {

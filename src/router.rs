@@ -3,8 +3,11 @@
 //! Each shard keeps two [`Sublist`]s: `local`, its own connections'
 //! subscriptions, and `remote`, what the other shards have told it of
 //! theirs (one entry per remote subscription, weighted, so a shard knows how
-//! many members of a queue group live elsewhere). Routing is then a pure
-//! function of the subject and these two indexes, with no I/O and no locks:
+//! many members of a queue group live elsewhere). Routing is decided from
+//! the subject and these two indexes, with no I/O and no locks; it is not a
+//! pure function: a lookup fills the indexes' match caches, and a queue
+//! group's member is chosen by round-robin state that each routing moves
+//! on:
 //!
 //! * A `PUB` received here goes to every local connection with a matching
 //!   plain subscription, once per connection however many match; to every
@@ -27,6 +30,28 @@ use crate::subject::{Matches, Sublist};
 /// A connection's slot on its shard.
 pub type ConnId = u32;
 
+/// Who a subscription delivers to: a connection, and which of its
+/// subscriptions.
+///
+/// Routing delivers once per distinct `SubRef`. A protocol that delivers
+/// once per *connection* however many of its subscriptions match (the line
+/// protocol) files them all under `sub: 0` ([`SubRef::whole`]); one that
+/// delivers once per matching *subscription* (NATS, by sid) gives each its
+/// own number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubRef {
+    pub conn: ConnId,
+    /// Which of the connection's subscriptions; 0 stands for all of them.
+    pub sub: u32,
+}
+
+impl SubRef {
+    /// The connection as a whole: one delivery per message.
+    pub const fn whole(conn: ConnId) -> SubRef {
+        SubRef { conn, sub: 0 }
+    }
+}
+
 /// Entries kept in each sublist's match cache.
 pub const CACHE_CAPACITY: usize = 4096;
 
@@ -48,8 +73,8 @@ pub struct RemoteTarget {
 /// The caller may take `groups` out of [`RemoteTarget`]s, nothing else.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Local connections, each once.
-    pub local: Vec<ConnId>,
+    /// Local receivers, each once.
+    pub local: Vec<SubRef>,
     /// Other shards, each once.
     pub remote: Vec<RemoteTarget>,
     /// What this plan is still valid for.
@@ -101,7 +126,7 @@ impl Plan {
 
 /// A shard's routing state.
 pub struct Router {
-    local: Sublist<ConnId>,
+    local: Sublist<SubRef>,
     remote: Sublist<ShardId>,
     /// Round-robin position of groups that have members both here and on
     /// other shards, so the choice between "here" and "there" is by weight.
@@ -124,14 +149,14 @@ impl Router {
         }
     }
 
-    /// A local connection subscribed (the caller enforces set semantics).
-    pub fn subscribe(&mut self, conn: ConnId, pattern: &[u8], group: Option<&[u8]>) {
-        self.local.insert(pattern, group, conn, 1);
+    /// A local subscription (the caller enforces set semantics).
+    pub fn subscribe(&mut self, sub: SubRef, pattern: &[u8], group: Option<&[u8]>) {
+        self.local.insert(pattern, group, sub, 1);
     }
 
-    /// A local connection unsubscribed.
-    pub fn unsubscribe(&mut self, conn: ConnId, pattern: &[u8], group: Option<&[u8]>) {
-        self.local.remove(pattern, group, conn, 1);
+    /// A local subscription ended.
+    pub fn unsubscribe(&mut self, sub: SubRef, pattern: &[u8], group: Option<&[u8]>) {
+        self.local.remove(pattern, group, sub, 1);
     }
 
     /// Another shard gained (`add`) or lost one subscription.
@@ -236,7 +261,7 @@ impl Router {
         }
         let mut key = plan.take_key();
         plan.clear();
-        let local: Rc<Matches<ConnId>> = self.local.matches(subject);
+        let local: Rc<Matches<SubRef>> = self.local.matches(subject);
         if plain {
             plan.local.extend(local.plain.iter().map(|&(c, _)| c));
         }
@@ -258,8 +283,9 @@ impl Router {
         }
     }
 
-    /// Forgets joint round-robin state of groups that no longer exist
-    /// anywhere (called rarely, e.g. when subscriptions are removed).
+    /// Bounds the joint round-robin state: past `4 ×` [`CACHE_CAPACITY`]
+    /// groups it is all forgotten (live groups then restart their rotation
+    /// at the first member). Called when subscriptions are removed.
     pub fn trim(&mut self) {
         if self.joint.len() > 4 * CACHE_CAPACITY {
             self.joint.clear();
@@ -283,12 +309,13 @@ fn target(plan: &mut Plan, shard: ShardId) -> &mut RemoteTarget {
     &mut plan.remote[i]
 }
 
-/// Each connection once (several subscriptions of one connection may match).
+/// Each receiver once (several subscriptions filed under one [`SubRef`] may
+/// match).
 #[inline]
-fn dedup(conns: &mut Vec<ConnId>) {
-    if conns.len() > 1 {
-        conns.sort_unstable();
-        conns.dedup();
+fn dedup(subs: &mut Vec<SubRef>) {
+    if subs.len() > 1 {
+        subs.sort_unstable();
+        subs.dedup();
     }
 }
 
@@ -296,40 +323,61 @@ fn dedup(conns: &mut Vec<ConnId>) {
 mod tests {
     use super::*;
 
+    fn c(conn: ConnId) -> SubRef {
+        SubRef::whole(conn)
+    }
+
     #[test]
     fn local_delivery_is_once_per_connection() {
         let mut r = Router::new();
-        r.subscribe(1, b"a.*", None);
-        r.subscribe(1, b"a.>", None);
-        r.subscribe(1, b"a.b", None);
-        r.subscribe(2, b"a.b", None);
+        r.subscribe(c(1), b"a.*", None);
+        r.subscribe(c(1), b"a.>", None);
+        r.subscribe(c(1), b"a.b", None);
+        r.subscribe(c(2), b"a.b", None);
         let mut plan = Plan::default();
         r.route_publish(b"a.b", &mut plan);
-        assert_eq!(plan.local, vec![1, 2]);
+        assert_eq!(plan.local, vec![c(1), c(2)]);
         assert!(plan.remote.is_empty());
         r.route_publish(b"a.c", &mut plan);
-        assert_eq!(plan.local, vec![1]);
+        assert_eq!(plan.local, vec![c(1)]);
+    }
+
+    #[test]
+    fn per_subscription_receivers_get_one_delivery_each() {
+        // Connection 1 numbers its subscriptions (as NATS sids do):
+        // each matching one is a delivery; connection 2 files both of its
+        // subscriptions under the connection and gets one.
+        let mut r = Router::new();
+        let s = |sub| SubRef { conn: 1, sub };
+        r.subscribe(s(1), b"a.*", None);
+        r.subscribe(s(2), b"a.>", None);
+        r.subscribe(s(3), b"x", None);
+        r.subscribe(c(2), b"a.*", None);
+        r.subscribe(c(2), b"a.>", None);
+        let mut plan = Plan::default();
+        r.route_publish(b"a.b", &mut plan);
+        assert_eq!(plan.local, vec![s(1), s(2), c(2)]);
     }
 
     #[test]
     fn a_remembered_plan_follows_index_changes() {
         let mut r = Router::new();
-        r.subscribe(1, b"a", None);
+        r.subscribe(c(1), b"a", None);
         let mut plan = Plan::default();
         r.route_publish(b"a", &mut plan);
         r.route_publish(b"a", &mut plan);
-        assert_eq!(plan.local, vec![1]);
-        r.subscribe(2, b"a", None);
+        assert_eq!(plan.local, vec![c(1)]);
+        r.subscribe(c(2), b"a", None);
         r.route_publish(b"a", &mut plan);
-        assert_eq!(plan.local, vec![1, 2]);
+        assert_eq!(plan.local, vec![c(1), c(2)]);
         r.remote_interest(1, true, b"*", None);
         r.route_publish(b"a", &mut plan);
         assert_eq!(plan.remote.len(), 1);
         r.route_publish(b"b", &mut plan);
         assert!(plan.local.is_empty());
-        r.unsubscribe(1, b"a", None);
+        r.unsubscribe(c(1), b"a", None);
         r.route_publish(b"a", &mut plan);
-        assert_eq!(plan.local, vec![2]);
+        assert_eq!(plan.local, vec![c(2)]);
     }
 
     #[test]
@@ -359,8 +407,8 @@ mod tests {
     fn queue_group_spreads_by_weight_across_shards() {
         // Two members here, two on shard 1: half the messages stay.
         let mut r = Router::new();
-        r.subscribe(7, b"jobs", Some(b"w"));
-        r.subscribe(8, b"jobs", Some(b"w"));
+        r.subscribe(c(7), b"jobs", Some(b"w"));
+        r.subscribe(c(8), b"jobs", Some(b"w"));
         r.remote_interest(1, true, b"jobs", Some(b"w"));
         r.remote_interest(1, true, b"jobs", Some(b"w"));
         let mut plan = Plan::default();
@@ -380,20 +428,20 @@ mod tests {
                 there += 1;
             }
         }
-        assert_eq!(here[&7], 1000);
-        assert_eq!(here[&8], 1000);
+        assert_eq!(here[&c(7)], 1000);
+        assert_eq!(here[&c(8)], 1000);
         assert_eq!(there, 2000);
     }
 
     #[test]
     fn forwarded_group_picks_a_local_member() {
         let mut r = Router::new();
-        r.subscribe(3, b"jobs", Some(b"w"));
-        r.subscribe(4, b"jobs.>", None);
+        r.subscribe(c(3), b"jobs", Some(b"w"));
+        r.subscribe(c(4), b"jobs.>", None);
         let id = crate::subject::group_id(b"jobs", b"w");
         let mut out = Plan::default();
         r.route_forward(b"jobs", false, &[id], &mut out);
-        assert_eq!(out.local, vec![3]);
+        assert_eq!(out.local, vec![c(3)]);
         r.route_forward(b"jobs", true, &[], &mut out);
         assert!(out.local.is_empty(), "jobs.> needs at least one more token");
         r.route_forward(b"jobs", false, &[id ^ 1], &mut out);
@@ -401,14 +449,14 @@ mod tests {
         // A remembered forward plan follows subscription changes.
         r.route_forward(b"jobs.x", true, &[], &mut out);
         r.route_forward(b"jobs.x", true, &[], &mut out);
-        assert_eq!(out.local, vec![4]);
-        r.unsubscribe(4, b"jobs.>", None);
+        assert_eq!(out.local, vec![c(4)]);
+        r.unsubscribe(c(4), b"jobs.>", None);
         r.route_forward(b"jobs.x", true, &[], &mut out);
         assert!(out.local.is_empty());
-        r.subscribe(5, b"jobs.x", None);
+        r.subscribe(c(5), b"jobs.x", None);
         r.route_forward(b"jobs.x", false, &[], &mut out);
         assert!(out.local.is_empty(), "not plain: no plain subscriber");
         r.route_forward(b"jobs.x", true, &[], &mut out);
-        assert_eq!(out.local, vec![5]);
+        assert_eq!(out.local, vec![c(5)]);
     }
 }

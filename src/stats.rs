@@ -115,8 +115,8 @@ counters! {
 }
 
 impl ShardStats {
-    /// Counts a frame refused with `err` (frame-too-long and slow-consumer
-    /// have counters of their own).
+    /// Counts a frame refused with `err` (frame-too-long, slow-consumer and
+    /// too-many-connections have counters of their own).
     pub fn count_error(&self, err: crate::protocol::ProtoError) {
         use crate::protocol::ProtoError::*;
         let by_reason = match err {
@@ -128,6 +128,7 @@ impl ShardStats {
             TooManySubscriptions => &self.errors_too_many_subscriptions,
             FrameTooLong => return self.frames_too_long.add(1),
             SlowConsumer => return self.slow_consumers.add(1),
+            TooManyConnections => return self.connections_rejected.add(1),
         };
         by_reason.add(1);
         self.protocol_errors.add(1);

@@ -407,14 +407,17 @@ fn the_binary_serves_metrics_and_logs_slow_consumers_and_refusals_as_json() {
     let mut second = Client::connect(addr);
     second.send("PING\n");
     assert_eq!(second.frame(), "PONG");
-    // ...and a third is refused (closed at once, without a reply).
+    // ...and a third is refused: told why, then closed.
     let mut refused = TcpStream::connect(addr).unwrap();
     refused.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let refused_peer = refused.local_addr().unwrap().to_string();
-    let mut byte = [0u8; 1];
-    assert!(
-        matches!(refused.read(&mut byte), Ok(0) | Err(_)),
-        "the third connection was served"
+    let mut said = Vec::new();
+    refused
+        .read_to_end(&mut said)
+        .expect("the refused connection is closed");
+    assert_eq!(
+        String::from_utf8_lossy(&said),
+        "-ERR too many connections\n"
     );
     let (_, page) = http_get(metrics, "/metrics");
     assert_eq!(

@@ -1,4 +1,5 @@
-//! The line protocol: frames in, commands out; replies and deliveries encoded.
+//! The line protocol (`docs/protocol.md`): frames in, [`Command`]s out;
+//! replies and deliveries encoded.
 //!
 //! [`parse`] turns one frame (already split off by [`crate::framing`]) into a
 //! [`Command`] that borrows from it, or a [`ProtoError`] whose
@@ -6,46 +7,22 @@
 //! Checks run in the spec's order, so a frame with several faults gets the
 //! first reason the spec lists.
 //!
-//! Delivery is zero-copy by design of the protocol itself: the bytes after
-//! the verb are identical in `PUB <subject> <payload>` and
-//! `MSG <subject> <payload>`, so one slice of the publisher's frame (the
-//! [`Command::Pub::body`]) serves every receiver; [`encode_msg`] only puts
-//! `MSG ` in front (and the space the spec requires after the subject of an
-//! empty payload).
+//! A publish is handed over as subject and payload, both slices of the
+//! frame; [`encode_msg`] writes `MSG <subject> <payload>` for each receiver
+//! (the space after the subject is there even for an empty payload, as the
+//! spec requires).
 //!
 //! ```
-//! use tern::protocol::{parse, Command, ProtoError};
+//! use tern::protocol::{line::parse, Command, ProtoError};
 //! assert_eq!(parse(b"pub a.b hi there"),
-//!            Ok(Command::Pub { subject: b"a.b", body: b"a.b hi there" }));
+//!            Ok(Command::Pub { subject: b"a.b", payload: b"hi there" }));
 //! assert_eq!(parse(b"SUB a.* workers"),
 //!            Ok(Command::Sub { subject: b"a.*", group: Some(b"workers") }));
 //! assert_eq!(parse(b"PUB a..b x"), Err(ProtoError::InvalidSubject));
 //! ```
 
+use super::Command;
 use crate::subject::{is_valid_group, is_valid_subject, MAX_SUBJECT_LEN};
-
-/// A client frame, borrowing from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command<'a> {
-    /// `SUB <subject> [<group>]`.
-    Sub {
-        subject: &'a [u8],
-        group: Option<&'a [u8]>,
-    },
-    /// `UNSUB <subject> [<group>]`.
-    Unsub {
-        subject: &'a [u8],
-        group: Option<&'a [u8]>,
-    },
-    /// `PUB <subject> <payload>`. `body` is everything after `PUB `: the
-    /// subject, and if present a space and the payload. It is what follows
-    /// `MSG ` in a delivery.
-    Pub { subject: &'a [u8], body: &'a [u8] },
-    /// `PING`.
-    Ping,
-    /// An empty frame: ignored.
-    Empty,
-}
 
 /// A frame the relay refuses with `-ERR <reason>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +43,8 @@ pub enum ProtoError {
     FrameTooLong,
     #[error("slow consumer")]
     SlowConsumer,
+    #[error("too many connections")]
+    TooManyConnections,
 }
 
 impl ProtoError {
@@ -80,11 +59,12 @@ impl ProtoError {
             ProtoError::TooManySubscriptions => "too many subscriptions",
             ProtoError::FrameTooLong => "frame too long",
             ProtoError::SlowConsumer => "slow consumer",
+            ProtoError::TooManyConnections => "too many connections",
         }
     }
 
     /// Every reason, for counters indexed by reason.
-    pub const ALL: [ProtoError; 8] = [
+    pub const ALL: [ProtoError; 9] = [
         ProtoError::UnknownVerb,
         ProtoError::MissingSubject,
         ProtoError::InvalidSubject,
@@ -93,6 +73,7 @@ impl ProtoError {
         ProtoError::TooManySubscriptions,
         ProtoError::FrameTooLong,
         ProtoError::SlowConsumer,
+        ProtoError::TooManyConnections,
     ];
 }
 
@@ -170,36 +151,47 @@ fn parse_pub(body: &[u8]) -> Result<Command<'_>, ProtoError> {
     if !is_valid_subject(subject, false) {
         return Err(ProtoError::InvalidSubject);
     }
-    Ok(Command::Pub { subject, body })
+    // The payload is every byte after the space that follows the subject,
+    // and empty when there is no such space.
+    let payload = body.get(subject.len() + 1..).unwrap_or_default();
+    Ok(Command::Pub { subject, payload })
 }
 
 /// `MSG ` — what a delivery starts with.
 pub const MSG_PREFIX: &[u8] = b"MSG ";
 
-/// Appends `MSG <body>` and the terminator. `subject_len` is the length of
-/// the subject at the front of `body`; when the body is only the subject
-/// (empty payload) the spec's trailing space is added.
+/// Appends `MSG <subject> <payload>` and the terminator. The space after
+/// the subject is written even for an empty payload, as the spec requires.
 #[inline]
-pub fn encode_msg(out: &mut Vec<u8>, body: &[u8], subject_len: usize, terminator: &[u8]) {
-    out.reserve(MSG_PREFIX.len() + body.len() + 1 + terminator.len());
+pub fn encode_msg(out: &mut Vec<u8>, subject: &[u8], payload: &[u8], terminator: &[u8]) {
+    out.reserve(msg_len(subject, payload, terminator));
     out.extend_from_slice(MSG_PREFIX);
-    out.extend_from_slice(body);
-    if body.len() == subject_len {
-        out.push(b' ');
-    }
+    out.extend_from_slice(subject);
+    out.push(b' ');
+    out.extend_from_slice(payload);
     out.extend_from_slice(terminator);
 }
 
 /// Bytes [`encode_msg`] appends.
 #[inline]
-pub fn msg_len(body: &[u8], subject_len: usize, terminator: &[u8]) -> usize {
-    MSG_PREFIX.len() + body.len() + usize::from(body.len() == subject_len) + terminator.len()
+pub fn msg_len(subject: &[u8], payload: &[u8], terminator: &[u8]) -> usize {
+    MSG_PREFIX.len() + subject.len() + 1 + payload.len() + terminator.len()
+}
+
+/// Bytes [`encode_pong`] appends.
+pub fn pong_len(terminator: &[u8]) -> usize {
+    b"PONG".len() + terminator.len()
 }
 
 /// Appends `PONG` and the terminator.
 pub fn encode_pong(out: &mut Vec<u8>, terminator: &[u8]) {
     out.extend_from_slice(b"PONG");
     out.extend_from_slice(terminator);
+}
+
+/// Bytes [`encode_err`] appends.
+pub fn err_len(err: ProtoError, terminator: &[u8]) -> usize {
+    b"-ERR ".len() + err.reason().len() + terminator.len()
 }
 
 /// Appends `-ERR <reason>` and the terminator.
@@ -212,7 +204,7 @@ pub fn encode_err(out: &mut Vec<u8>, err: ProtoError, terminator: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Command::*;
+    use crate::protocol::Command::*;
     use ProtoError::*;
 
     #[test]
@@ -238,7 +230,7 @@ mod tests {
             parse(b"Pub a x"),
             Ok(Pub {
                 subject: b"a",
-                body: b"a x"
+                payload: b"x"
             })
         );
     }
@@ -249,21 +241,21 @@ mod tests {
             parse(b"PUB a.b"),
             Ok(Pub {
                 subject: b"a.b",
-                body: b"a.b"
+                payload: b""
             })
         );
         assert_eq!(
             parse(b"PUB a.b "),
             Ok(Pub {
                 subject: b"a.b",
-                body: b"a.b "
+                payload: b""
             })
         );
         assert_eq!(
             parse(b"PUB a.b  two  spaces "),
             Ok(Pub {
                 subject: b"a.b",
-                body: b"a.b  two  spaces "
+                payload: b" two  spaces "
             })
         );
     }
@@ -326,7 +318,7 @@ mod tests {
             parse(b"PUB a* x"),
             Ok(Pub {
                 subject: b"a*",
-                body: b"a* x"
+                payload: b"x"
             })
         );
         assert!(matches!(parse(b"SUB b>"), Ok(Sub { .. })));
@@ -340,15 +332,20 @@ mod tests {
     #[test]
     fn encoding() {
         let mut out = Vec::new();
-        encode_msg(&mut out, b"a.b 1.0", 3, b"\n");
-        encode_msg(&mut out, b"a.b", 3, b"\r\n");
+        encode_msg(&mut out, b"a.b", b"1.0", b"\n");
+        encode_msg(&mut out, b"a.b", b"", b"\r\n");
         encode_pong(&mut out, b"\0\0");
         encode_err(&mut out, SlowConsumer, b"END\n");
         assert_eq!(
             &out[..],
             &b"MSG a.b 1.0\nMSG a.b \r\nPONG\0\0-ERR slow consumerEND\n"[..]
         );
-        assert_eq!(msg_len(b"a.b", 3, b"\r\n"), b"MSG a.b \r\n".len());
+        assert_eq!(msg_len(b"a.b", b"", b"\r\n"), b"MSG a.b \r\n".len());
+        assert_eq!(pong_len(b"\0\0"), b"PONG\0\0".len());
+        assert_eq!(
+            err_len(SlowConsumer, b"END\n"),
+            b"-ERR slow consumerEND\n".len()
+        );
         for e in ProtoError::ALL {
             assert_eq!(e.to_string(), e.reason());
         }

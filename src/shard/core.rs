@@ -1,0 +1,624 @@
+//! The shard core: what a command does, with no I/O.
+//!
+//! Given a [`Command`] from connection C, the core decides what is queued
+//! to whom (in each receiver's [`Outbound`]) and what goes to which other
+//! shard (in the mesh [`Outlet`]s), and applies what other shards sent
+//! ([`Core::apply`]). It owns the shard's [`ConnTable`], its [`Router`]
+//! and its ends of the mesh, and never touches a socket, an executor or a
+//! clock: the glommio tasks in [`super::tasks`] feed it commands, write out
+//! the connections it [touched](ConnTable::take_touched), and wake the
+//! tasks whose wakers it stores. Unit tests drive it directly (see the
+//! tests at the end of this file).
+//!
+//! The core is protocol-neutral: commands arrive decoded, and deliveries
+//! are made per [`SubRef`], so a protocol that delivers once per connection
+//! (the line protocol) and one that delivers once per subscription share
+//! the routing. Today every connection speaks the line protocol, whose
+//! encoder [`Outbound`] calls.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+
+use super::conns::{Conn, ConnTable};
+use super::ConnectionInfo;
+use crate::config::Config;
+use crate::mesh::{self, Forward, MeshMsg, Outlet, ShardId};
+use crate::outbound::Outbound;
+use crate::protocol::{Command, ProtoError};
+use crate::router::{ConnId, Plan, RemoteTarget, Router, SubRef};
+use crate::stats::ShardStats;
+
+/// Messages queued towards one shard beyond which readers pause.
+pub const MAX_MESH_BACKLOG: usize = 16 * 1024;
+
+/// A frame that makes the shard panic when [`Config::panic_frame`] is set:
+/// how tests check that the relay notices a dead shard.
+pub const PANIC_FRAME: &[u8] = b"TERN-TEST-PANIC";
+
+/// What a connection task does after the core handled a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Go on: handle the next frame, or read more.
+    Read,
+    /// A `PING` waits for the other shards; handle nothing more until the
+    /// core wakes the connection.
+    WaitBarrier,
+    /// A path to another shard is full: handle nothing more (and read
+    /// nothing) until it drains.
+    WaitMesh,
+    /// Stop serving this connection.
+    Close,
+}
+
+/// A `PING` waiting for the other shards.
+struct Barrier {
+    conn: ConnId,
+    generation: u64,
+    /// Shards that have not acknowledged yet.
+    remaining: usize,
+}
+
+/// Limits the core enforces, from [`Config`].
+#[derive(Debug, Clone)]
+struct Limits {
+    max_pending: usize,
+    max_subs: usize,
+    /// Whether [`PANIC_FRAME`] panics the shard (tests only).
+    panic_frame: bool,
+}
+
+/// One shard's state; see the module docs.
+pub struct Core {
+    id: ShardId,
+    shards: usize,
+    limits: Limits,
+    /// The line protocol's terminator, for every frame queued.
+    terminator: Box<[u8]>,
+    stats: Arc<ShardStats>,
+    conns: ConnTable,
+    router: Router,
+    /// Indexed by target shard; `None` for this shard.
+    outlets: Vec<Option<Outlet>>,
+    /// Where the message being published goes (reused).
+    plan: Plan,
+    /// Where the forwarded message being applied goes (reused).
+    forward_plan: Plan,
+    /// `PING`s waiting for other shards, by token.
+    barriers: FxHashMap<u64, Barrier>,
+    next_token: u64,
+    /// Reused key buffer for subscription lookups.
+    key: Vec<u8>,
+    /// Shutdown has begun: connections are served only until they have
+    /// taken what they are owed.
+    stopping: bool,
+}
+
+impl Core {
+    /// A core for shard `id` of `shards`, sending to the others through
+    /// `outlets` (indexed by shard; `None` for `id`).
+    pub fn new(
+        id: ShardId,
+        shards: usize,
+        config: &Config,
+        stats: Arc<ShardStats>,
+        outlets: Vec<Option<Outlet>>,
+    ) -> Core {
+        Core {
+            id,
+            shards,
+            limits: Limits {
+                max_pending: config.max_pending,
+                max_subs: config.max_subs,
+                panic_frame: config.panic_frame,
+            },
+            terminator: config.terminator.as_bytes().into(),
+            stats,
+            conns: ConnTable::default(),
+            router: Router::new(),
+            outlets,
+            plan: Plan::default(),
+            forward_plan: Plan::default(),
+            barriers: FxHashMap::default(),
+            next_token: 0,
+            key: Vec::new(),
+            stopping: false,
+        }
+    }
+
+    /// The shard this core serves.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// The open connections.
+    pub fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    /// The open connections, for the I/O layer (wakers, writes).
+    pub fn conns_mut(&mut self) -> &mut ConnTable {
+        &mut self.conns
+    }
+
+    /// A connection from `peer` was accepted at `now`.
+    pub fn open(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
+        let out = Outbound::new(self.limits.max_pending, self.stats.clone());
+        let id = self.conns.insert(Conn::new(peer, out, now));
+        self.stats.connections_accepted.add(1);
+        self.stats.connections_open.add(1);
+        id
+    }
+
+    /// Tears a connection down: its subscriptions leave every shard's
+    /// index, and what it was still owed is dropped.
+    pub fn close(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(id) else {
+            return;
+        };
+        for key in conn.subs.iter() {
+            let (pattern, group) = split_key(key);
+            self.router.unsubscribe(SubRef::whole(id), pattern, group);
+            broadcast_interest(&mut self.outlets, false, pattern, group);
+        }
+        self.router.trim();
+        self.stats.subscriptions.sub(conn.subs.len() as u64);
+        self.stats.connections_open.sub(1);
+        self.stats.connections_closed.add(1);
+    }
+
+    /// Whether connection `id` may handle frames now, before any is
+    /// handled: `Read` if so, else what to do instead. `eof`: the client
+    /// half-closed (its buffered frames are still handled during shutdown).
+    pub fn readiness(&self, id: ConnId, eof: bool) -> Next {
+        match self.conns.get(id) {
+            None => Next::Close,
+            Some(c) if c.dead => Next::Close,
+            Some(c) if c.waiting_barrier => Next::WaitBarrier,
+            Some(_) if self.stopping && !eof => Next::Close,
+            Some(_) => Next::Read,
+        }
+    }
+
+    /// What connection `id` does after a frame was handled with `next`:
+    /// stop if it was closed, pause if a mesh path filled up.
+    #[inline]
+    pub fn after_frame(&self, id: ConnId, next: Next) -> Next {
+        if next != Next::Read {
+            return next;
+        }
+        if self.conns.get(id).is_none_or(|c| c.dead) {
+            return Next::Close;
+        }
+        if self.mesh_full() {
+            return Next::WaitMesh;
+        }
+        Next::Read
+    }
+
+    /// Handles one command of connection `id`. `chunk` is the read buffer
+    /// the command's slices point into: forwarded publishes share it.
+    #[inline]
+    pub fn handle(&mut self, id: ConnId, command: Command<'_>, chunk: &Bytes) -> Next {
+        match command {
+            Command::Pub { subject, payload } => {
+                self.publish(id, subject, payload, chunk);
+                Next::Read
+            }
+            Command::Sub { subject, group } => {
+                self.subscribe(id, subject, group);
+                Next::Read
+            }
+            Command::Unsub { subject, group } => {
+                self.unsubscribe(id, subject, group);
+                Next::Read
+            }
+            Command::Ping => self.ping(id),
+            Command::Empty => Next::Read,
+        }
+    }
+
+    /// Refuses a frame of connection `id` with `-ERR <reason>` (counted);
+    /// the connection stays open. `frame` is the refused frame, if it was
+    /// read (the test-only panic hook looks at it).
+    pub fn refuse(&mut self, id: ConnId, err: ProtoError, frame: &[u8]) {
+        if self.limits.panic_frame && err == ProtoError::UnknownVerb && frame == PANIC_FRAME {
+            panic!("shard {} was asked to panic (test hook)", self.id);
+        }
+        self.stats.count_error(err);
+        self.reply(id, |out, t| out.push_err(err, t));
+    }
+
+    #[inline]
+    fn publish(&mut self, id: ConnId, subject: &[u8], payload: &[u8], chunk: &Bytes) {
+        if let Some(c) = self.conns.get_mut(id) {
+            c.msgs_in += 1;
+        }
+        self.stats.msgs_in.add(1);
+        self.stats.bytes_in.add(payload.len() as u64);
+        let mut plan = std::mem::take(&mut self.plan);
+        self.router.route_publish(subject, &mut plan);
+        for &to in &plan.local {
+            self.deliver(to, subject, payload);
+        }
+        if !plan.remote.is_empty() {
+            self.forward(&mut plan.remote, subject, payload, chunk);
+        }
+        self.plan = plan;
+    }
+
+    /// Queues a publish for other shards, as places in `chunk` when the
+    /// subject and payload lie in it (the usual case: they are slices of
+    /// the frame), else in a chunk of its own.
+    fn forward(
+        &mut self,
+        targets: &mut [RemoteTarget],
+        subject: &[u8],
+        payload: &[u8],
+        chunk: &Bytes,
+    ) {
+        let own;
+        let (chunk, place) = match Place::of(chunk, subject, payload) {
+            Some(place) => (chunk, place),
+            None => {
+                // Not in the chunk, or past what a `u32` offset reaches (a
+                // huge --max-frame): copy this message.
+                let mut buf = Vec::with_capacity(subject.len() + payload.len());
+                buf.extend_from_slice(subject);
+                buf.extend_from_slice(payload);
+                own = Bytes::from(buf);
+                let place = Place::of(&own, &own[..subject.len()], &own[subject.len()..])
+                    .expect("a message under 4 GiB");
+                (&own, place)
+            }
+        };
+        for t in targets.iter_mut() {
+            if let Some(out) = self.outlets[usize::from(t.shard)].as_mut() {
+                out.push_forward(
+                    chunk,
+                    Forward {
+                        subject: place.subject,
+                        subject_len: place.subject_len,
+                        payload: place.payload,
+                        payload_end: place.payload_end,
+                        plain: t.plain,
+                        groups: std::mem::take(&mut t.groups),
+                    },
+                );
+                self.stats.forwarded.add(1);
+            }
+        }
+    }
+
+    /// Queues a delivery for `to`, closing it if it is too far behind.
+    #[inline]
+    fn deliver(&mut self, to: SubRef, subject: &[u8], payload: &[u8]) {
+        let Some(conn) = self.conns.get_mut(to.conn) else {
+            return;
+        };
+        if conn.dead {
+            return;
+        }
+        match conn.out.push_msg(subject, payload, &self.terminator) {
+            Ok(()) => {
+                conn.msgs_out += 1;
+                self.stats.msgs_out.add(1);
+                self.stats.bytes_out.add(payload.len() as u64);
+                self.conns.touch(to.conn);
+            }
+            Err(_) => self.slow_consumer(to.conn),
+        }
+    }
+
+    /// Closes `id` as a slow consumer: what it can still be sent is cut to
+    /// a well-formed end and `-ERR slow consumer`, and it is counted once.
+    fn slow_consumer(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.dead {
+            return;
+        }
+        conn.dead = true;
+        conn.wake();
+        conn.out.farewell(&self.terminator);
+        self.stats.count_error(ProtoError::SlowConsumer);
+        tracing::warn!(
+            peer = %conn.peer,
+            shard = self.id,
+            pending = conn.out.pending(),
+            limit = self.limits.max_pending,
+            "slow consumer closed"
+        );
+        self.conns.touch(id);
+    }
+
+    /// Queues a reply built by `push` for `id`; a reply that does not fit
+    /// closes it as a slow consumer.
+    fn reply(
+        &mut self,
+        id: ConnId,
+        push: impl FnOnce(&mut Outbound, &[u8]) -> Result<(), crate::outbound::SlowConsumer>,
+    ) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        match push(&mut conn.out, &self.terminator) {
+            Ok(()) => self.conns.touch(id),
+            Err(_) => self.slow_consumer(id),
+        }
+    }
+
+    fn pong(&mut self, id: ConnId) {
+        self.reply(id, Outbound::push_pong);
+    }
+
+    fn subscribe(&mut self, id: ConnId, subject: &[u8], group: Option<&[u8]>) {
+        make_key(&mut self.key, subject, group);
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.subs.contains(&self.key[..]) {
+            return;
+        }
+        if conn.subs.len() >= self.limits.max_subs {
+            self.refuse(id, ProtoError::TooManySubscriptions, &[]);
+            return;
+        }
+        conn.subs.insert(self.key.as_slice().into());
+        conn.dirty_subs = true;
+        self.router.subscribe(SubRef::whole(id), subject, group);
+        broadcast_interest(&mut self.outlets, true, subject, group);
+        self.stats.subscriptions.add(1);
+    }
+
+    fn unsubscribe(&mut self, id: ConnId, subject: &[u8], group: Option<&[u8]>) {
+        make_key(&mut self.key, subject, group);
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !conn.subs.remove(&self.key[..]) {
+            return;
+        }
+        conn.dirty_subs = true;
+        self.router.unsubscribe(SubRef::whole(id), subject, group);
+        broadcast_interest(&mut self.outlets, false, subject, group);
+        self.stats.subscriptions.sub(1);
+    }
+
+    /// `PONG` now, or after every other shard has applied this connection's
+    /// subscription changes (the spec's barrier).
+    fn ping(&mut self, id: ConnId) -> Next {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return Next::Close;
+        };
+        if conn.dirty_subs && self.shards > 1 {
+            conn.dirty_subs = false;
+            conn.waiting_barrier = true;
+            let generation = conn.generation;
+            self.next_token += 1;
+            let token = (u64::from(self.id) << 48) | self.next_token;
+            self.barriers.insert(
+                token,
+                Barrier {
+                    conn: id,
+                    generation,
+                    remaining: self.shards - 1,
+                },
+            );
+            for out in self.outlets.iter_mut().flatten() {
+                out.push(MeshMsg::Barrier { token });
+            }
+            return Next::WaitBarrier;
+        }
+        self.pong(id);
+        Next::Read
+    }
+
+    /// Applies a batch from shard `from`. Never waits.
+    pub fn apply(&mut self, from: ShardId, batch: mesh::Batch) {
+        for msg in batch {
+            match msg {
+                MeshMsg::Forward(run) => {
+                    let mut plan = std::mem::take(&mut self.forward_plan);
+                    for f in &run.items {
+                        let subject = run.subject(f);
+                        self.router
+                            .route_forward(subject, f.plain, &f.groups, &mut plan);
+                        for &to in &plan.local {
+                            self.deliver(to, subject, run.payload(f));
+                        }
+                    }
+                    self.forward_plan = plan;
+                }
+                MeshMsg::Interest {
+                    add,
+                    pattern,
+                    group,
+                } => self
+                    .router
+                    .remote_interest(from, add, &pattern, group.as_deref()),
+                MeshMsg::Barrier { token } => {
+                    if let Some(out) = self.outlets[usize::from(from)].as_mut() {
+                        out.push(MeshMsg::BarrierAck { token });
+                    }
+                }
+                MeshMsg::BarrierAck { token } => self.barrier_acked(token),
+            }
+        }
+    }
+
+    fn barrier_acked(&mut self, token: u64) {
+        let Some(b) = self.barriers.get_mut(&token) else {
+            return;
+        };
+        b.remaining -= 1;
+        if b.remaining > 0 {
+            return;
+        }
+        let b = self.barriers.remove(&token).expect("present");
+        if let Some(conn) = self.conns.get_current(b.conn, b.generation) {
+            conn.waiting_barrier = false;
+            conn.wake();
+            self.pong(b.conn);
+        }
+    }
+
+    /// Hands queued batches to the mesh (each path as far as it has room).
+    pub fn flush_mesh(&mut self) {
+        for out in self.outlets.iter_mut().flatten() {
+            if out.backlog() > 0 {
+                out.try_flush();
+            }
+        }
+    }
+
+    /// Messages queued towards the most backed-up other shard.
+    pub fn mesh_backlog(&self) -> usize {
+        self.outlets
+            .iter()
+            .flatten()
+            .map(Outlet::backlog)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether readers must pause for a full mesh path (never during
+    /// shutdown, when readers are leaving anyway).
+    #[inline]
+    pub fn mesh_full(&self) -> bool {
+        !self.stopping && self.mesh_backlog() > MAX_MESH_BACKLOG
+    }
+
+    /// The peer of `id` is gone (a write failed): drop what it is owed and
+    /// close it.
+    pub fn peer_gone(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.out.clear();
+            conn.dead = true;
+            conn.wake();
+        }
+    }
+
+    /// Starts shutdown: connections stop reading and leave once they have
+    /// taken what they are owed. Wakes every connection task.
+    pub fn begin_shutdown(&mut self) {
+        self.stopping = true;
+        self.conns.iter_mut().for_each(|c| c.wake());
+    }
+
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// The shutdown deadline passed: every connection closes now, owed or
+    /// not.
+    pub fn abandon_all(&mut self) {
+        for c in self.conns.iter_mut() {
+            c.dead = true;
+            c.wake();
+        }
+    }
+
+    /// Describes every open connection, as of `now`.
+    pub fn connections(&self, now: Instant) -> Vec<ConnectionInfo> {
+        self.conns
+            .iter()
+            .map(|(_, c)| ConnectionInfo {
+                shard: self.id,
+                peer: c.peer,
+                age: now.saturating_duration_since(c.since),
+                subscriptions: c.subs.len(),
+                msgs_in: c.msgs_in,
+                msgs_out: c.msgs_out,
+                pending_bytes: c.out.pending(),
+            })
+            .collect()
+    }
+
+    /// Stores the waker of `id`'s task (if it is not the one stored).
+    pub fn set_waker(&mut self, id: ConnId, waker: &Waker) {
+        if let Some(conn) = self.conns.get_mut(id) {
+            if !conn.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                conn.waker = Some(waker.clone());
+            }
+        }
+    }
+}
+
+/// Where a message's subject and payload lie in a chunk, as a [`Forward`]
+/// records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    subject: u32,
+    subject_len: u16,
+    payload: u32,
+    payload_end: u32,
+}
+
+impl Place {
+    /// `None` unless both slices lie inside `chunk` at offsets a `u32`
+    /// holds.
+    fn of(chunk: &[u8], subject: &[u8], payload: &[u8]) -> Option<Place> {
+        let subject_at = offset_in(chunk, subject)?;
+        let payload_at = offset_in(chunk, payload)?;
+        Some(Place {
+            subject: u32::try_from(subject_at).ok()?,
+            subject_len: u16::try_from(subject.len()).ok()?,
+            payload: u32::try_from(payload_at).ok()?,
+            payload_end: u32::try_from(payload_at + payload.len()).ok()?,
+        })
+    }
+}
+
+/// The offset of `part` in `whole`, if `part` is a slice of it. Compares
+/// addresses only; nothing is dereferenced.
+fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start + part.len() <= whole.len()).then_some(start)
+}
+
+/// Tells every other shard that this shard gained (`add`) or lost one
+/// subscription.
+fn broadcast_interest(
+    outlets: &mut [Option<Outlet>],
+    add: bool,
+    pattern: &[u8],
+    group: Option<&[u8]>,
+) {
+    if outlets.iter().all(Option::is_none) {
+        return;
+    }
+    let pattern = Bytes::copy_from_slice(pattern);
+    let group = group.map(Bytes::copy_from_slice);
+    for out in outlets.iter_mut().flatten() {
+        out.push(MeshMsg::Interest {
+            add,
+            pattern: pattern.clone(),
+            group: group.clone(),
+        });
+    }
+}
+
+/// `pattern` or `pattern group`: neither contains a space, so the key is
+/// unambiguous.
+fn make_key(key: &mut Vec<u8>, pattern: &[u8], group: Option<&[u8]>) {
+    key.clear();
+    key.extend_from_slice(pattern);
+    if let Some(g) = group {
+        key.push(b' ');
+        key.extend_from_slice(g);
+    }
+}
+
+fn split_key(key: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match memchr::memchr(b' ', key) {
+        Some(i) => (&key[..i], Some(&key[i + 1..])),
+        None => (key, None),
+    }
+}

@@ -1,0 +1,76 @@
+//! A shard: one pinned glommio executor serving its share of the clients.
+//!
+//! A shard owns, for life, the connections it accepted, their
+//! subscriptions (in its [`crate::router::Router`]), their
+//! [`crate::outbound::Outbound`] queues, and its ends of the
+//! [`crate::mesh`]. It is built in three layers:
+//!
+//! * [`tasks`] — the glommio tasks (accept loops, one task per connection,
+//!   the mesh task): sockets, wakers, the stop and the wait for every task;
+//! * [`core`] — the I/O-free core: given a command from connection C, what
+//!   is queued to whom and what goes to which shard;
+//! * [`conns`] — the connection table the core keeps.
+//!
+//! [`shutdown`] is the stop signal the tasks share. Nothing here is
+//! shared with another thread except through the mesh's channels and the
+//! [`Control`] channel from the relay.
+
+pub mod conns;
+pub mod core;
+pub mod shutdown;
+mod tasks;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::mesh::{Endpoint, ShardId};
+use crate::stats::ShardStats;
+
+pub use self::core::MAX_MESH_BACKLOG;
+pub use tasks::{run, SHUTDOWN_FLUSH};
+
+/// A request from outside the shards (the relay, the metrics endpoint),
+/// answered by the shard's mesh task between batches: the data path takes
+/// no lock for it.
+pub enum Control {
+    /// Describe every open connection.
+    Connections(crossbeam_channel::Sender<Vec<ConnectionInfo>>),
+    /// Stop: accept nothing more, let clients take what they are owed for
+    /// at most [`SHUTDOWN_FLUSH`], close everything, and end the shard.
+    Stop,
+}
+
+/// One open connection, as [`Control::Connections`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub shard: ShardId,
+    pub peer: SocketAddr,
+    /// Time since it was accepted.
+    pub age: Duration,
+    pub subscriptions: usize,
+    /// `PUB`s it sent.
+    pub msgs_in: u64,
+    /// `MSG`s queued to it.
+    pub msgs_out: u64,
+    /// Bytes queued to it and not yet written.
+    pub pending_bytes: usize,
+}
+
+/// Everything a shard needs, built by [`crate::relay`] on the main thread.
+pub struct ShardSpec {
+    pub id: ShardId,
+    pub shards: usize,
+    pub config: Arc<Config>,
+    /// Bound, listening sockets this shard accepts on.
+    pub listeners: Vec<OwnedFd>,
+    pub endpoint: Endpoint,
+    pub stats: Arc<ShardStats>,
+    /// Open connections on the whole relay, for `--max-connections`.
+    pub open: Arc<AtomicUsize>,
+    /// Requests from the relay and its [`crate::relay::Monitor`].
+    pub control: crossbeam_channel::Receiver<Control>,
+}

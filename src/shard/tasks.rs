@@ -1,0 +1,451 @@
+//! The shard's glommio tasks: sockets in, the core in the middle, sockets
+//! out.
+//!
+//! * one **accept loop** per listener: admits a connection (or refuses it
+//!   with `-ERR too many connections` past `--max-connections`) and spawns
+//!   its task;
+//! * one **connection task** per client: it reads into the connection's
+//!   [`Framer`], decodes every complete frame of the read and hands the
+//!   commands to the [`Core`], then writes out each connection the batch
+//!   touched, once (so under load many `MSG`s leave in one write, and at low
+//!   load a message leaves at once), and hands the batch's forwards to the
+//!   mesh. The same task finishes writes that the socket could not take at
+//!   once: its waker is the one registered for the socket's writability;
+//! * one **mesh task** that applies batches from the other shards (never
+//!   waiting on anything) and answers the relay's [`Control`] requests,
+//!   among them the stop.
+//!
+//! Every accept loop and connection task is spawned through one
+//! [`Gate`]: on stop, [`run`] triggers the [`Shutdown`], lets clients take
+//! what they are owed for at most [`SHUTDOWN_FLUSH`], and returns once the
+//! gate reports every task finished.
+//!
+//! Back-pressure: a connection task stops reading while a mesh path has more
+//! than [`super::core::MAX_MESH_BACKLOG`] messages queued, so a full path
+//! slows the publishers feeding it (TCP back-pressure) instead of stalling
+//! the executor or growing memory.
+//!
+//! All shard state lives in `RefCell`s borrowed for one synchronous step
+//! and never across an `await`, so no lock is ever taken.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Gate;
+
+use super::conns::Conn;
+use super::core::{Core, Next};
+use super::shutdown::Shutdown;
+use super::{Control, ShardSpec};
+use crate::config::Config;
+use crate::framing::{FrameError, Framer};
+use crate::mesh::{self, Doorbell, Endpoint};
+use crate::outbound::Outbound;
+use crate::protocol::{line, ProtoError};
+use crate::router::ConnId;
+use crate::stats::ShardStats;
+
+/// How long shutdown waits for clients to take what they are owed.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+/// Inbound batches applied per path before the mesh task lets other tasks
+/// run.
+const BATCHES_PER_ROUND: usize = 64;
+
+/// A shard's state as its tasks share it.
+struct Shard {
+    config: Arc<Config>,
+    stats: Arc<ShardStats>,
+    /// Open connections on the whole relay, for `--max-connections`.
+    open: Arc<AtomicUsize>,
+    core: RefCell<Core>,
+    /// Each connection's socket, by [`ConnId`]: the core never sees them.
+    sockets: RefCell<Vec<Option<TcpStream>>>,
+    /// Connection tasks paused for mesh back-pressure.
+    mesh_waiters: RefCell<Vec<Waker>>,
+    shutdown: Shutdown,
+}
+
+/// Runs a shard until it is asked to stop and every connection has
+/// closed; called inside its executor. `ready` is called once it accepts.
+pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
+    let ShardSpec {
+        id,
+        shards,
+        config,
+        listeners,
+        endpoint,
+        stats,
+        open,
+        control,
+    } = spec;
+    let Endpoint {
+        doorbell,
+        outlets,
+        inlets,
+        ..
+    } = endpoint;
+    let shard = Rc::new(Shard {
+        core: RefCell::new(Core::new(id, shards, &config, stats.clone(), outlets)),
+        config,
+        stats,
+        open,
+        sockets: RefCell::new(Vec::new()),
+        mesh_waiters: RefCell::new(Vec::new()),
+        shutdown: Shutdown::default(),
+    });
+    let gate = Gate::new();
+    for fd in listeners {
+        // SAFETY: `fd` is an open, bound, listening TCP socket that we own
+        // (an `OwnedFd` from the relay); ownership moves into the listener,
+        // which closes it on drop.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let task = gate.spawn(accept_loop(shard.clone(), listener, gate.clone()));
+        match task {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => {
+                ready(Err(format!("cannot start an accept loop: {e}")));
+                return;
+            }
+        }
+    }
+    ready(Ok(()));
+    let serve = mesh_loop(shard.clone(), inlets, doorbell, control);
+    let drain = async {
+        shard.shutdown.wait().await;
+        // Clients take what they are owed until the deadline, then every
+        // connection closes regardless.
+        let deadline = glommio::spawn_local({
+            let shard = shard.clone();
+            async move {
+                glommio::timer::sleep(SHUTDOWN_FLUSH).await;
+                shard.core.borrow_mut().abandon_all();
+            }
+        });
+        // Every accept loop and connection task has ended (they are
+        // spawned only through the gate, which is open until now).
+        let _ = gate.close().await;
+        drop(deadline);
+    };
+    // The mesh task keeps running while connections drain (other shards'
+    // barriers are still answered) and is dropped once they are gone.
+    futures_lite::future::or(serve, drain).await;
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Gate) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: say so, back off briefly, go on.
+                tracing::warn!(shard = shard.core.borrow().id(), error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let limit = shard.config.max_connections;
+        if shard.open.fetch_add(1, Ordering::Relaxed) >= limit {
+            shard.open.fetch_sub(1, Ordering::Relaxed);
+            shard.stats.count_error(ProtoError::TooManyConnections);
+            tracing::warn!(%peer, limit, "connection refused: --max-connections reached");
+            refuse_connection(&stream, shard.config.terminator.as_bytes());
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = shard.add(stream, peer);
+        match gate.spawn(connection(shard.clone(), id)) {
+            Ok(task) => {
+                task.detach();
+            }
+            // The gate is closing: the shard is stopping.
+            Err(_) => shard.remove(id),
+        }
+    }
+}
+
+/// Tells a connection refused at accept why, best effort: one non-blocking
+/// send into its fresh (empty) socket buffer, then close.
+fn refuse_connection(stream: &TcpStream, terminator: &[u8]) {
+    let mut msg = Vec::new();
+    line::encode_err(&mut msg, ProtoError::TooManyConnections, terminator);
+    // SAFETY: the descriptor belongs to `stream`, which outlives this
+    // borrow; socket2 only sends on it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let _ =
+        socket2::SockRef::from(&fd).send_with_flags(&msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+}
+
+/// Drives one connection from accept to close.
+async fn connection(shard: Rc<Shard>, id: ConnId) {
+    let mut framer = Framer::with_read_size(
+        shard.config.terminator.clone(),
+        shard.config.max_frame,
+        shard.config.read_size,
+    );
+    let mut eof = false;
+    loop {
+        let next = shard.process(id, &mut framer, eof);
+        shard.flush();
+        match next {
+            Next::Close => break,
+            Next::WaitBarrier => {
+                poll_fn(|cx| shard.poll_conn(id, cx, |c| !c.waiting_barrier || c.dead)).await;
+                continue;
+            }
+            Next::WaitMesh => {
+                // Back-pressure from the mesh: neither handle nor read more
+                // while a path to another shard is full.
+                poll_fn(|cx| shard.poll_mesh_space(id, cx)).await;
+                continue;
+            }
+            Next::Read if eof => break,
+            Next::Read => {}
+        }
+        let read = poll_fn(|cx| shard.poll_read(id, cx, &mut framer)).await;
+        match read {
+            Some(0) | None => eof = true,
+            Some(n) => framer.advance(n),
+        }
+        glommio::yield_if_needed().await;
+    }
+    // Half-close or shutdown: hand over what the client is owed first.
+    poll_fn(|cx| shard.poll_conn(id, cx, |c| c.out.is_empty() || c.dead)).await;
+    shard.remove(id);
+}
+
+async fn mesh_loop(
+    shard: Rc<Shard>,
+    inlets: Vec<mesh::Inlet>,
+    doorbell: Arc<Doorbell>,
+    control: crossbeam_channel::Receiver<Control>,
+) {
+    let has_work = || !control.is_empty() || inlets.iter().any(mesh::Inlet::has_pending);
+    loop {
+        poll_fn(|cx| {
+            // Re-try paths that were full first: a receiver that drained
+            // one rings us, which is one way we get here.
+            shard.retry_outlets();
+            doorbell.poll(cx, has_work)
+        })
+        .await;
+        for inlet in &inlets {
+            // Bounded work per inlet per round keeps other tasks served.
+            for _ in 0..BATCHES_PER_ROUND {
+                let Some(batch) = inlet.try_recv() else { break };
+                shard.core.borrow_mut().apply(inlet.from, batch);
+            }
+            inlet.release_sender();
+        }
+        shard.flush();
+        while let Ok(request) = control.try_recv() {
+            shard.answer(request);
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+impl Shard {
+    fn answer(&self, request: Control) {
+        match request {
+            Control::Connections(reply) => {
+                let list = self.core.borrow().connections(Instant::now());
+                // The asker may have given up waiting: nothing to do then.
+                let _ = reply.send(list);
+            }
+            Control::Stop => self.stop(),
+        }
+    }
+
+    /// The one stop: the signal for the tasks that wait on it, and the
+    /// core's state for the connections.
+    fn stop(&self) {
+        self.core.borrow_mut().begin_shutdown();
+        self.shutdown.trigger();
+        let waiters = std::mem::take(&mut *self.mesh_waiters.borrow_mut());
+        waiters.into_iter().for_each(Waker::wake);
+    }
+
+    fn add(&self, stream: TcpStream, peer: SocketAddr) -> ConnId {
+        let id = self.core.borrow_mut().open(peer, Instant::now());
+        let mut sockets = self.sockets.borrow_mut();
+        let slot = id as usize;
+        if sockets.len() <= slot {
+            sockets.resize_with(slot + 1, || None);
+        }
+        sockets[slot] = Some(stream);
+        id
+    }
+
+    /// Closes a connection: its subscriptions leave every shard's index,
+    /// its socket is closed.
+    fn remove(&self, id: ConnId) {
+        self.core.borrow_mut().close(id);
+        let stream = self.sockets.borrow_mut()[id as usize].take();
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.flush();
+        drop(stream);
+    }
+
+    /// Handles every complete frame buffered for `id`.
+    fn process(&self, id: ConnId, framer: &mut Framer, eof: bool) -> Next {
+        let mut core = self.core.borrow_mut();
+        let ready = core.readiness(id, eof);
+        if ready != Next::Read {
+            return ready;
+        }
+        let mut frames = framer.frames();
+        while let Some(item) = frames.next_frame() {
+            let next = match item {
+                Ok(frame) => match line::parse(frame.as_slice()) {
+                    Ok(command) => core.handle(id, command, frame.chunk().0),
+                    Err(e) => {
+                        core.refuse(id, e, frame.as_slice());
+                        Next::Read
+                    }
+                },
+                Err(FrameError::TooLong { .. }) => {
+                    core.refuse(id, ProtoError::FrameTooLong, &[]);
+                    Next::Read
+                }
+            };
+            let next = core.after_frame(id, next);
+            if next != Next::Read {
+                // The rest stays buffered until the connection goes on.
+                return next;
+            }
+        }
+        Next::Read
+    }
+
+    /// Writes out every connection the core touched, then hands queued
+    /// batches to the mesh.
+    fn flush(&self) {
+        let mut core = self.core.borrow_mut();
+        let mut sockets = self.sockets.borrow_mut();
+        let touched = core.conns_mut().take_touched();
+        for &id in &touched {
+            let Some(conn) = core.conns_mut().get_mut(id) else {
+                continue;
+            };
+            // A connection not polled yet has no waker: its first poll
+            // writes.
+            let Some(waker) = conn.waker.clone() else {
+                continue;
+            };
+            let Some(stream) = sockets[id as usize].as_mut() else {
+                continue;
+            };
+            if write(stream, &mut conn.out, &mut Context::from_waker(&waker)).is_err() {
+                core.peer_gone(id);
+            }
+        }
+        core.conns_mut().recycle_touched(touched);
+        core.flush_mesh();
+    }
+
+    /// Retries full mesh paths; wakes paused readers once there is room.
+    fn retry_outlets(&self) {
+        let mut core = self.core.borrow_mut();
+        core.flush_mesh();
+        if !core.mesh_full() {
+            let waiters = std::mem::take(&mut *self.mesh_waiters.borrow_mut());
+            drop(core);
+            waiters.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// Common wait of a connection task: keep the waker current, finish
+    /// pending writes, and be ready once `done` holds (or the connection is
+    /// gone).
+    fn poll_conn(
+        &self,
+        id: ConnId,
+        cx: &mut Context<'_>,
+        done: impl Fn(&Conn) -> bool,
+    ) -> Poll<()> {
+        let mut core = self.core.borrow_mut();
+        core.set_waker(id, cx.waker());
+        let mut sockets = self.sockets.borrow_mut();
+        let (Some(conn), Some(stream)) = (
+            core.conns_mut().get_mut(id),
+            sockets.get_mut(id as usize).and_then(Option::as_mut),
+        ) else {
+            return Poll::Ready(());
+        };
+        if write(stream, &mut conn.out, cx).is_err() {
+            core.peer_gone(id);
+        }
+        match core.conns().get(id) {
+            Some(conn) if !done(conn) => Poll::Pending,
+            _ => Poll::Ready(()),
+        }
+    }
+
+    fn poll_mesh_space(&self, id: ConnId, cx: &mut Context<'_>) -> Poll<()> {
+        if self.poll_conn(id, cx, |c| c.dead).is_ready() || !self.core.borrow().mesh_full() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.mesh_waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Reads into the framer. `None` when the connection must stop reading
+    /// (error, closing, shutdown).
+    fn poll_read(
+        &self,
+        id: ConnId,
+        cx: &mut Context<'_>,
+        framer: &mut Framer,
+    ) -> Poll<Option<usize>> {
+        if self.poll_conn(id, cx, |c| c.dead).is_ready() || self.core.borrow().stopping() {
+            return Poll::Ready(None);
+        }
+        let mut sockets = self.sockets.borrow_mut();
+        let stream = sockets[id as usize].as_mut().expect("checked by poll_conn");
+        match Pin::new(stream).poll_read(cx, framer.read_buf()) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Some(n)),
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Writes as much of `out` as the socket takes. If the socket is full, the
+/// waker in `cx` is registered for writability. An error means the peer is
+/// gone.
+fn write(stream: &mut TcpStream, out: &mut Outbound, cx: &mut Context<'_>) -> io::Result<()> {
+    while !out.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, out.unsent()) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => out.consume(n),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    Ok(())
+}
