@@ -622,3 +622,327 @@ fn split_key(key: &[u8]) -> (&[u8], Option<&[u8]>) {
         None => (key, None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::{Endpoint, Inlet};
+    use crate::protocol::line;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    /// Cores of a relay with `n` shards, wired by a real mesh whose
+    /// batches the test carries by hand ([`Relay::pump`]).
+    struct Relay {
+        cores: Vec<Core>,
+        inlets: Vec<Vec<Inlet>>,
+        stats: Vec<Arc<ShardStats>>,
+    }
+
+    impl Relay {
+        fn new(n: usize, tweak: impl Fn(&mut Config)) -> Relay {
+            let mut config = Config::local(n);
+            tweak(&mut config);
+            let (endpoints, _) = mesh::build(n, 64);
+            let mut relay = Relay {
+                cores: Vec::new(),
+                inlets: Vec::new(),
+                stats: Vec::new(),
+            };
+            for Endpoint {
+                id,
+                outlets,
+                inlets,
+                ..
+            } in endpoints
+            {
+                let stats = Arc::new(ShardStats::default());
+                relay
+                    .cores
+                    .push(Core::new(id, n, &config, stats.clone(), outlets));
+                relay.inlets.push(inlets);
+                relay.stats.push(stats);
+            }
+            relay
+        }
+
+        fn open(&mut self, shard: usize) -> ConnId {
+            self.cores[shard].open(SocketAddr::from(([127, 0, 0, 1], 9)), Instant::now())
+        }
+
+        /// Feeds one line-protocol frame of connection `id` on `shard`.
+        fn send(&mut self, shard: usize, id: ConnId, frame: &str) -> Next {
+            let chunk = Bytes::copy_from_slice(frame.as_bytes());
+            match line::parse(&chunk) {
+                Ok(command) => self.cores[shard].handle(id, command, &chunk),
+                Err(e) => {
+                    self.cores[shard].refuse(id, e, &chunk);
+                    Next::Read
+                }
+            }
+        }
+
+        /// Carries mesh batches between the cores until none is left.
+        fn pump(&mut self) {
+            loop {
+                let mut moved = false;
+                for core in &mut self.cores {
+                    core.flush_mesh();
+                }
+                for (to, inlets) in self.inlets.iter().enumerate() {
+                    for inlet in inlets {
+                        while let Some(batch) = inlet.try_recv() {
+                            self.cores[to].apply(inlet.from, batch);
+                            moved = true;
+                        }
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        /// What connection `id` on `shard` has been sent since the last
+        /// call, as text; the queue is then written off.
+        fn take(&mut self, shard: usize, id: ConnId) -> String {
+            let conn = self.cores[shard].conns_mut().get_mut(id).expect("open");
+            let text = String::from_utf8_lossy(conn.out.unsent()).into_owned();
+            let n = conn.out.pending();
+            conn.out.consume(n);
+            text
+        }
+    }
+
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_message_reaches_each_connection_once_on_every_shard() {
+        let mut r = Relay::new(2, |_| {});
+        let (a, b, publisher) = (r.open(0), r.open(0), r.open(0));
+        let c = r.open(1);
+        for frame in ["SUB a.*", "SUB a.>", "SUB a.b"] {
+            r.send(0, a, frame);
+            r.send(1, c, frame);
+        }
+        r.send(0, b, "SUB a.b");
+        r.pump();
+        r.send(0, publisher, "PUB a.b hello there");
+        r.pump();
+        assert_eq!(r.take(0, a), "MSG a.b hello there\n");
+        assert_eq!(r.take(0, b), "MSG a.b hello there\n");
+        assert_eq!(r.take(1, c), "MSG a.b hello there\n");
+        assert_eq!(r.take(0, publisher), "", "not subscribed: nothing");
+        assert_eq!(r.stats[0].forwarded.get(), 1, "once per shard");
+        assert_eq!(r.stats[0].msgs_out.get(), 2);
+        assert_eq!(r.stats[1].msgs_out.get(), 1);
+        // An empty payload keeps the space after the subject.
+        r.send(0, publisher, "PUB a.c");
+        r.pump();
+        assert_eq!(r.take(1, c), "MSG a.c \n");
+    }
+
+    #[test]
+    fn a_forwarded_message_shares_the_publishers_chunk() {
+        let mut r = Relay::new(2, |_| {});
+        let (publisher, reader) = (r.open(0), r.open(1));
+        r.send(1, reader, "SUB s");
+        r.pump();
+        let chunk = Bytes::from_static(b"PUB s one");
+        let command = line::parse(&chunk).unwrap();
+        r.cores[0].handle(publisher, command, &chunk);
+        r.cores[0].flush_mesh();
+        let batch = r.inlets[1][0].try_recv().expect("a batch");
+        let MeshMsg::Forward(run) = &batch[0] else {
+            panic!("a forward run, not {:?}", batch[0]);
+        };
+        assert_eq!(run.chunk.as_ptr(), chunk.as_ptr(), "no copy");
+        assert_eq!(run.subject(&run.items[0]), b"s");
+        assert_eq!(run.payload(&run.items[0]), b"one");
+        // Slices outside the chunk are copied into one of their own.
+        let elsewhere = Bytes::from_static(b"unrelated");
+        r.cores[0].handle(
+            publisher,
+            Command::Pub {
+                subject: b"s",
+                payload: b"two",
+            },
+            &elsewhere,
+        );
+        r.pump();
+        r.cores[1].apply(0, batch);
+        assert_eq!(r.take(1, reader), "MSG s two\nMSG s one\n");
+    }
+
+    #[test]
+    fn queue_groups_give_each_message_to_one_member_spread_by_weight() {
+        let mut r = Relay::new(2, |_| {});
+        let members = [
+            (0, r.open(0)),
+            (0, r.open(0)),
+            (1, r.open(1)),
+            (1, r.open(1)),
+        ];
+        let publisher = r.open(0);
+        for &(shard, id) in &members {
+            r.send(shard, id, "SUB jobs w");
+        }
+        r.pump();
+        for i in 0..400 {
+            r.send(0, publisher, &format!("PUB jobs {i}"));
+        }
+        r.pump();
+        let mut seen = std::collections::BTreeSet::new();
+        for &(shard, id) in &members {
+            let got = r.take(shard, id);
+            assert_eq!(got.lines().count(), 100, "an even share: {got}");
+            for line in got.lines() {
+                assert!(seen.insert(line.to_string()), "{line} delivered twice");
+            }
+        }
+        assert_eq!(seen.len(), 400);
+    }
+
+    #[test]
+    fn ping_after_subscribing_waits_for_every_other_shard() {
+        let mut r = Relay::new(3, |_| {});
+        let a = r.open(0);
+        let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        r.cores[0].set_waker(a, &Waker::from(woken.clone()));
+        // No subscription change: PONG at once.
+        assert_eq!(r.send(0, a, "PING"), Next::Read);
+        assert_eq!(r.take(0, a), "PONG\n");
+        r.send(0, a, "SUB x");
+        assert_eq!(r.send(0, a, "PING"), Next::WaitBarrier);
+        assert_eq!(r.cores[0].readiness(a, false), Next::WaitBarrier);
+        assert_eq!(r.take(0, a), "", "no PONG before the others acknowledge");
+        r.pump();
+        assert_eq!(r.take(0, a), "PONG\n");
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the task is woken");
+        assert_eq!(r.cores[0].readiness(a, false), Next::Read);
+        // Every other shard applied the SUB before it acknowledged.
+        let publisher = r.open(2);
+        r.send(2, publisher, "PUB x 1");
+        r.pump();
+        assert_eq!(r.take(0, a), "MSG x 1\n");
+        // A barrier answered after its connection closed reaches no one.
+        r.send(0, a, "UNSUB x");
+        r.send(0, a, "PING");
+        r.cores[0].close(a);
+        let b = r.open(0);
+        assert_eq!(b, a, "the slot is reused");
+        r.pump();
+        assert_eq!(r.take(0, b), "");
+    }
+
+    #[test]
+    fn a_slow_consumer_is_closed_counted_once_and_its_bytes_accounted() {
+        let mut r = Relay::new(1, |c| c.max_pending = 100);
+        let (reader, publisher) = (r.open(0), r.open(0));
+        r.send(0, reader, "SUB s");
+        let payload = "x".repeat(40);
+        for _ in 0..5 {
+            r.send(0, publisher, &format!("PUB s {payload}"));
+        }
+        let stats = r.stats[0].clone();
+        assert_eq!(stats.slow_consumers.get(), 1);
+        assert_eq!(r.cores[0].readiness(reader, false), Next::Close);
+        let conn = r.cores[0].conns().get(reader).unwrap();
+        assert!(conn.dead);
+        assert_eq!(conn.msgs_out, 2, "two fit in 100 bytes");
+        assert_eq!(stats.pending_bytes.get(), conn.out.pending() as u64);
+        // Nothing written yet: the farewell keeps one whole frame and
+        // drops the rest.
+        assert_eq!(
+            r.take(0, reader),
+            format!("MSG s {payload}\n-ERR slow consumer\n")
+        );
+        assert_eq!(stats.pending_bytes.get(), 0);
+        r.send(0, publisher, &format!("PUB s {payload}"));
+        assert_eq!(stats.slow_consumers.get(), 1, "counted once");
+        assert_eq!(r.take(0, reader), "", "nothing more for a closed one");
+        r.cores[0].close(reader);
+        assert_eq!(stats.connections_open.get(), 1);
+        assert_eq!(stats.subscriptions.get(), 0);
+    }
+
+    #[test]
+    fn refused_frames_are_counted_by_reason_and_leave_the_connection_open() {
+        let mut r = Relay::new(1, |c| c.max_subs = 1);
+        let a = r.open(0);
+        r.send(0, a, "FOO");
+        r.send(0, a, "SUB one");
+        r.send(0, a, "SUB two");
+        assert_eq!(
+            r.take(0, a),
+            "-ERR unknown verb\n-ERR too many subscriptions\n"
+        );
+        let stats = &r.stats[0];
+        assert_eq!(stats.errors_unknown_verb.get(), 1);
+        assert_eq!(stats.errors_too_many_subscriptions.get(), 1);
+        assert_eq!(stats.protocol_errors.get(), 2);
+        assert_eq!(r.cores[0].readiness(a, false), Next::Read);
+    }
+
+    #[test]
+    fn closing_withdraws_interest_from_the_other_shards() {
+        let mut r = Relay::new(2, |_| {});
+        let (reader, publisher) = (r.open(1), r.open(0));
+        r.send(1, reader, "SUB s");
+        r.send(1, reader, "SUB s g");
+        r.pump();
+        r.cores[1].close(reader);
+        r.pump();
+        r.send(0, publisher, "PUB s x");
+        r.cores[0].flush_mesh();
+        assert!(r.inlets[1][0].try_recv().is_none(), "nothing forwarded");
+        assert_eq!(r.stats[0].forwarded.get(), 0);
+    }
+
+    #[test]
+    fn shutdown_lets_half_closed_connections_finish_and_closes_the_rest() {
+        let mut r = Relay::new(1, |_| {});
+        let (a, b) = (r.open(0), r.open(0));
+        r.cores[0].begin_shutdown();
+        assert!(r.cores[0].stopping());
+        assert_eq!(r.cores[0].readiness(a, false), Next::Close);
+        assert_eq!(r.cores[0].readiness(b, true), Next::Read, "eof: finish");
+        r.cores[0].abandon_all();
+        assert_eq!(r.cores[0].readiness(b, true), Next::Close);
+    }
+
+    #[test]
+    #[should_panic(expected = "asked to panic")]
+    fn the_panic_hook_panics_only_when_enabled() {
+        let mut off = Relay::new(1, |_| {});
+        let a = off.open(0);
+        off.send(0, a, std::str::from_utf8(PANIC_FRAME).unwrap());
+        assert_eq!(off.take(0, a), "-ERR unknown verb\n");
+        let mut on = Relay::new(1, |c| c.panic_frame = true);
+        let a = on.open(0);
+        on.send(0, a, std::str::from_utf8(PANIC_FRAME).unwrap());
+    }
+
+    #[test]
+    fn offsets_are_found_only_inside_the_chunk() {
+        let chunk = b"PUB s hi".to_vec();
+        assert_eq!(offset_in(&chunk, &chunk[4..5]), Some(4));
+        assert_eq!(offset_in(&chunk, &chunk[8..]), Some(8), "empty at the end");
+        let other = b"s".to_vec();
+        assert_eq!(offset_in(&chunk, &other), None);
+        assert_eq!(
+            Place::of(&chunk, &chunk[4..5], &chunk[6..]),
+            Some(Place {
+                subject: 4,
+                subject_len: 1,
+                payload: 6,
+                payload_end: 8
+            })
+        );
+    }
+}
