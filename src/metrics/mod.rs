@@ -54,7 +54,8 @@
 //! * `/metrics` — every counter of [`crate::stats`] per shard, in the
 //!   Prometheus text format 0.0.4 (see [`encode_metrics`];
 //!   `docs/deploy.md` says what each one means).
-//! * `/healthz` — `200 ok` while the process serves.
+//! * `/healthz` — `200 ok` while the relay serves; `503` with the reason
+//!   as the body when it does not.
 //! * `/connections` — JSON, one object per open connection;
 //!   `?sort=pending|msgs_in|msgs_out|age|subscriptions` (largest or oldest
 //!   first; default `pending`) and `&limit=N`.
@@ -135,6 +136,8 @@ trait Source: Send + 'static {
     /// Every open connection, for `/connections`; a shard that does not
     /// answer within `timeout` is left out.
     fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo>;
+    /// Whether the relay serves, for `/healthz`: `Err` says why not.
+    fn health(&self) -> Result<(), String>;
 }
 
 impl Source for Monitor {
@@ -144,6 +147,11 @@ impl Source for Monitor {
 
     fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo> {
         Monitor::connections(self, timeout)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        // The relay's supervisor state is wired in by the shard-lifecycle change.
+        Ok(())
     }
 }
 
@@ -258,7 +266,10 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
             METRICS_CONTENT_TYPE,
             encode_metrics(&ctx.source.shard_stats(), &ctx.cores),
         ),
-        "/healthz" => Response::text(200, "ok\n"),
+        "/healthz" => match ctx.source.health() {
+            Ok(()) => Response::text(200, "ok\n"),
+            Err(reason) => Response::text(503, format!("{reason}\n")),
+        },
         "/connections" => match ConnectionsQuery::parse(&request.query) {
             Ok(query) => Response::new(
                 200,
@@ -271,7 +282,7 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
             200,
             "tern metrics endpoint\n\
              /metrics      Prometheus text format\n\
-             /healthz      ok while the process serves\n\
+             /healthz      ok while the relay serves; 503 and the reason when it does not\n\
              /connections  open connections as JSON; ?sort=pending|msgs_in|msgs_out|age|subscriptions&limit=N\n",
         ),
         _ => Response::text(
@@ -297,6 +308,8 @@ mod tests {
     pub(super) struct Fake {
         pub(super) shards: Vec<Totals>,
         pub(super) conns: Vec<ConnectionInfo>,
+        /// What `/healthz` reports.
+        pub(super) health: Result<(), String>,
     }
 
     impl Source for Fake {
@@ -305,6 +318,9 @@ mod tests {
         }
         fn connections(&self, _: Duration) -> Vec<ConnectionInfo> {
             self.conns.clone()
+        }
+        fn health(&self) -> Result<(), String> {
+            self.health.clone()
         }
     }
 
@@ -326,7 +342,7 @@ mod tests {
         }
     }
 
-    /// Two shards with a few counters set, three connections.
+    /// Two shards with a few counters set, three connections, healthy.
     pub(super) fn fake() -> Fake {
         let a = ShardStats::default();
         a.msgs_in.add(5);
@@ -341,6 +357,7 @@ mod tests {
                 conn(1, 1001, 999, 0, 20),
                 conn(0, 1002, 0, 9, 9000),
             ],
+            health: Ok(()),
         }
     }
 
@@ -417,6 +434,23 @@ mod tests {
         assert_eq!(r.status, 405);
         let wire = String::from_utf8(r.encode(false)).unwrap();
         assert!(wire.contains("\r\nAllow: GET, HEAD\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn healthz_is_503_with_the_reason_when_the_relay_is_unhealthy() {
+        let mut c = ctx();
+        c.source.health = Err("shard 1 stopped: it panicked".into());
+        let r = respond(&get("/healthz"), &c);
+        assert_eq!(r.status, 503);
+        assert_eq!(r.content_type, "text/plain; charset=utf-8");
+        assert_eq!(body(&r), "shard 1 stopped: it panicked\n");
+        let wire = String::from_utf8(r.encode(false)).unwrap();
+        assert!(
+            wire.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{wire}"
+        );
+        // The other pages do not depend on it.
+        assert_eq!(respond(&get("/metrics"), &c).status, 200);
     }
 
     #[test]
