@@ -379,23 +379,13 @@ impl Connection {
         H: FnMut(&Request) -> Response,
     {
         let mut progressed = false;
-        // Once the socket would block: wait if there is time left.
-        let blocked = |deadline: Instant, progressed: bool| {
-            if now < deadline {
-                Step::Open { progressed }
-            } else {
-                Step::Closed
-            }
-        };
         loop {
             match &mut self.phase {
                 Phase::Reading(head) => {
                     let outcome = match head.spare() {
                         Err(too_large) => Err(too_large),
-                        Ok(spare) => match self.stream.read(spare) {
-                            // Gone before sending a whole request.
-                            Ok(0) => return Step::Closed,
-                            Ok(n) => {
+                        Ok(spare) => match nonblocking(|| self.stream.read(spare)) {
+                            Io::Moved(n) => {
                                 progressed = true;
                                 match head.filled(n) {
                                     Ok(None) => continue,
@@ -403,14 +393,10 @@ impl Connection {
                                     Err(refused) => Err(refused),
                                 }
                             }
-                            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                                if now < self.deadline {
-                                    return Step::Open { progressed };
-                                }
-                                Err(HttpError::Timeout)
-                            }
-                            Err(_) => return Step::Closed,
+                            Io::Blocked if now < self.deadline => return Step::Open { progressed },
+                            Io::Blocked => Err(HttpError::Timeout),
+                            // Gone before sending a whole request.
+                            Io::Ended => return Step::Closed,
                         },
                     };
                     self.phase = Phase::Writing {
@@ -428,38 +414,56 @@ impl Connection {
                     self.deadline = Instant::now() + LINGER;
                     progressed = true;
                 }
-                Phase::Writing { response, sent } => match self.stream.write(&response[*sent..]) {
-                    Ok(0) => return Step::Closed,
-                    Ok(n) => {
-                        *sent += n;
-                        progressed = true;
+                Phase::Writing { response, sent } => {
+                    match nonblocking(|| self.stream.write(&response[*sent..])) {
+                        Io::Moved(n) => {
+                            *sent += n;
+                            progressed = true;
+                        }
+                        Io::Blocked if now < self.deadline => return Step::Open { progressed },
+                        // Out of time, or the client is gone.
+                        Io::Blocked | Io::Ended => return Step::Closed,
                     }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        return blocked(self.deadline, progressed)
-                    }
-                    Err(_) => return Step::Closed,
-                },
+                }
+                Phase::Lingering { drained } if *drained >= LINGER_BYTES => return Step::Closed,
                 Phase::Lingering { drained } => {
-                    if *drained >= LINGER_BYTES {
-                        return Step::Closed;
-                    }
                     let mut scratch = [0u8; 4096];
-                    match self.stream.read(&mut scratch) {
-                        Ok(0) => return Step::Closed,
-                        Ok(n) => {
+                    match nonblocking(|| self.stream.read(&mut scratch)) {
+                        Io::Moved(n) => {
                             *drained += n;
                             progressed = true;
                         }
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            return blocked(self.deadline, progressed)
-                        }
-                        Err(_) => return Step::Closed,
+                        Io::Blocked if now < self.deadline => return Step::Open { progressed },
+                        // Out of time, or the client has closed (done).
+                        Io::Blocked | Io::Ended => return Step::Closed,
                     }
                 }
             }
         }
+    }
+}
+
+/// What a non-blocking read or write came to.
+enum Io {
+    /// This many bytes (never 0) were read or written.
+    Moved(usize),
+    /// Nothing can move until the socket is ready again.
+    Blocked,
+    /// The end of the stream, or an error: the connection is over.
+    Ended,
+}
+
+/// Runs a non-blocking read or write (`op`), again after `EINTR`, and
+/// says what it came to.
+fn nonblocking(mut op: impl FnMut() -> io::Result<usize>) -> Io {
+    loop {
+        return match op() {
+            Ok(0) => Io::Ended,
+            Ok(n) => Io::Moved(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Io::Blocked,
+            Err(_) => Io::Ended,
+        };
     }
 }
 
@@ -528,6 +532,12 @@ mod tests {
     }
 
     const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\n\r\n";
+
+    /// A request sent to `addr` now must be answered `200`.
+    fn assert_served(addr: SocketAddr) {
+        let ok = exchange(addr, HEALTHZ);
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    }
 
     #[test]
     fn random_garbage_over_tcp_gets_4xx_and_the_server_keeps_serving() {
@@ -617,8 +627,7 @@ mod tests {
         let mut half = stalled(addr, b"GET /healthz HTTP/1.1\r\n");
         let silent = stalled(addr, b"");
         for _ in 0..10 {
-            let ok = exchange(addr, HEALTHZ);
-            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+            assert_served(addr);
         }
         assert_unanswered(&half);
         assert_unanswered(&silent);
@@ -647,8 +656,7 @@ mod tests {
         let mut reader = TcpStream::from(socket);
         reader.write_all(b"GET /big HTTP/1.1\r\n\r\n").unwrap();
         for _ in 0..10 {
-            let ok = exchange(addr, HEALTHZ);
-            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+            assert_served(addr);
         }
         // It gets the whole response once it reads.
         reader
@@ -665,8 +673,7 @@ mod tests {
         let srv = server(Options::default());
         let reply = exchange(srv.local_addr(), b"GET /panic HTTP/1.1\r\n\r\n");
         assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
-        let ok = exchange(srv.local_addr(), HEALTHZ);
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert_served(srv.local_addr());
     }
 
     #[test]
@@ -709,7 +716,7 @@ mod tests {
         let addr = srv.local_addr();
         let mut held = stalled(addr, b"GET /");
         // Served once, so the worker is known to hold `held` too.
-        assert!(exchange(addr, HEALTHZ).starts_with("HTTP/1.1 200 "));
+        assert_served(addr);
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             srv.stop();
