@@ -10,12 +10,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{fence, Client, Rng, TestRelay, IO_TIMEOUT};
+use common::http::{self, Reply};
+use common::{fence, Client, Rng, TestRelay};
 use tern::metrics::{self, MetricsServer};
 
 /// Longest a polling loop may wait for the relay to reach a state.
@@ -44,7 +43,7 @@ impl Fixture {
     }
 
     fn get(&self, path: &str) -> Reply {
-        http_get(self.metrics.local_addr(), path)
+        http::get(self.metrics.local_addr(), path)
     }
 
     fn scrape(&self) -> Scrape {
@@ -64,69 +63,6 @@ impl Fixture {
         let v: serde_json::Value = serde_json::from_str(&r.body).expect("valid JSON");
         v.as_array().expect("a JSON array").clone()
     }
-}
-
-/// An HTTP response.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends `raw` as the whole request and reads the whole response.
-fn http_raw(addr: SocketAddr, raw: &[u8]) -> Reply {
-    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    // The server may answer a bad request before reading all of it.
-    let _ = s.write_all(raw);
-    let _ = s.shutdown(Shutdown::Write);
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("response (or timeout)");
-    let text = String::from_utf8(out).expect("UTF-8 response");
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
-    let status = status_line[9..12].parse().expect("status code");
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (n, v) = l.split_once(": ").expect("header line");
-            (n.to_string(), v.to_string())
-        })
-        .collect();
-    let reply = Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    };
-    let length: usize = reply
-        .header("content-length")
-        .expect("Content-Length")
-        .parse()
-        .unwrap();
-    if !raw.starts_with(b"HEAD ") {
-        assert_eq!(length, reply.body.len(), "Content-Length");
-    }
-    reply
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Reply {
-    http_raw(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: tern\r\nUser-Agent: test\r\n\r\n").as_bytes(),
-    )
 }
 
 /// A parsed `/metrics` page: `family name -> labels -> value`.
@@ -459,7 +395,7 @@ fn healthz_answers_and_garbage_gets_400_without_stopping_the_server() {
         // Not a method token: control bytes are never valid there.
         garbage.insert(0, 0x01);
         garbage.extend_from_slice(b"\r\n\r\n");
-        let r = http_raw(addr, &garbage);
+        let r = http::raw(addr, &garbage);
         assert_eq!(r.status, 400, "round {round}: {}", r.body);
     }
     for (raw, status) in [
@@ -474,7 +410,7 @@ fn healthz_answers_and_garbage_gets_400_without_stopping_the_server() {
         (b"GET /connections?sort=fastest HTTP/1.1\r\n\r\n", 400),
         (b"GET /connections?limit=lots HTTP/1.1\r\n\r\n", 400),
     ] {
-        let r = http_raw(addr, raw);
+        let r = http::raw(addr, raw);
         assert_eq!(
             r.status,
             status,
@@ -488,9 +424,9 @@ fn healthz_answers_and_garbage_gets_400_without_stopping_the_server() {
         "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
-    assert_eq!(http_raw(addr, huge.as_bytes()).status, 431);
+    assert_eq!(http::raw(addr, huge.as_bytes()).status, 431);
     // HEAD: the headers of GET, no body.
-    let head = http_raw(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+    let head = http::raw(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n");
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("3"));
     assert!(head.body.is_empty());
@@ -511,9 +447,9 @@ fn the_endpoint_answers_after_the_relay_has_stopped() {
     c.ping();
     drop(c);
     relay.shutdown();
-    let r = http_get(metrics.local_addr(), "/connections");
+    let r = http::get(metrics.local_addr(), "/connections");
     assert_eq!((r.status, r.body.as_str()), (200, "[\n]\n"));
-    let s = http_get(metrics.local_addr(), "/metrics");
+    let s = http::get(metrics.local_addr(), "/metrics");
     assert_eq!(s.status, 200);
     assert_eq!(
         Scrape::parse(&s.body).sum("tern_connections_accepted_total"),

@@ -11,8 +11,10 @@
 //! `ulimit -l`; run as another user they lower their own limit. When
 //! neither is possible they print why and pass without checking.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -20,11 +22,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{http, Client};
+
 /// Longest a start or a stop may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Longest a client read may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The binary's default `--terminator`, for [`Client`].
+const TERM: &[u8] = b"\n";
 
 /// The unprivileged user the locked-memory tests run as when started by
 /// root: `nobody` on every common distribution.
@@ -167,51 +171,14 @@ fn shards() -> &'static str {
     }
 }
 
-/// A line-protocol client with bounded reads.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, frames: &str) {
-        self.stream.write_all(frames.as_bytes()).expect("write");
-    }
-
-    /// The next `\n`-terminated frame.
-    fn frame(&mut self) -> String {
-        loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let frame = String::from_utf8_lossy(&self.buf[..i]).into_owned();
-                self.buf.drain(..=i);
-                return frame;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).expect("read (timed out?)");
-            assert!(n > 0, "relay closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
 /// Subscribes, publishes to itself, and checks the relay answers.
 fn exchange(addr: SocketAddr) {
-    let mut c = Client::connect(addr);
-    c.send("SUB greet\nPING\n");
-    assert_eq!(c.frame(), "PONG");
-    c.send("PUB greet hello\nPING\n");
-    assert_eq!(c.frame(), "MSG greet hello");
-    assert_eq!(c.frame(), "PONG");
+    let mut c = Client::connect(addr, TERM);
+    c.sub("greet");
+    c.publish("greet", "hello");
+    c.send("PING");
+    c.expect_msg("greet", "hello");
+    c.expect("PONG");
 }
 
 #[test]
@@ -322,18 +289,6 @@ fn metrics_addr(line: &str) -> SocketAddr {
         .unwrap_or_else(|e| panic!("bad address {addr:?} in {line:?}: {e}"))
 }
 
-/// `GET path` over a fresh connection: the status code and the body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to metrics");
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: tern\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    let (head, body) = out.split_once("\r\n\r\n").expect("header end");
-    let status = head[9..12].parse().expect("status code");
-    (status, body.to_string())
-}
-
 /// The value of the sample `series` (`name{labels}`) in a `/metrics` page.
 fn sample(page: &str, series: &str) -> u64 {
     page.lines()
@@ -361,10 +316,12 @@ fn the_binary_serves_metrics_and_logs_slow_consumers_and_refusals_as_json() {
     ]));
     let addr = t.wait_started();
     let metrics = metrics_addr(t.log.last().unwrap());
-    assert_eq!(http_get(metrics, "/healthz"), (200, "ok\n".to_string()));
+    let health = http::get(metrics, "/healthz");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
     exchange(addr);
-    let (status, page) = http_get(metrics, "/metrics");
-    assert_eq!(status, 200, "{page}");
+    let scrape = http::get(metrics, "/metrics");
+    let page = scrape.body;
+    assert_eq!(scrape.status, 200, "{page}");
     assert_eq!(sample(&page, r#"tern_messages_in_total{shard="0"}"#), 1);
     assert_eq!(sample(&page, r#"tern_messages_out_total{shard="0"}"#), 1);
     assert!(page.contains(&format!(
@@ -373,53 +330,39 @@ fn the_binary_serves_metrics_and_logs_slow_consumers_and_refusals_as_json() {
     )));
 
     // A subscriber that never reads, with a tiny receive window.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut slow = Client {
-        stream: TcpStream::from(socket),
-        buf: Vec::new(),
-    };
-    slow.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    slow.send("SUB flood\nPING\n");
-    assert_eq!(slow.frame(), "PONG");
-    let slow_peer = slow.stream.local_addr().unwrap().to_string();
+    let mut slow = Client::tiny_window(addr, TERM);
+    slow.sub("flood");
+    let slow_peer = slow.stream().local_addr().unwrap().to_string();
 
-    let mut publisher = Client::connect(addr);
+    let mut publisher = Client::connect(addr, TERM);
     let payload = "x".repeat(1024);
     let batch = format!("PUB flood {payload}\n").repeat(16) + "PING\n";
     let mut sent = 0;
     loop {
-        publisher.send(&batch);
-        assert_eq!(publisher.frame(), "PONG");
+        publisher.send_raw(batch.as_bytes());
+        publisher.expect("PONG");
         sent += 16;
-        let (_, page) = http_get(metrics, "/metrics");
+        let page = http::get(metrics, "/metrics").body;
         if sample(&page, r#"tern_slow_consumers_total{shard="0"}"#) == 1 {
             break;
         }
         assert!(sent < 100_000, "no slow consumer after {sent} messages");
     }
     // The relay closes it; then its slot is free again.
-    let mut rest = Vec::new();
-    let _ = slow.stream.read_to_end(&mut rest);
+    slow.read_until_closed();
 
     // --max-connections 2: the publisher and one more fill the relay...
-    let mut second = Client::connect(addr);
-    second.send("PING\n");
-    assert_eq!(second.frame(), "PONG");
+    let mut second = Client::connect(addr, TERM);
+    second.ping();
     // ...and a third is refused: told why, then closed.
-    let mut refused = TcpStream::connect(addr).unwrap();
-    refused.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let refused_peer = refused.local_addr().unwrap().to_string();
-    let mut said = Vec::new();
-    refused
-        .read_to_end(&mut said)
-        .expect("the refused connection is closed");
+    let mut refused = Client::connect(addr, TERM);
+    let refused_peer = refused.stream().local_addr().unwrap().to_string();
     assert_eq!(
-        String::from_utf8_lossy(&said),
-        "-ERR too many connections\n"
+        refused.read_until_closed(),
+        vec![b"-ERR too many connections".to_vec()],
+        "the third connection is refused with a reason"
     );
-    let (_, page) = http_get(metrics, "/metrics");
+    let page = http::get(metrics, "/metrics").body;
     assert_eq!(
         sample(&page, r#"tern_connections_rejected_total{shard="0"}"#),
         1
@@ -628,9 +571,8 @@ fn two_shards_fit_in_8_mib_of_locked_memory_by_default() {
     }
     let mut t = Tern::spawn(how.command(8192, &["--listen", "127.0.0.1:0", "--shards", "2"]));
     let addr = t.wait_started();
-    let mut c = Client::connect(addr);
-    c.send("PING\n");
-    assert_eq!(c.frame(), "PONG");
+    let mut c = Client::connect(addr, TERM);
+    c.ping();
     t.signal(libc::SIGTERM);
     let (status, log) = t.wait_exit();
     assert_eq!(status.code(), Some(0), "{log}");
@@ -771,13 +713,12 @@ fn shard_listen_pins_clients_to_shards() {
     let pinned = shard_addrs(&line);
     assert_eq!(pinned.len(), 2, "{line}");
     // A subscriber on shard 1 gets what a publisher on shard 0 sends.
-    let mut sub = Client::connect(pinned[1]);
-    sub.send("SUB pinned.x\nPING\n");
-    assert_eq!(sub.frame(), "PONG");
-    let mut publisher = Client::connect(pinned[0]);
-    publisher.send("PUB pinned.x across\nPING\n");
-    assert_eq!(publisher.frame(), "PONG");
-    assert_eq!(sub.frame(), "MSG pinned.x across");
+    let mut sub = Client::connect(pinned[1], TERM);
+    sub.sub("pinned.x");
+    let mut publisher = Client::connect(pinned[0], TERM);
+    publisher.publish("pinned.x", "across");
+    publisher.ping();
+    sub.expect_msg("pinned.x", "across");
     t.signal(libc::SIGTERM);
     let (status, log) = t.wait_exit();
     assert_eq!(status.code(), Some(0), "{log}");

@@ -1,18 +1,27 @@
-//! A shard that dies is noticed: the relay reports why, and stopping the
-//! rest still works. (The binary's side, exiting non-zero, is in
-//! `tests/startup.rs`; `/healthz` answering 503 is in `tests/metrics.rs`.)
+//! A shard that dies is noticed: the relay reports why (also as `/healthz`
+//! 503), and stopping the rest still works. The binary's side, exiting
+//! non-zero, is in `tests/startup.rs`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::TestRelay;
+use common::{http, TestRelay};
+use tern::metrics;
 use tern::shard::core::PANIC_FRAME;
 
 #[test]
 fn a_panicking_shard_is_reported_with_its_reason() {
     let relay = TestRelay::start_with(|c| c.panic_frame = true);
     assert_eq!(relay.failure(), None, "healthy at start");
+    let endpoint = metrics::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        relay.monitor(),
+        relay.cores(),
+    )
+    .expect("metrics endpoint");
+    let health = http::get(endpoint.local_addr(), "/healthz");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
     // The other shard serves as usual.
     let mut healthy = relay.on(0);
     healthy.sub("s");
@@ -31,6 +40,10 @@ fn a_panicking_shard_is_reported_with_its_reason() {
         "the panic's own text: {reason}"
     );
     assert_eq!(relay.failure().as_deref(), Some(reason.as_str()));
+    let health = http::get(endpoint.local_addr(), "/healthz");
+    assert_eq!(health.status, 503);
+    assert_eq!(health.body, format!("{reason}\n"));
+    endpoint.stop();
     // Reported once.
     assert!(relay
         .failures()

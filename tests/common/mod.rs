@@ -1,6 +1,8 @@
 //! Shared harness for the end-to-end tests: an in-process relay with two
 //! shards and a small blocking client that speaks the line protocol
-//! (the shared `line-protocol.md` specification) over real TCP.
+//! (the shared `line-protocol.md` specification) over real TCP; the tests
+//! of the `tern` binary use the same [`Client`] with the binary's `\n`
+//! terminator. [`http`] is the one HTTP client, for the metrics endpoint.
 //!
 //! Nothing here can hang: every socket has read and write timeouts, so a
 //! relay that stops answering fails the test after [`IO_TIMEOUT`] instead of
@@ -32,6 +34,8 @@ use tern::config::Config;
 use tern::framing::Terminator;
 use tern::relay::Relay;
 use tern::stats::Totals;
+
+pub mod http;
 
 /// Longest a single read or write may block before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,484 @@
+//! The metrics endpoint (`--metrics ADDR`): Prometheus counters, a health
+//! check, and the list of open connections, over plain HTTP/1.1.
+//!
+//! ```no_run
+//! use tern::{config::Config, metrics, relay::Relay};
+//! let relay = Relay::start(Config::local(2)).unwrap();
+//! let server = metrics::serve("127.0.0.1:9100".parse().unwrap(), relay.monitor(), relay.cores()).unwrap();
+//! println!("scrape http://{}/metrics", server.local_addr());
+//! server.stop();
+//! relay.shutdown();
+//! ```
+//!
+//! This module is the endpoint's public face and its routing: which path
+//! is answered by what. The jobs under it, one a file:
+//!
+//! * `http` — the server: two threads (accept, and one worker serving
+//!   every connection without blocking on any), and the bounds that keep a
+//!   slow or hostile client from holding it;
+//! * `request` — a request head, read into a bounded buffer and parsed
+//!   with `httparse`;
+//! * `response` — a response and its bytes on the wire;
+//! * `prometheus` — the `/metrics` page in the text exposition format
+//!   0.0.4;
+//! * `connections` — the `/connections` query string, sorting and JSON.
+//!
+//! # Off the shards
+//!
+//! The endpoint runs on two plain threads of its own, never on a shard. A
+//! shard never waits for it and never takes a lock for it:
+//!
+//! * `/metrics` reads the shards' single-writer atomic counters
+//!   ([`Monitor::shard_stats`]), which costs the shards nothing;
+//! * `/connections` asks each shard over its control channel
+//!   ([`Monitor::connections`]); the shard answers between two batches of
+//!   work, and a shard that is too busy to answer in time is left out.
+//!
+//! When the process may use CPUs that no shard is pinned to, these threads
+//! are pinned to those, so that a scrape does not preempt a shard.
+//!
+//! # HTTP
+//!
+//! `GET` (and `HEAD`) only, one request per connection, answered with
+//! `Connection: close`: Prometheus and curl reconnect for each scrape, and
+//! a server that never keeps a connection idle needs no idle-connection
+//! management. Everything a client can make the server hold is bounded
+//! (see [`Options`]): the request head must fit in a fixed-size buffer and
+//! arrive within a deadline, the response must be taken within another,
+//! and at most [`Options::max_clients`] connections are served at once
+//! (more get `503` at once). Malformed requests get `400`, oversized heads
+//! `431`, late ones `408`.
+//!
+//! # Endpoints
+//!
+//! * `/metrics` — every counter of [`crate::stats`] per shard, in the
+//!   Prometheus text format 0.0.4 (see [`encode_metrics`];
+//!   `docs/deploy.md` says what each one means).
+//! * `/healthz` — `200 ok` while the relay serves; `503` with the reason
+//!   as the body when it does not.
+//! * `/connections` — JSON, one object per open connection;
+//!   `?sort=pending|msgs_in|msgs_out|age|subscriptions` (largest or oldest
+//!   first; default `pending`) and `&limit=N`.
+
+mod connections;
+mod http;
+mod prometheus;
+mod request;
+mod response;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+pub use connections::{sort_connections, SortKey};
+pub use prometheus::{encode_metrics, METRICS_CONTENT_TYPE};
+
+use crate::relay::Monitor;
+use crate::shard::ConnectionInfo;
+use crate::stats::Totals;
+use connections::{encode_connections, ConnectionsQuery};
+use request::Request;
+use response::Response;
+
+/// Limits of the endpoint. The defaults suit a Prometheus server and a few
+/// operators with curl.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Connections served at once (being read, answered or closed); a
+    /// connection beyond that is answered `503` and closed.
+    pub max_clients: usize,
+    /// Longest request head (request line and headers), in bytes; a longer
+    /// one is answered `431`.
+    pub max_head: usize,
+    /// Time a client has, from connecting, to send its whole request head;
+    /// then it is answered `408` and closed.
+    pub request_timeout: Duration,
+    /// Time a client has to take the response.
+    pub write_timeout: Duration,
+    /// How long `/connections` waits for the shards to answer.
+    pub shard_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_clients: 8,
+            max_head: 8 * 1024,
+            request_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            shard_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The address could not be bound (in use, not local, privileged port).
+    #[error("cannot serve metrics on {addr}: {source}: choose another --metrics address")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// The endpoint's threads could not be started.
+    #[error("cannot start the metrics thread: {0}")]
+    Thread(#[source] io::Error),
+}
+
+/// Where the endpoint's figures come from: a running relay's [`Monitor`],
+/// or, in unit tests, fixed data.
+trait Source: Send + 'static {
+    /// The counters of each shard (index = shard), for `/metrics`.
+    fn shard_stats(&self) -> Vec<Totals>;
+    /// Every open connection, for `/connections`; a shard that does not
+    /// answer within `timeout` is left out.
+    fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo>;
+    /// Whether the relay serves, for `/healthz`: `Err` says why not.
+    fn health(&self) -> Result<(), String>;
+}
+
+impl Source for Monitor {
+    fn shard_stats(&self) -> Vec<Totals> {
+        Monitor::shard_stats(self)
+    }
+
+    fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo> {
+        Monitor::connections(self, timeout)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match self.failure() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Binds `addr` and serves the endpoint for the relay behind `monitor`,
+/// whose shards run on `cores` (index = shard), with default [`Options`].
+pub fn serve(
+    addr: SocketAddr,
+    monitor: Monitor,
+    cores: &[usize],
+) -> Result<MetricsServer, MetricsError> {
+    MetricsListener::bind(addr)?.serve(monitor, cores)
+}
+
+/// A bound, not yet served, metrics address: the binary binds it before it
+/// starts the relay, so that a bad `--metrics` fails before any shard runs.
+#[derive(Debug)]
+pub struct MetricsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl MetricsListener {
+    /// Binds `addr` (port 0 picks a free port). The socket does not set
+    /// `SO_REUSEPORT`, so an address another program (or another tern's
+    /// relay or metrics) holds is refused.
+    pub fn bind(addr: SocketAddr) -> Result<MetricsListener, MetricsError> {
+        let bind_err = |source| MetricsError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        Ok(MetricsListener { listener, addr })
+    }
+
+    /// The bound address, with port 0 resolved.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts serving with default [`Options`].
+    pub fn serve(self, monitor: Monitor, cores: &[usize]) -> Result<MetricsServer, MetricsError> {
+        self.serve_with(monitor, cores, Options::default())
+    }
+
+    /// Starts serving with `options`.
+    pub fn serve_with(
+        self,
+        monitor: Monitor,
+        cores: &[usize],
+        options: Options,
+    ) -> Result<MetricsServer, MetricsError> {
+        start(self, monitor, cores, options)
+    }
+}
+
+/// A running endpoint. Dropping it stops it, like [`MetricsServer::stop`].
+#[derive(Debug)]
+pub struct MetricsServer {
+    server: http::Server,
+}
+
+impl MetricsServer {
+    /// The address served, with port 0 resolved.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Stops accepting, closes the connections still open (a scrape racing
+    /// the stop sees its connection closed) and joins the endpoint's
+    /// threads: at once, or within [`Options::shard_timeout`] if a
+    /// `/connections` request is being answered.
+    pub fn stop(mut self) {
+        self.server.stop();
+    }
+}
+
+/// What the routing needs besides the request.
+struct Context<S> {
+    /// Where the figures come from.
+    source: S,
+    /// The CPU of each shard, for `tern_shard_cpu`.
+    cores: Vec<usize>,
+    /// How long `/connections` waits for the shards.
+    shard_timeout: Duration,
+}
+
+fn start<S: Source>(
+    listener: MetricsListener,
+    source: S,
+    cores: &[usize],
+    options: Options,
+) -> Result<MetricsServer, MetricsError> {
+    let MetricsListener { listener, addr } = listener;
+    let ctx = Context {
+        source,
+        cores: cores.to_vec(),
+        shard_timeout: options.shard_timeout,
+    };
+    let server = http::start(listener, addr, cores, options, move |request| {
+        respond(request, &ctx)
+    })
+    .map_err(MetricsError::Thread)?;
+    Ok(MetricsServer { server })
+}
+
+/// Routes a parsed request.
+fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
+    if request.method != "GET" && request.method != "HEAD" {
+        return Response::text(405, "only GET and HEAD are served\n");
+    }
+    match request.path.as_str() {
+        "/metrics" => Response::new(
+            200,
+            METRICS_CONTENT_TYPE,
+            encode_metrics(&ctx.source.shard_stats(), &ctx.cores),
+        ),
+        "/healthz" => match ctx.source.health() {
+            Ok(()) => Response::text(200, "ok\n"),
+            Err(reason) => Response::text(503, format!("{reason}\n")),
+        },
+        "/connections" => match ConnectionsQuery::parse(&request.query) {
+            Ok(query) => Response::new(
+                200,
+                "application/json",
+                encode_connections(ctx.source.connections(ctx.shard_timeout), query),
+            ),
+            Err(e) => Response::text(400, format!("bad request: {e}\n")),
+        },
+        "/" => Response::text(
+            200,
+            "tern metrics endpoint\n\
+             /metrics      Prometheus text format\n\
+             /healthz      ok while the relay serves; 503 and the reason when it does not\n\
+             /connections  open connections as JSON; ?sort=pending|msgs_in|msgs_out|age|subscriptions&limit=N\n",
+        ),
+        _ => Response::text(
+            404,
+            "not found: try /metrics, /healthz or /connections\n",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Fixed figures instead of a relay, shared with the other files'
+    //! tests, and the tests of routing.
+
+    use super::*;
+    use crate::mesh::ShardId;
+    use crate::protocol::ProtoError;
+    use crate::stats::ShardStats;
+    use proptest::prelude::*;
+    use request::parse_request;
+
+    /// Fixed figures instead of a relay.
+    pub(super) struct Fake {
+        pub(super) shards: Vec<Totals>,
+        pub(super) conns: Vec<ConnectionInfo>,
+        /// What `/healthz` reports.
+        pub(super) health: Result<(), String>,
+    }
+
+    impl Source for Fake {
+        fn shard_stats(&self) -> Vec<Totals> {
+            self.shards.clone()
+        }
+        fn connections(&self, _: Duration) -> Vec<ConnectionInfo> {
+            self.conns.clone()
+        }
+        fn health(&self) -> Result<(), String> {
+            self.health.clone()
+        }
+    }
+
+    fn conn(
+        shard: ShardId,
+        port: u16,
+        pending: usize,
+        msgs_in: u64,
+        age_ms: u64,
+    ) -> ConnectionInfo {
+        ConnectionInfo {
+            shard,
+            peer: SocketAddr::from(([127, 0, 0, 1], port)),
+            age: Duration::from_millis(age_ms),
+            subscriptions: port as usize % 3,
+            msgs_in,
+            msgs_out: 7,
+            pending_bytes: pending,
+        }
+    }
+
+    /// Two shards with a few counters set, three connections, healthy.
+    pub(super) fn fake() -> Fake {
+        let a = ShardStats::default();
+        a.msgs_in.add(5);
+        a.count_error(ProtoError::UnknownVerb);
+        let b = ShardStats::default();
+        b.msgs_in.add(2);
+        b.pending_bytes.add(100);
+        Fake {
+            shards: vec![a.snapshot(), b.snapshot()],
+            conns: vec![
+                conn(0, 1000, 10, 3, 1500),
+                conn(1, 1001, 999, 0, 20),
+                conn(0, 1002, 0, 9, 9000),
+            ],
+            health: Ok(()),
+        }
+    }
+
+    fn ctx() -> Context<Fake> {
+        Context {
+            source: fake(),
+            cores: vec![0, 1],
+            shard_timeout: Options::default().shard_timeout,
+        }
+    }
+
+    /// `GET path`, parsed.
+    pub(super) fn get(path: &str) -> Request {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        parse_request(raw.as_bytes()).unwrap().unwrap()
+    }
+
+    fn body(r: &Response) -> String {
+        String::from_utf8(r.body.clone()).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Random bytes never panic the parser, and what it accepts can be
+        /// answered without panicking either.
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(Some(request)) = parse_request(&bytes) {
+                respond(&request, &ctx()).encode(false);
+            }
+        }
+
+        /// Valid requests with random bytes spliced in: closer to the
+        /// parser's interesting paths than uniform garbage.
+        #[test]
+        fn mutated_requests_never_panic(
+            base in prop::sample::select(vec![
+                "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+                "GET /connections?sort=age&limit=2 HTTP/1.1\r\n\r\n",
+                "HEAD /healthz HTTP/1.0\r\nAccept: */*\r\n\r\n",
+            ]),
+            at in 0usize..64,
+            insert in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let mut bytes = base.as_bytes().to_vec();
+            let at = at.min(bytes.len());
+            bytes.splice(at..at, insert);
+            if let Ok(Some(request)) = parse_request(&bytes) {
+                let r = respond(&request, &ctx());
+                prop_assert!([200, 400, 404, 405].contains(&r.status));
+            }
+        }
+
+        /// Any query string is parsed or refused, never a panic.
+        #[test]
+        fn any_query_is_answered(query in "[a-z_=&0-9%]{0,40}") {
+            let r = respond(&get(&format!("/connections?{query}")), &ctx());
+            prop_assert!(r.status == 200 || r.status == 400);
+        }
+    }
+
+    #[test]
+    fn routes_and_methods() {
+        let c = ctx();
+        assert_eq!(respond(&get("/healthz"), &c).status, 200);
+        assert_eq!(body(&respond(&get("/healthz"), &c)), "ok\n");
+        assert_eq!(respond(&get("/"), &c).status, 200);
+        assert_eq!(respond(&get("/nope"), &c).status, 404);
+        let post = parse_request(b"POST /metrics HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let r = respond(&post, &c);
+        assert_eq!(r.status, 405);
+        let wire = String::from_utf8(r.encode(false)).unwrap();
+        assert!(wire.contains("\r\nAllow: GET, HEAD\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn healthz_is_503_with_the_reason_when_the_relay_is_unhealthy() {
+        let mut c = ctx();
+        c.source.health = Err("shard 1 stopped: it panicked".into());
+        let r = respond(&get("/healthz"), &c);
+        assert_eq!(r.status, 503);
+        assert_eq!(r.content_type, "text/plain; charset=utf-8");
+        assert_eq!(body(&r), "shard 1 stopped: it panicked\n");
+        let wire = String::from_utf8(r.encode(false)).unwrap();
+        assert!(
+            wire.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{wire}"
+        );
+        // The other pages do not depend on it.
+        assert_eq!(respond(&get("/metrics"), &c).status, 200);
+    }
+
+    #[test]
+    fn pages_have_their_content_types_and_bad_queries_get_400() {
+        let c = ctx();
+        let metrics = respond(&get("/metrics"), &c);
+        assert_eq!(metrics.content_type, METRICS_CONTENT_TYPE);
+        assert_eq!(body(&metrics), encode_metrics(&c.source.shards, &c.cores));
+        let conns = respond(&get("/connections?limit=1"), &c);
+        assert_eq!(conns.content_type, "application/json");
+        assert_eq!(conns.body.iter().filter(|&&b| b == b'\n').count(), 3);
+        let bad = respond(&get("/connections?sort=x"), &c);
+        assert_eq!(bad.status, 400);
+        assert!(body(&bad).starts_with("bad request: unknown sort `x`"));
+    }
+
+    #[test]
+    fn a_taken_address_is_a_bind_error() {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        let err = MetricsListener::bind(addr).unwrap_err();
+        assert!(matches!(err, MetricsError::Bind { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&addr.to_string()) && msg.contains("--metrics"),
+            "{msg}"
+        );
+    }
+}

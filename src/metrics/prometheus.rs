@@ -1,0 +1,414 @@
+//! The `/metrics` page: every counter of [`crate::stats`] per shard in the
+//! Prometheus text exposition format, version 0.0.4.
+//!
+//! Names are prefixed `tern_`, counters suffixed `_total`, every sample
+//! carries a `shard` label; `-ERR` replies are one family by reason
+//! (`tern_protocol_errors_total{shard="0",reason="unknown verb"}`); and
+//! `tern_info{version}` and `tern_shard_cpu{shard}` describe the process.
+//! `docs/deploy.md` says what each one means.
+//!
+//! The text is written here rather than with a client library: the
+//! counters already live in the shards, so a library's registry of metric
+//! objects would only be filled from them on each scrape, and
+//! `prometheus-client` writes OpenMetrics rather than format 0.0.4. The
+//! format needs a dozen lines of escaping and ordering rules, which the
+//! tests check.
+
+use std::fmt::Write as _;
+
+use crate::stats::Totals;
+
+/// `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Prometheus metric types used here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// How one [`Totals`] field is exported.
+struct Family {
+    /// The [`Totals`] field it is read from (as [`Totals::fields`] names it).
+    field: &'static str,
+    /// The Prometheus name: `tern_`, and `_total` for counters.
+    name: &'static str,
+    /// Counter or gauge: what `rate()` may be applied to.
+    kind: Kind,
+    /// The `# HELP` text, for whoever reads the page or the Grafana tooltip.
+    help: &'static str,
+}
+
+/// Every [`Totals`] field but the per-reason error counters (exported
+/// together, see [`ERRORS_FAMILY`]) and their sum `protocol_errors`, left
+/// out because `sum(tern_protocol_errors_total)` gives it and exporting
+/// both would count each error twice in that sum.
+const FAMILIES: &[Family] = &[
+    Family {
+        field: "connections_accepted",
+        name: "tern_connections_accepted_total",
+        kind: Kind::Counter,
+        help: "Client connections accepted.",
+    },
+    Family {
+        field: "connections_open",
+        name: "tern_connections_open",
+        kind: Kind::Gauge,
+        help: "Client connections open now.",
+    },
+    Family {
+        field: "connections_closed",
+        name: "tern_connections_closed_total",
+        kind: Kind::Counter,
+        help: "Client connections closed, for any reason.",
+    },
+    Family {
+        field: "connections_rejected",
+        name: "tern_connections_rejected_total",
+        kind: Kind::Counter,
+        help: "Connections refused at accept because --max-connections was reached.",
+    },
+    Family {
+        field: "subscriptions",
+        name: "tern_subscriptions",
+        kind: Kind::Gauge,
+        help: "Subscriptions in force now.",
+    },
+    Family {
+        field: "msgs_in",
+        name: "tern_messages_in_total",
+        kind: Kind::Counter,
+        help: "PUB frames accepted from clients.",
+    },
+    Family {
+        field: "bytes_in",
+        name: "tern_bytes_in_total",
+        kind: Kind::Counter,
+        help: "Payload bytes of the PUB frames accepted.",
+    },
+    Family {
+        field: "msgs_out",
+        name: "tern_messages_out_total",
+        kind: Kind::Counter,
+        help: "MSG frames queued to subscribers (one per receiving connection).",
+    },
+    Family {
+        field: "bytes_out",
+        name: "tern_bytes_out_total",
+        kind: Kind::Counter,
+        help: "Payload bytes of the MSG frames queued to subscribers.",
+    },
+    Family {
+        field: "forwarded",
+        name: "tern_messages_forwarded_total",
+        kind: Kind::Counter,
+        help: "Messages handed to another shard (once per target shard).",
+    },
+    Family {
+        field: "slow_consumers",
+        name: "tern_slow_consumers_total",
+        kind: Kind::Counter,
+        help: "Connections closed because their unsent output passed --max-pending.",
+    },
+    Family {
+        field: "frames_too_long",
+        name: "tern_frames_too_long_total",
+        kind: Kind::Counter,
+        help: "Frames refused as longer than --max-frame.",
+    },
+    Family {
+        field: "pending_bytes",
+        name: "tern_pending_bytes",
+        kind: Kind::Gauge,
+        help: "Bytes queued for clients and not yet written to their sockets.",
+    },
+];
+
+/// The family of the `errors_<reason>` fields.
+const ERRORS_FAMILY: &str = "tern_protocol_errors_total";
+/// Prefix of the per-reason error fields of [`Totals`].
+const ERRORS_PREFIX: &str = "errors_";
+/// The sum of the per-reason fields, not exported (see [`FAMILIES`]).
+const ERRORS_SUM: &str = "protocol_errors";
+
+/// The `reason` label of an `errors_<reason>` field: the text of its
+/// `-ERR` reply (`errors_unknown_verb` → `unknown verb`).
+fn error_reason(field: &str) -> Option<String> {
+    field
+        .strip_prefix(ERRORS_PREFIX)
+        .map(|r| r.replace('_', " "))
+}
+
+/// Writes the `/metrics` page: the counters of each shard (index = shard)
+/// whose CPUs are `cores`, in the Prometheus text format 0.0.4.
+pub fn encode_metrics(shards: &[Totals], cores: &[usize]) -> String {
+    let fields: Vec<Vec<(&'static str, u64)>> = shards.iter().map(Totals::fields).collect();
+    let mut out = String::with_capacity(4096 + 1024 * shards.len());
+
+    header(
+        &mut out,
+        "tern_info",
+        Kind::Gauge,
+        "Always 1; the version label tells which tern this is.",
+    );
+    out.push_str("tern_info{version=\"");
+    escape_label(&mut out, env!("CARGO_PKG_VERSION"));
+    out.push_str("\"} 1\n");
+
+    header(
+        &mut out,
+        "tern_shard_cpu",
+        Kind::Gauge,
+        "The CPU each shard is pinned to.",
+    );
+    for (shard, cpu) in cores.iter().enumerate() {
+        let _ = writeln!(out, "tern_shard_cpu{{shard=\"{shard}\"}} {cpu}");
+    }
+
+    for family in FAMILIES {
+        header(&mut out, family.name, family.kind, family.help);
+        for (shard, values) in fields.iter().enumerate() {
+            let value = values
+                .iter()
+                .find(|(name, _)| *name == family.field)
+                .map_or(0, |&(_, v)| v);
+            let _ = writeln!(out, "{}{{shard=\"{shard}\"}} {value}", family.name);
+        }
+    }
+
+    header(
+        &mut out,
+        ERRORS_FAMILY,
+        Kind::Counter,
+        "Frames answered with -ERR, by reason (frames too long and slow consumers are counted apart).",
+    );
+    for (shard, values) in fields.iter().enumerate() {
+        for &(field, value) in values {
+            if let Some(reason) = error_reason(field) {
+                let _ = write!(out, "{ERRORS_FAMILY}{{shard=\"{shard}\",reason=\"");
+                escape_label(&mut out, &reason);
+                let _ = writeln!(out, "\"}} {value}");
+            }
+        }
+    }
+
+    // A counter added to `stats` without a description here is still
+    // exported rather than silently dropped (a unit test makes sure every
+    // current one has a description).
+    let Some(first) = fields.first() else {
+        return out;
+    };
+    for &(field, _) in first {
+        if is_described(field) {
+            continue;
+        }
+        let name = format!("tern_{field}");
+        let _ = writeln!(out, "# TYPE {name} untyped");
+        for (shard, values) in fields.iter().enumerate() {
+            let value = values
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map_or(0, |&(_, v)| v);
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {value}");
+        }
+    }
+    out
+}
+
+/// Whether `field` has a family of its own or is part of the errors one.
+fn is_described(field: &str) -> bool {
+    field == ERRORS_SUM
+        || field.starts_with(ERRORS_PREFIX)
+        || FAMILIES.iter().any(|f| f.field == field)
+}
+
+fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
+    let _ = write!(out, "# HELP {name} ");
+    // HELP text escapes backslash and newline (format 0.0.4).
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    let _ = writeln!(out, "\n# TYPE {name} {}", kind.as_str());
+}
+
+/// Label values escape backslash, double quote and newline (format 0.0.4).
+fn escape_label(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::tests::fake;
+    use crate::protocol::ProtoError;
+    use crate::stats::ShardStats;
+
+    /// Checks the rules of format 0.0.4 this page relies on: every sample
+    /// belongs to the family announced by the `# HELP` and `# TYPE` lines
+    /// just before it, families are contiguous and appear once, counters
+    /// end in `_total`, every line ends with a newline.
+    fn check_exposition(text: &str) -> Vec<(String, String, u64)> {
+        assert!(text.ends_with('\n'));
+        let mut samples = Vec::new();
+        let mut seen = Vec::<String>::new();
+        let mut current: Option<(String, String)> = None;
+        let mut help_for: Option<String> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap().to_string();
+                assert!(!seen.contains(&name), "family {name} twice");
+                help_for = Some(name);
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let name = parts.next().unwrap().to_string();
+                let kind = parts.next().unwrap().to_string();
+                assert!(["counter", "gauge", "untyped"].contains(&kind.as_str()));
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}");
+                } else {
+                    assert!(!name.ends_with("_total"), "{name}");
+                }
+                if kind != "untyped" {
+                    assert_eq!(help_for.as_deref(), Some(name.as_str()), "HELP before TYPE");
+                }
+                assert!(name.starts_with("tern_"), "{name}");
+                seen.push(name.clone());
+                current = Some((name, kind));
+            } else {
+                let (family, _) = current.as_ref().expect("sample before any TYPE");
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let name = series.split('{').next().unwrap();
+                assert_eq!(name, family, "sample outside its family: {line}");
+                assert!(series.ends_with('}'), "{line}");
+                samples.push((
+                    name.to_string(),
+                    series[name.len()..].to_string(),
+                    value.parse().unwrap(),
+                ));
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn metrics_page_follows_the_text_format() {
+        let f = fake();
+        let text = encode_metrics(&f.shards, &[3, 5]);
+        let samples = check_exposition(&text);
+        let find = |name: &str, labels: &str| {
+            samples
+                .iter()
+                .find(|(n, l, _)| n == name && l == labels)
+                .map(|s| s.2)
+                .unwrap_or_else(|| panic!("{name}{labels} missing:\n{text}"))
+        };
+        assert_eq!(
+            find(
+                "tern_info",
+                &format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))
+            ),
+            1
+        );
+        assert_eq!(find("tern_shard_cpu", "{shard=\"0\"}"), 3);
+        assert_eq!(find("tern_shard_cpu", "{shard=\"1\"}"), 5);
+        assert_eq!(find("tern_messages_in_total", "{shard=\"0\"}"), 5);
+        assert_eq!(find("tern_messages_in_total", "{shard=\"1\"}"), 2);
+        assert_eq!(find("tern_pending_bytes", "{shard=\"1\"}"), 100);
+        assert_eq!(
+            find(
+                "tern_protocol_errors_total",
+                "{shard=\"0\",reason=\"unknown verb\"}"
+            ),
+            1
+        );
+        assert_eq!(
+            find(
+                "tern_protocol_errors_total",
+                "{shard=\"1\",reason=\"unknown verb\"}"
+            ),
+            0
+        );
+        // The sum is not exported next to its parts.
+        assert!(!text.contains("tern_protocol_errors{"), "{text}");
+        assert!(!text.contains("untyped"), "an undescribed counter:\n{text}");
+    }
+
+    #[test]
+    fn every_counter_is_described() {
+        for (field, _) in Totals::default().fields() {
+            assert!(is_described(field), "stats field {field} has no family");
+        }
+        for f in FAMILIES {
+            assert!(
+                Totals::default()
+                    .fields()
+                    .iter()
+                    .any(|(n, _)| *n == f.field),
+                "family {} names no stats field",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn error_reasons_are_the_err_texts() {
+        use ProtoError::*;
+        for e in [
+            UnknownVerb,
+            MissingSubject,
+            InvalidSubject,
+            InvalidGroup,
+            InvalidArguments,
+            TooManySubscriptions,
+        ] {
+            let s = ShardStats::default();
+            s.count_error(e);
+            let (field, _) = s
+                .snapshot()
+                .fields()
+                .into_iter()
+                .find(|&(f, v)| v == 1 && f.starts_with(ERRORS_PREFIX))
+                .unwrap_or_else(|| panic!("no errors_ counter for {e}"));
+            assert_eq!(error_reason(field).as_deref(), Some(e.to_string().as_str()));
+        }
+    }
+
+    #[test]
+    fn no_shards_still_gives_a_valid_page() {
+        check_exposition(&encode_metrics(&[], &[]));
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        let mut s = String::new();
+        escape_label(&mut s, "a\\b\"c\nd");
+        assert_eq!(s, r#"a\\b\"c\nd"#);
+        let mut h = String::new();
+        header(&mut h, "tern_x", Kind::Gauge, "one\\two\nthree \"q\"");
+        assert_eq!(
+            h,
+            "# HELP tern_x one\\\\two\\nthree \"q\"\n# TYPE tern_x gauge\n"
+        );
+    }
+}
