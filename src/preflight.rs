@@ -662,8 +662,8 @@ mod tests {
         assert_eq!(memlock_needed(1, 0), 512 * K);
         assert_eq!(memlock_needed(4, 1), (768 + 256 + 16) * K);
         assert_eq!(memlock_needed(usize::MAX, usize::MAX), u64::MAX);
-        // The promise of issue 4: the default lets an ordinary user (8 MiB)
-        // run two shards, and even two such relays.
+        // The default io memory is chosen so that an ordinary user's 8 MiB
+        // limit runs two shards, and even two such relays.
         let two = memlock_needed(2, crate::config::DEFAULT_IO_MEMORY);
         assert!(2 * two <= 8192 * K, "{two}");
     }

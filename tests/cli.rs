@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 /// Longest any single run may take before it is killed.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Every flag issue 4 and issue 6 make a contract of.
+/// Every flag whose name is a contract: scripts, the systemd unit and the
+/// docs use them, so none may be renamed.
 const CONTRACT_FLAGS: &[&str] = &[
     "--listen",
     "--shards",
