@@ -1,8 +1,9 @@
-//! The relay's settings, and the parsing of their command-line syntax.
+//! The relay's settings, their defaults, and which combinations can work.
 //!
 //! [`Config`] is what [`crate::relay::Relay::start`] takes; the binary fills
-//! it from flags, tests and the load generator build it in code. The parsers
-//! here (`64KiB` sizes, `0,2-3` CPU lists) are shared by both binaries.
+//! it from flags (their syntax is [`crate::units`]'), tests and the load
+//! generator build it in code. [`Config::validate`] checks it against
+//! itself; [`crate::preflight`] checks it against the machine.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -136,78 +137,6 @@ pub enum ConfigError {
     Zero(&'static str),
 }
 
-/// A size flag that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid size `{0}`: give bytes as an integer, optionally with a suffix (KiB, MiB, GiB, KB, MB, GB, K, M, G), e.g. 64KiB")]
-pub struct SizeError(pub String);
-
-/// Parses `1048576`, `64KiB`, `1MiB`, `2GiB`, `10KB` (decimal), `4k`, `16M`.
-///
-/// ```
-/// use tern::config::parse_size;
-/// assert_eq!(parse_size("64KiB").unwrap(), 65536);
-/// assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
-/// assert_eq!(parse_size("512").unwrap(), 512);
-/// ```
-pub fn parse_size(s: &str) -> Result<usize, SizeError> {
-    let err = || SizeError(s.to_string());
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(err());
-    }
-    let n: u64 = digits.parse().map_err(|_| err())?;
-    let mult: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => return Err(err()),
-    };
-    let v = n.checked_mul(mult).ok_or_else(err)?;
-    usize::try_from(v).map_err(|_| err())
-}
-
-/// A CPU list that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid CPU list `{0}`: use numbers and ranges like 0,2 or 0-3")]
-pub struct CpuListError(pub String);
-
-/// Parses `0,2`, `0-3`, `1,4-6`: sorted, without duplicates.
-///
-/// ```
-/// use tern::config::parse_cpu_list;
-/// assert_eq!(parse_cpu_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
-/// ```
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, CpuListError> {
-    let err = || CpuListError(s.to_string());
-    let mut cpus = Vec::new();
-    for part in s.split(',') {
-        let part = part.trim();
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (
-                a.trim().parse::<usize>().map_err(|_| err())?,
-                b.trim().parse::<usize>().map_err(|_| err())?,
-            ),
-            None => {
-                let v = part.parse::<usize>().map_err(|_| err())?;
-                (v, v)
-            }
-        };
-        if lo > hi || hi >= 4096 {
-            return Err(err());
-        }
-        cpus.extend(lo..=hi);
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Ok(cpus)
-}
-
 /// The CPUs this process may run on (its affinity mask), ascending.
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: `cpu_set_t` is plain data for which all-zero is valid (the
@@ -259,35 +188,6 @@ pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("0").unwrap(), 0);
-        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
-        assert_eq!(parse_size("1mib").unwrap(), 1 << 20);
-        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
-        assert_eq!(parse_size("3 KiB").unwrap(), 3 << 10);
-        for bad in [
-            "",
-            "KiB",
-            "-1",
-            "1.5MiB",
-            "12XB",
-            "99999999999999999999",
-            "1 2",
-        ] {
-            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("3").unwrap(), vec![3]);
-        assert_eq!(parse_cpu_list("0-1,1").unwrap(), vec![0, 1]);
-        for bad in ["", "a", "3-1", "1,,2", "-1", "0-99999"] {
-            assert!(parse_cpu_list(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
 
     #[test]
     fn pinning_restricts_the_calling_thread_only() {

@@ -27,7 +27,9 @@
 //!   the per-connection read/write loops that drive everything above.
 //! * [`relay`] — starts and stops a set of shards; the library entry point
 //!   used by the binary, the tests and the load generator.
-//! * [`config`] — the relay's settings and the parsing of their flag syntax.
+//! * [`config`] — the relay's settings, their defaults and their validation.
+//! * [`units`] — the syntax of sizes, durations and CPU lists in flags:
+//!   each parser beside its formatter, shared by both binaries.
 //! * [`preflight`] — start-up checks (io_uring, locked memory, CPUs, ports)
 //!   that turn glommio's panics into errors a user can act on.
 //! * [`stats`] — per-shard counters, owned by their shard, summed by readers.
@@ -46,3 +48,4 @@ pub mod router;
 pub mod shard;
 pub mod stats;
 pub mod subject;
+pub mod units;

@@ -26,8 +26,9 @@ use tracing_subscriber::EnvFilter;
 use tern::config::{self, allowed_cpus, Config};
 use tern::framing::Terminator;
 use tern::metrics::MetricsListener;
-use tern::preflight::{self, format_cpu_list, human};
+use tern::preflight;
 use tern::relay::Relay;
+use tern::units::{self, format_cpu_list, format_duration, format_size};
 
 /// Exit status of every start-up error (and of clap's usage errors).
 const EXIT_STARTUP: u8 = 2;
@@ -48,7 +49,8 @@ const FDS_PER_PROCESS: u64 = 64;
 #[command(allow_negative_numbers = true)]
 #[command(
     after_help = "Byte sizes accept plain integers or suffixes: 64KiB, 1MiB, 1MB, 4k.\n\
-Durations accept 0 or a number with a unit: 50us, 1ms, 2s.\n\
+Durations are a number with a unit (ns, us, ms, s, m, h): 50us, 1.5ms, 2s; a bare number is seconds.\n\
+CPU lists are numbers and ranges: 0,2 or 0-3.\n\
 RUST_LOG is honoured unless --log-level is given.\n\
 SIGINT or SIGTERM stops the relay after flushing for at most 2 s; a second one stops it at once."
 )]
@@ -74,11 +76,11 @@ struct Cli {
     terminator: Terminator,
 
     /// Longest frame accepted, in bytes (without the terminator)
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_FRAME, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_FRAME, value_parser = units::parse_size)]
     max_frame: usize,
 
     /// Unsent output per connection past which it is closed as a slow consumer
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PENDING, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PENDING, value_parser = units::parse_size)]
     max_pending: usize,
 
     /// Subscriptions per connection
@@ -90,11 +92,12 @@ struct Cli {
     max_connections: usize,
 
     /// How long an idle shard polls before sleeping (lower wake-up latency, more CPU)
-    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(config::DEFAULT_SPIN_BEFORE_PARK), value_parser = parse_duration)]
-    spin_before_park: HumanDuration,
+    // The default is config::DEFAULT_SPIN_BEFORE_PARK (a test checks).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = units::parse_duration)]
+    spin_before_park: Duration,
 
     /// io_uring buffer memory per shard, in bytes (counts against the locked-memory limit)
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_IO_MEMORY, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_IO_MEMORY, value_parser = units::parse_size)]
     io_memory: usize,
 
     /// Log filter: error, warn, info, debug, trace, or directives like tern=debug [default: info]
@@ -129,28 +132,8 @@ enum LogFormat {
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
 
-/// A duration shown the way `--spin-before-park` reads it (`50us`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct HumanDuration(Duration);
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ns = self.0.as_nanos();
-        // The largest unit that shows the value exactly.
-        match ns {
-            0 => f.write_str("0"),
-            n if n % 1_000_000_000 == 0 => write!(f, "{}s", n / 1_000_000_000),
-            n if n % 1_000_000 == 0 => write!(f, "{}ms", n / 1_000_000),
-            n if n % 1_000 == 0 => write!(f, "{}us", n / 1_000),
-            n => write!(f, "{n}ns"),
-        }
-    }
-}
-
-fn parse_cores(s: &str) -> Result<CpuList, String> {
-    config::parse_cpu_list(s)
-        .map(CpuList)
-        .map_err(|e| e.to_string())
+fn parse_cores(s: &str) -> Result<CpuList, units::CpuListError> {
+    units::parse_cpu_list(s).map(CpuList)
 }
 
 fn parse_terminator(s: &str) -> Result<Terminator, String> {
@@ -159,30 +142,6 @@ fn parse_terminator(s: &str) -> Result<Terminator, String> {
         return Err(config::ConfigError::SpaceInTerminator.to_string());
     }
     Ok(t)
-}
-
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    config::parse_size(s).map_err(|e| e.to_string())
-}
-
-/// Parses `0`, `250ns`, `50us` (or `50µs`), `1ms`, `2s`.
-fn parse_duration(s: &str) -> Result<HumanDuration, String> {
-    let err = || {
-        format!("invalid duration `{s}`: give 0 or a whole number with a unit (ns, us, ms, s), e.g. 50us")
-    };
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| err())?;
-    let d = match unit.trim() {
-        "" if n == 0 => Duration::ZERO,
-        "ns" => Duration::from_nanos(n),
-        "us" | "µs" => Duration::from_micros(n),
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        _ => return Err(err()),
-    };
-    Ok(HumanDuration(d))
 }
 
 fn parse_log_filter(s: &str) -> Result<String, String> {
@@ -324,7 +283,7 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         max_pending: cli.max_pending,
         max_subs: cli.max_subs,
         max_connections: cli.max_connections,
-        spin_before_park: cli.spin_before_park.0,
+        spin_before_park: cli.spin_before_park,
         io_memory: cli.io_memory,
         shard_listeners: cli.shard_listen.is_some(),
         shard_listen: cli
@@ -376,7 +335,7 @@ fn check_config(config: &Config, metrics: Option<SocketAddr>) -> ExitCode {
     report.info("max-pending", bytes(config.max_pending));
     report.info("max-subs", config.max_subs);
     report.info("max-connections", config.max_connections);
-    report.info("spin-before-park", HumanDuration(config.spin_before_park));
+    report.info("spin-before-park", format_duration(config.spin_before_park));
     report.info(
         "io-memory",
         format!("{} per shard", bytes(config.io_memory)),
@@ -392,7 +351,11 @@ fn check_config(config: &Config, metrics: Option<SocketAddr>) -> ExitCode {
     );
     let needed = preflight::memlock_needed(config.cores.len(), config.io_memory);
     let limit = match preflight::memlock_limit() {
-        Ok((soft, hard)) => format!("limit {} (hard {})", human(soft), human(hard)),
+        Ok((soft, hard)) => format!(
+            "limit {} (hard {})",
+            preflight::format_limit(soft, format_size),
+            preflight::format_limit(hard, format_size)
+        ),
         Err(e) => format!("limit unreadable ({e})"),
     };
     let cap = if preflight::has_cap_ipc_lock() {
@@ -402,7 +365,7 @@ fn check_config(config: &Config, metrics: Option<SocketAddr>) -> ExitCode {
     };
     report.check(
         "locked memory",
-        format!("{limit}, needed {}{cap}", human(needed)),
+        format!("{limit}, needed {}{cap}", format_size(needed)),
         preflight::check_memlock(config.cores.len(), config.io_memory),
     );
     // `run` raises the soft limit to the hard one, so the hard one is what
@@ -453,11 +416,7 @@ fn nofile_advice(limit: u64, config: &Config) -> String {
 }
 
 fn limit_str(n: u64) -> String {
-    if n == u64::MAX {
-        "unlimited".to_string()
-    } else {
-        n.to_string()
-    }
+    preflight::format_limit(n, |n| n.to_string())
 }
 
 /// The soft and hard `RLIMIT_NOFILE` (`u64::MAX` = unlimited).
@@ -560,7 +519,7 @@ impl Report {
 
 /// `1048576 (1 MiB)`: the exact number and a readable one.
 fn bytes(n: usize) -> String {
-    let h = human(n as u64);
+    let h = format_size(n as u64);
     if h.ends_with("bytes") {
         h
     } else {
@@ -674,12 +633,12 @@ impl StartupSummary {
             if c.cores.len() == 1 { "" } else { "s" },
             format_cpu_list(&c.cores),
             c.terminator.escape(),
-            human(c.max_frame as u64),
-            human(c.max_pending as u64),
+            format_size(c.max_frame as u64),
+            format_size(c.max_pending as u64),
             c.max_subs,
             c.max_connections,
-            HumanDuration(c.spin_before_park),
-            human(c.io_memory as u64),
+            format_duration(c.spin_before_park),
+            format_size(c.io_memory as u64),
         ))
     }
 }
@@ -701,25 +660,6 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        let d = |s| parse_duration(s).map(|h| h.0);
-        assert_eq!(d("0"), Ok(Duration::ZERO));
-        assert_eq!(d("50us"), Ok(Duration::from_micros(50)));
-        assert_eq!(d("50µs"), Ok(Duration::from_micros(50)));
-        assert_eq!(d("1ms"), Ok(Duration::from_millis(1)));
-        assert_eq!(d("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(d("250ns"), Ok(Duration::from_nanos(250)));
-        for bad in ["", "50", "us", "1.5ms", "-1ms", "5 m", "1h"] {
-            assert!(d(bad).is_err(), "{bad:?} should be refused");
-        }
-        for ok in ["0", "50us", "1ms", "2s", "250ns", "1500us"] {
-            assert_eq!(parse_duration(ok).unwrap().to_string(), ok);
-        }
-        assert_eq!(HumanDuration(Duration::from_micros(50)).to_string(), "50us");
-        assert_eq!(HumanDuration(Duration::ZERO).to_string(), "0");
-    }
-
-    #[test]
     fn terminators() {
         assert_eq!(parse_terminator(r"\r\n").unwrap().as_bytes(), b"\r\n");
         assert!(parse_terminator(r"\q")
@@ -729,6 +669,18 @@ mod tests {
         assert!(parse_terminator(&"x".repeat(17))
             .unwrap_err()
             .contains("17 bytes"));
+    }
+
+    #[test]
+    fn durations_read_like_the_load_generators() {
+        let spin = |d: &str| {
+            Cli::try_parse_from(["tern", "--spin-before-park", d]).map(|c| c.spin_before_park)
+        };
+        assert_eq!(spin("50us").unwrap(), Duration::from_micros(50));
+        // A bare number is seconds, as in tern-loadgen.
+        assert_eq!(spin("5").unwrap(), Duration::from_secs(5));
+        let err = spin("50x").unwrap_err().to_string();
+        assert!(err.contains("50us"), "{err}");
     }
 
     #[test]

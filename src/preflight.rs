@@ -19,6 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use crate::config::{allowed_cpus, Config, ConfigError};
+use crate::units::{format_cpu_list, format_size};
 
 /// glommio 0.9 refuses to create a reactor when `RLIMIT_MEMLOCK` is below
 /// this, whatever `io_memory` is (`MIN_MEMLOCK_LIMIT` in
@@ -122,17 +123,17 @@ impl fmt::Display for MemlockShortfall {
         write!(
             f,
             "locked-memory limit too low: RLIMIT_MEMLOCK (`ulimit -l`) is {} but {} with --io-memory {} {} {} ",
-            human(self.limit),
+            format_size(self.limit),
             if self.shards == 1 { "1 shard".to_string() } else { format!("{} shards", self.shards) },
-            human(self.io_memory as u64),
+            format_size(self.io_memory as u64),
             if self.shards == 1 { "needs" } else { "need" },
-            human(self.needed),
+            format_size(self.needed),
         )?;
         if self.needed == GLOMMIO_MIN_MEMLOCK {
             write!(
                 f,
                 "(glommio refuses to start below {}); ",
-                human(GLOMMIO_MIN_MEMLOCK)
+                format_size(GLOMMIO_MIN_MEMLOCK)
             )?;
         } else {
             write!(
@@ -145,7 +146,7 @@ impl fmt::Display for MemlockShortfall {
             write!(
                 f,
                 " (the hard limit is {}: raise it as root or with a `memlock` line in /etc/security/limits.conf)",
-                human(self.hard)
+                format_size(self.hard)
             )?;
         }
         write!(f, ", or with systemd `LimitMEMLOCK={needed_kib}K`")?;
@@ -153,7 +154,7 @@ impl fmt::Display for MemlockShortfall {
             write!(
                 f,
                 ", or lower --io-memory to {}",
-                human(io as u64).replace(' ', "")
+                format_size(io as u64).replace(' ', "")
             )?;
         }
         Ok(())
@@ -200,30 +201,6 @@ fn check_cpus_in(cores: &[usize], allowed: &[usize]) -> Result<(), PreflightErro
             allowed: format_cpu_list(allowed),
         }),
     }
-}
-
-/// Formats CPUs as the list syntax `--cores` reads: `0-3,6`.
-pub fn format_cpu_list(cpus: &[usize]) -> String {
-    let mut sorted = cpus.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
-            i += 1;
-        }
-        let end = sorted[i];
-        out.push(match end - start {
-            0 => start.to_string(),
-            // Two neighbours read better as a pair than as a range.
-            1 => format!("{start},{end}"),
-            _ => format!("{start}-{end}"),
-        });
-        i += 1;
-    }
-    out.join(",")
 }
 
 // ---------------------------------------------------------------- io_uring
@@ -497,19 +474,14 @@ fn fitting_io_memory(shards: usize, limit: u64) -> Option<usize> {
     usize::try_from(buffer).ok()
 }
 
-/// Formats a byte count the way a user would type it: `64 KiB`, `3 MiB`,
-/// `1500 bytes`, `unlimited`.
-pub fn human(bytes: u64) -> String {
-    const KIB: u64 = 1 << 10;
-    const MIB: u64 = 1 << 20;
-    const GIB: u64 = 1 << 30;
-    match bytes {
-        u64::MAX => "unlimited".to_string(),
-        0 => "0 bytes".to_string(),
-        b if b % GIB == 0 => format!("{} GiB", b / GIB),
-        b if b % MIB == 0 => format!("{} MiB", b / MIB),
-        b if b % KIB == 0 => format!("{} KiB", b / KIB),
-        b => format!("{b} bytes"),
+/// A resource limit as a user reads it: `unlimited` for `u64::MAX`
+/// (`RLIM_INFINITY`), else the value as `show` writes it
+/// ([`format_size`] for bytes, `to_string` for counts).
+pub fn format_limit(value: u64, show: impl FnOnce(u64) -> String) -> String {
+    if value == u64::MAX {
+        "unlimited".to_string()
+    } else {
+        show(value)
     }
 }
 
@@ -631,17 +603,6 @@ mod tests {
     }
 
     #[test]
-    fn cpu_lists_format_as_ranges() {
-        assert_eq!(format_cpu_list(&[0]), "0");
-        assert_eq!(format_cpu_list(&[0, 1]), "0,1");
-        assert_eq!(format_cpu_list(&[3, 0, 1, 2, 6, 8, 9, 10]), "0-3,6,8-10");
-        assert_eq!(
-            crate::config::parse_cpu_list(&format_cpu_list(&[0, 2, 3, 4, 7])).unwrap(),
-            vec![0, 2, 3, 4, 7]
-        );
-    }
-
-    #[test]
     fn memlock_needed_matches_what_glommio_locks() {
         const K: u64 = 1024;
         // Registered buffers (3 × io memory per shard, as VmPin shows) plus
@@ -759,11 +720,10 @@ mod tests {
     }
 
     #[test]
-    fn sizes_read_like_flags() {
-        assert_eq!(human(64 << 10), "64 KiB");
-        assert_eq!(human(3 << 20), "3 MiB");
-        assert_eq!(human(1500), "1500 bytes");
-        assert_eq!(human(u64::MAX), "unlimited");
+    fn limits_read_like_flags() {
+        assert_eq!(format_limit(64 << 10, format_size), "64 KiB");
+        assert_eq!(format_limit(1024, |n| n.to_string()), "1024");
+        assert_eq!(format_limit(u64::MAX, format_size), "unlimited");
     }
 
     #[test]
