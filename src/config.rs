@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use crate::framing::Terminator;
 
+/// The CPU calls that lived here before [`crate::sys`] gathered the OS
+/// calls, re-exported so that their callers keep working; new code names
+/// them in `sys`.
+pub use crate::sys::{allowed_cpus, pin_current_thread};
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
 /// Default `--max-frame`: 1 MiB.
@@ -137,78 +142,9 @@ pub enum ConfigError {
     Zero(&'static str),
 }
 
-/// The CPUs this process may run on (its affinity mask), ascending.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: `cpu_set_t` is plain data for which all-zero is valid (the
-    // empty set); `sched_getaffinity` writes at most `size_of::<cpu_set_t>()`
-    // bytes into it, the size we pass.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect();
-            if !cpus.is_empty() {
-                return cpus;
-            }
-        }
-    }
-    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
-}
-
-/// Restricts the calling thread to `cpus` (threads it creates inherit the
-/// mask). Used by the threads that must stay off the shards' CPUs (the
-/// metrics endpoint) and by the load generator's workers.
-pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
-    if let Some(&cpu) = cpus.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("CPU {cpu} is past the largest CPU number this system can address"),
-        ));
-    }
-    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty
-    // set; `CPU_SET` only writes inside it (every CPU was checked to be
-    // below `CPU_SETSIZE` above); and `sched_setaffinity` with pid 0 (the
-    // calling thread) reads exactly `size_of::<cpu_set_t>()` bytes from the
-    // set, the size passed.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pinning_restricts_the_calling_thread_only() {
-        let allowed = allowed_cpus();
-        let last = *allowed.last().unwrap();
-        let inside = std::thread::spawn(move || {
-            pin_current_thread(&[last]).unwrap();
-            allowed_cpus()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(inside, vec![last]);
-        assert_eq!(allowed_cpus(), allowed, "the test thread is unaffected");
-        assert!(pin_current_thread(&[libc::CPU_SETSIZE as usize + 5]).is_err());
-        assert_eq!(allowed_cpus(), allowed, "a refused mask changes nothing");
-    }
-
-    #[test]
-    fn allowed_cpus_is_never_empty() {
-        assert!(!allowed_cpus().is_empty());
-    }
 
     #[test]
     fn validate_refuses_space_terminator() {

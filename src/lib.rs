@@ -32,6 +32,8 @@
 //!   each parser beside its formatter, shared by both binaries.
 //! * [`preflight`] — start-up checks (io_uring, locked memory, CPUs, ports)
 //!   that turn glommio's panics into errors a user can act on.
+//! * [`sys`] — the Linux calls std does not wrap (affinity, rlimits, the
+//!   io_uring probe, `/proc`), every `unsafe` of start-up in one place.
 //! * [`stats`] — per-shard counters, owned by their shard, summed by readers.
 //! * [`metrics`] — the optional HTTP endpoint (`--metrics`): Prometheus
 //!   counters, health, and the list of open connections.
@@ -48,4 +50,5 @@ pub mod router;
 pub mod shard;
 pub mod stats;
 pub mod subject;
+pub mod sys;
 pub mod units;

@@ -13,7 +13,7 @@
 //! 0 after a one-line summary.
 
 use std::fmt;
-use std::io::{self, IsTerminal};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,11 +23,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
-use tern::config::{self, allowed_cpus, Config};
+use tern::config::{self, Config};
 use tern::framing::Terminator;
 use tern::metrics::MetricsListener;
 use tern::preflight;
 use tern::relay::Relay;
+use tern::sys::{self, allowed_cpus, Resource};
 use tern::units::{self, format_cpu_list, format_duration, format_size};
 
 /// Exit status of every start-up error (and of clap's usage errors).
@@ -340,7 +341,7 @@ fn check_config(config: &Config, metrics: Option<SocketAddr>) -> ExitCode {
         "io-memory",
         format!("{} per shard", bytes(config.io_memory)),
     );
-    let sysctl = match preflight::io_uring_disabled() {
+    let sysctl = match sys::io_uring_disabled() {
         Some(v) => format!("kernel.io_uring_disabled = {v}"),
         None => "no kernel.io_uring_disabled sysctl".to_string(),
     };
@@ -350,15 +351,15 @@ fn check_config(config: &Config, metrics: Option<SocketAddr>) -> ExitCode {
         preflight::check_io_uring(),
     );
     let needed = preflight::memlock_needed(config.cores.len(), config.io_memory);
-    let limit = match preflight::memlock_limit() {
-        Ok((soft, hard)) => format!(
+    let limit = match sys::limits(Resource::LockedMemory) {
+        Ok(sys::Limits { soft, hard }) => format!(
             "limit {} (hard {})",
             preflight::format_limit(soft, format_size),
             preflight::format_limit(hard, format_size)
         ),
         Err(e) => format!("limit unreadable ({e})"),
     };
-    let cap = if preflight::has_cap_ipc_lock() {
+    let cap = if sys::has_cap_ipc_lock() {
         " (CAP_IPC_LOCK: only glommio's 512 KiB minimum applies)"
     } else {
         ""
@@ -370,8 +371,8 @@ fn check_config(config: &Config, metrics: Option<SocketAddr>) -> ExitCode {
     );
     // `run` raises the soft limit to the hard one, so the hard one is what
     // the relay will have.
-    match nofile_limit() {
-        Ok((soft, hard)) => {
+    match sys::limits(Resource::OpenFiles) {
+        Ok(sys::Limits { soft, hard }) => {
             let needed = fds_needed(config);
             let raised = if soft < hard {
                 format!(" (soft limit {} is raised at start)", limit_str(soft))
@@ -417,55 +418,6 @@ fn nofile_advice(limit: u64, config: &Config) -> String {
 
 fn limit_str(n: u64) -> String {
     preflight::format_limit(n, |n| n.to_string())
-}
-
-/// The soft and hard `RLIMIT_NOFILE` (`u64::MAX` = unlimited).
-fn nofile_limit() -> io::Result<(u64, u64)> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, which is
-    // valid for writes and outlives the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // `rlim_t` is 32 bits wide on some 32-bit targets, hence the cast.
-    #[allow(clippy::unnecessary_cast)]
-    let n = |v: libc::rlim_t| {
-        if v == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            v as u64
-        }
-    };
-    Ok((n(rl.rlim_cur), n(rl.rlim_max)))
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard one and returns the new
-/// soft limit. Each client holds a descriptor, and the usual soft default
-/// (1024) exists for programs that use `select(2)`, which tern does not;
-/// the hard limit is the administrator's real decision.
-fn raise_nofile_limit() -> io::Result<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, and
-    // setrlimit reads one from it; `rl` is valid for both and outlives the
-    // calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if rl.rlim_cur != rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(nofile_limit()?.0)
 }
 
 /// What `--check-config` found.
@@ -536,9 +488,12 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return startup_error(format_args!("cannot install signal handlers: {e}")),
     };
-    // Raised before the shards start accepting; a shortfall is logged only
-    // once the relay runs, since every start-up error must be one line.
-    let nofile = raise_nofile_limit();
+    // Raised before the shards start accepting: each client holds a
+    // descriptor, and the usual soft default (1024) exists for programs
+    // that use `select(2)`, which tern does not; the hard limit is the
+    // administrator's real decision. A shortfall is logged only once the
+    // relay runs, since every start-up error must be one line.
+    let nofile = sys::raise_soft_limit(Resource::OpenFiles).map(|l| l.soft);
     let nofile_warning = match &nofile {
         Ok(n) if *n < fds_needed(&config) => Some(nofile_advice(*n, &config)),
         _ => None,
@@ -791,13 +746,6 @@ mod tests {
         .unwrap();
         assert!(check_metrics_flag(cli.metrics, &build_config(&cli).unwrap()).is_ok());
         assert!(Cli::try_parse_from(["tern", "--metrics", "9100"]).is_err());
-    }
-
-    #[test]
-    fn the_open_files_limit_is_raised_to_the_hard_limit() {
-        let (_, hard) = nofile_limit().unwrap();
-        assert_eq!(raise_nofile_limit().unwrap(), hard);
-        assert_eq!(nofile_limit().unwrap(), (hard, hard));
     }
 
     #[test]

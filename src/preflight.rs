@@ -18,7 +18,8 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
-use crate::config::{allowed_cpus, Config, ConfigError};
+use crate::config::{Config, ConfigError};
+use crate::sys::{self, allowed_cpus, Resource};
 use crate::units::{format_cpu_list, format_size};
 
 /// glommio 0.9 refuses to create a reactor when `RLIMIT_MEMLOCK` is below
@@ -41,13 +42,9 @@ pub const GLOMMIO_RINGS: u64 = 3;
 pub const RING_ALLOWANCE: u64 = 64 * 1024;
 
 /// Locked memory allowed per process for the short-lived probe rings
-/// ([`check_io_uring`]'s and glommio's own), whose charge the kernel
+/// ([`sys::probe_io_uring`]'s and glommio's own), whose charge the kernel
 /// returns a little after they close (measured up to 12 KiB).
 pub const PROBE_ALLOWANCE: u64 = 16 * 1024;
-
-/// `CAP_IPC_LOCK` from `<linux/capability.h>`: lets a process lock memory
-/// past `RLIMIT_MEMLOCK`; io_uring then skips its accounting.
-const CAP_IPC_LOCK: u32 = 14;
 
 /// A prerequisite the relay cannot run without.
 ///
@@ -104,7 +101,7 @@ pub enum PreflightError {
 pub struct MemlockShortfall {
     /// The soft `RLIMIT_MEMLOCK` (what the kernel checks), in bytes.
     pub limit: u64,
-    /// The hard `RLIMIT_MEMLOCK`, in bytes (`u64::MAX` for unlimited).
+    /// The hard `RLIMIT_MEMLOCK`, in bytes ([`sys::UNLIMITED`] for unlimited).
     pub hard: u64,
     /// Bytes the relay needs ([`memlock_needed`]).
     pub needed: u64,
@@ -205,85 +202,16 @@ fn check_cpus_in(cores: &[usize], allowed: &[usize]) -> Result<(), PreflightErro
 
 // ---------------------------------------------------------------- io_uring
 
-/// `struct io_uring_params` from `<linux/io_uring.h>` (120 bytes; `libc`
-/// does not define it). The kernel reads `flags` and friends, all zero
-/// here, and fills in the rest.
-#[repr(C)]
-#[derive(Default)]
-struct IoUringParams {
-    sq_entries: u32,
-    cq_entries: u32,
-    flags: u32,
-    sq_thread_cpu: u32,
-    sq_thread_idle: u32,
-    features: u32,
-    wq_fd: u32,
-    resv: [u32; 3],
-    sq_off: [u32; 10],
-    cq_off: [u32; 10],
-}
-
-const _: () = assert!(std::mem::size_of::<IoUringParams>() == 120);
-
-/// Value of the `kernel.io_uring_disabled` sysctl, or `None` on kernels
-/// without it (before 6.6): 0 = allowed, 1 = only for members of
-/// `kernel.io_uring_group` and CAP_SYS_ADMIN, 2 = disabled for everyone.
-pub fn io_uring_disabled() -> Option<u8> {
-    read_proc_number("/proc/sys/kernel/io_uring_disabled")
-}
-
-fn read_proc_number<T: std::str::FromStr>(path: &str) -> Option<T> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Checks that this process can create an io_uring, the way glommio will:
-/// by calling `io_uring_setup(2)` on a small ring and closing it.
-///
-/// The probe runs on a short-lived thread of its own: tearing a ring down
-/// queues kernel task work on the thread that created it, which interrupts
-/// that thread's next blocking socket call with `EINTR` (a caller with
-/// `SO_RCVTIMEO` set — a test client, an embedding application — would see
-/// a spurious error).
+/// Checks that this process can create an io_uring the way glommio will
+/// ([`sys::probe_io_uring`]), and if not, says why.
 pub fn check_io_uring() -> Result<(), PreflightError> {
-    std::thread::scope(|s| s.spawn(probe_io_uring).join())
-        .expect("the io_uring probe does not panic")
-}
-
-fn probe_io_uring() -> Result<(), PreflightError> {
-    let mut params = IoUringParams::default();
-    // SAFETY: io_uring_setup(entries, params) reads and writes exactly one
-    // `struct io_uring_params`, which `params` is (layout checked above),
-    // and it outlives the call. It returns a new file descriptor that
-    // nothing else owns, or -1 with errno set.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_setup,
-            4 as libc::c_uint,
-            &mut params as *mut IoUringParams,
-        )
-    };
-    if fd < 0 {
-        let err = io::Error::last_os_error();
-        let hint = io_uring_hint(&err, io_uring_disabled(), under_seccomp_filter());
-        return Err(PreflightError::IoUring { source: err, hint });
-    }
-    // SAFETY: `fd` was just returned by io_uring_setup and is owned by no
-    // one else; closing it once releases the ring.
-    unsafe { libc::close(fd as libc::c_int) };
-    Ok(())
-}
-
-/// Whether this process runs under a seccomp filter (`Seccomp: 2` in
-/// `/proc/self/status`), as containers usually do.
-fn under_seccomp_filter() -> bool {
-    proc_status_field("Seccomp").is_some_and(|v| v == "2")
-}
-
-fn proc_status_field(name: &str) -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        (key == name).then(|| value.trim().to_string())
+    sys::probe_io_uring().map_err(|source| {
+        let hint = io_uring_hint(
+            &source,
+            sys::io_uring_disabled(),
+            sys::under_seccomp_filter(),
+        );
+        PreflightError::IoUring { source, hint }
     })
 }
 
@@ -295,9 +223,7 @@ fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String
                 .to_string(),
         ),
         Some(1) => {
-            let group = read_proc_number::<i64>("/proc/sys/kernel/io_uring_group")
-                .filter(|&g| g >= 0)
-                .map_or_else(|| "the group in kernel.io_uring_group".to_string(), |g| format!("group {g} (kernel.io_uring_group)"));
+            let group = sys::io_uring_group().map_or_else(|| "the group in kernel.io_uring_group".to_string(), |g| format!("group {g} (kernel.io_uring_group)"));
             Some(format!(
                 "the sysctl kernel.io_uring_disabled is 1, which allows io_uring only for {group} and CAP_SYS_ADMIN: run tern in that group, or set it to 0 (`sysctl -w kernel.io_uring_disabled=0`)"
             ))
@@ -310,15 +236,15 @@ fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String
         "a container's seccomp profile may block io_uring (Docker's default does): allow io_uring_setup, io_uring_enter and io_uring_register"
     };
     match err.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => match sysctl {
+        Some(sys::EPERM) | Some(sys::EACCES) => match sysctl {
             Some(s) => s,
             None => seccomp_hint.to_string(),
         },
-        Some(libc::ENOSYS) => format!(
+        Some(sys::ENOSYS) => format!(
             "the kernel has no io_uring (it needs Linux 5.8 or later built with CONFIG_IO_URING), or {seccomp_hint}"
         ),
-        Some(libc::ENOMEM) => "the ring would exceed the locked-memory limit (RLIMIT_MEMLOCK), which every process of this user shares: raise it with `ulimit -l` or systemd `LimitMEMLOCK=`, or stop other io_uring programs of this user".to_string(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+        Some(sys::ENOMEM) => "the ring would exceed the locked-memory limit (RLIMIT_MEMLOCK), which every process of this user shares: raise it with `ulimit -l` or systemd `LimitMEMLOCK=`, or stop other io_uring programs of this user".to_string(),
+        Some(sys::EMFILE) | Some(sys::ENFILE) => {
             "out of file descriptors: raise `ulimit -n` (systemd: LimitNOFILE=)".to_string()
         }
         _ => match sysctl {
@@ -332,7 +258,7 @@ fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String
 
 /// Bytes of locked memory that `shards` glommio 0.9 executors built with
 /// `LocalExecutorBuilder::io_memory(io_memory)` need, in a process that has
-/// run [`check_io_uring`].
+/// run [`sys::probe_io_uring`].
 ///
 /// What glommio does (glommio-0.9.0/src/sys/uring.rs, `Reactor::new`):
 /// - it returns `MemLockLimit(limit, 524288)` when the soft
@@ -355,7 +281,7 @@ fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String
 /// io_memory 0 or 64 KiB, 1.5 MiB with 512 KiB, 3 MiB with 1 MiB, 30 MiB
 /// with glommio's default 10 MiB (3 × io memory exactly). The smallest
 /// `ulimit -l` that starts without a registration failure, after a probe
-/// like [`check_io_uring`]'s: 1600 KiB for 1 executor with 512 KiB
+/// like [`sys::probe_io_uring`]'s: 1600 KiB for 1 executor with 512 KiB
 /// (1536 + 64), 3184 KiB for 2 (3072 + 112), 6251 KiB for 2 with 1 MiB
 /// (6144 + 107), 976 KiB for 4 with 64 KiB (768 + 208): about 52 KiB of
 /// rings per executor plus up to 12 KiB of probe rings per process. The
@@ -380,52 +306,21 @@ pub fn memlock_needed(shards: usize, io_memory: usize) -> u64 {
         .max(GLOMMIO_MIN_MEMLOCK)
 }
 
-/// The soft and hard `RLIMIT_MEMLOCK` in bytes (`u64::MAX` = unlimited).
-pub fn memlock_limit() -> io::Result<(u64, u64)> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, which is
-    // valid for writes and outlives the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // `rlim_t` is 32 bits wide on some 32-bit targets, hence the cast.
-    #[allow(clippy::unnecessary_cast)]
-    let bytes = |v: libc::rlim_t| {
-        if v == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            v as u64
-        }
-    };
-    Ok((bytes(rl.rlim_cur), bytes(rl.rlim_max)))
-}
-
-/// Whether this process may lock memory past `RLIMIT_MEMLOCK`: it holds
-/// CAP_IPC_LOCK (root normally does) in the initial user namespace, which
-/// is where io_uring checks it. Inside a user namespace (rootless
-/// containers) "root" does not count.
-pub fn has_cap_ipc_lock() -> bool {
-    let effective = proc_status_field("CapEff")
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0);
-    // The initial user namespace maps every uid to itself.
-    let init_ns = std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
-    effective && init_ns
-}
-
 /// Checks that the locked-memory limit lets `shards` executors with
 /// `io_memory` each start (see [`memlock_needed`]).
 pub fn check_memlock(shards: usize, io_memory: usize) -> Result<(), PreflightError> {
     // If the limit cannot be read, glommio cannot read it either and will
     // report that itself; there is nothing more useful to say here.
-    let Ok((soft, hard)) = memlock_limit() else {
+    let Ok(limits) = sys::limits(Resource::LockedMemory) else {
         return Ok(());
     };
-    evaluate_memlock(shards, io_memory, soft, hard, has_cap_ipc_lock())
+    evaluate_memlock(
+        shards,
+        io_memory,
+        limits.soft,
+        limits.hard,
+        sys::has_cap_ipc_lock(),
+    )
 }
 
 /// The decision behind [`check_memlock`], on given facts.
@@ -474,11 +369,11 @@ fn fitting_io_memory(shards: usize, limit: u64) -> Option<usize> {
     usize::try_from(buffer).ok()
 }
 
-/// A resource limit as a user reads it: `unlimited` for `u64::MAX`
-/// (`RLIM_INFINITY`), else the value as `show` writes it
+/// A resource limit as a user reads it: `unlimited` for
+/// [`sys::UNLIMITED`], else the value as `show` writes it
 /// ([`format_size`] for bytes, `to_string` for counts).
 pub fn format_limit(value: u64, show: impl FnOnce(u64) -> String) -> String {
-    if value == u64::MAX {
+    if value == sys::UNLIMITED {
         "unlimited".to_string()
     } else {
         show(value)
@@ -691,7 +586,7 @@ mod tests {
         // exercises the raw io_uring_setup call and the close of its fd.
         check_io_uring().unwrap();
 
-        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        let eperm = io::Error::from_raw_os_error(sys::EPERM);
         let h = io_uring_hint(&eperm, Some(2), false);
         assert!(
             h.contains("kernel.io_uring_disabled is 2") && h.contains("=0"),
@@ -701,29 +596,23 @@ mod tests {
         assert!(h.contains("io_uring_group"), "{h}");
         let h = io_uring_hint(&eperm, Some(0), true);
         assert!(h.contains("seccomp"), "{h}");
-        let h = io_uring_hint(&io::Error::from_raw_os_error(libc::ENOSYS), None, false);
+        let h = io_uring_hint(&io::Error::from_raw_os_error(sys::ENOSYS), None, false);
         assert!(
             h.contains("CONFIG_IO_URING") && h.contains("seccomp"),
             "{h}"
         );
         let err = PreflightError::IoUring {
             source: eperm,
-            hint: io_uring_hint(&io::Error::from_raw_os_error(libc::EPERM), Some(2), false),
+            hint: io_uring_hint(&io::Error::from_raw_os_error(sys::EPERM), Some(2), false),
         };
         assert_eq!(err.to_string().lines().count(), 1);
-    }
-
-    #[test]
-    fn memlock_limit_is_readable() {
-        let (soft, hard) = memlock_limit().unwrap();
-        assert!(soft <= hard);
     }
 
     #[test]
     fn limits_read_like_flags() {
         assert_eq!(format_limit(64 << 10, format_size), "64 KiB");
         assert_eq!(format_limit(1024, |n| n.to_string()), "1024");
-        assert_eq!(format_limit(u64::MAX, format_size), "unlimited");
+        assert_eq!(format_limit(sys::UNLIMITED, format_size), "unlimited");
     }
 
     #[test]
