@@ -106,9 +106,7 @@ impl Config {
 
     /// Checks the settings against each other and the protocol.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.terminator.as_bytes().contains(&b' ') {
-            return Err(ConfigError::SpaceInTerminator);
-        }
+        check_terminator(&self.terminator)?;
         if self.listen.is_empty() {
             return Err(ConfigError::NoListener);
         }
@@ -129,10 +127,22 @@ impl Config {
     }
 }
 
+/// Checks that `terminator` can end the line protocol's frames: it must
+/// not contain a space, which separates a frame's fields. (Both binaries
+/// take it with `--terminator`.)
+pub fn check_terminator(terminator: &Terminator) -> Result<(), ConfigError> {
+    if terminator.as_bytes().contains(&b' ') {
+        return Err(ConfigError::SpaceInTerminator);
+    }
+    Ok(())
+}
+
 /// A setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("the terminator must not contain a space: fields are separated by spaces")]
+    #[error(
+        "--terminator must not contain a space: the line protocol separates fields with spaces"
+    )]
     SpaceInTerminator,
     #[error("no --listen address given")]
     NoListener,
@@ -153,6 +163,12 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate(), Err(ConfigError::SpaceInTerminator));
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("--terminator") && msg.contains("space"),
+            "{msg}"
+        );
         assert_eq!(Config::default().validate(), Ok(()));
+        assert!(check_terminator(&Terminator::parse(r"\r\n").unwrap()).is_ok());
     }
 }

@@ -30,8 +30,9 @@
 //! * [`config`] — the relay's settings, their defaults and their validation.
 //! * [`units`] — the syntax of sizes, durations and CPU lists in flags:
 //!   each parser beside its formatter, shared by both binaries.
-//! * [`preflight`] — start-up checks (io_uring, locked memory, CPUs, ports)
-//!   that turn glommio's panics into errors a user can act on.
+//! * [`preflight`] — the start-up findings (settings, CPUs, ports, locked
+//!   memory, io_uring, open files) that turn glommio's panics into errors a
+//!   user can act on; `--check-config` prints them.
 //! * [`sys`] — the Linux calls std does not wrap (affinity, rlimits, the
 //!   io_uring probe, `/proc`), every `unsafe` of start-up in one place.
 //! * [`stats`] — per-shard counters, owned by their shard, summed by readers.

@@ -142,8 +142,8 @@ impl Options {
         if self.duration.is_zero() {
             return bad("--duration must be more than 0".into());
         }
-        if self.terminator.as_bytes().contains(&b' ') {
-            return bad("--terminator must not contain a space (the line protocol separates fields with spaces)".into());
+        if let Err(e) = tern::config::check_terminator(&self.terminator) {
+            return bad(e.to_string());
         }
         if let Some(g) = &self.group {
             if self.protocol == Protocol::Redis {
@@ -167,7 +167,7 @@ impl Options {
             if cores.is_empty() {
                 return bad("--cores: give at least one CPU".into());
             }
-            let allowed = tern::config::allowed_cpus();
+            let allowed = tern::sys::allowed_cpus();
             if let Some(c) = cores.iter().find(|c| !allowed.contains(c)) {
                 return bad(format!(
                     "--cores: CPU {c} is not available to this process (allowed: {})",
