@@ -1,13 +1,19 @@
-//! The relay's settings, and the parsing of their command-line syntax.
+//! The relay's settings, their defaults, and which combinations can work.
 //!
 //! [`Config`] is what [`crate::relay::Relay::start`] takes; the binary fills
-//! it from flags, tests and the load generator build it in code. The parsers
-//! here (`64KiB` sizes, `0,2-3` CPU lists) are shared by both binaries.
+//! it from flags (their syntax is [`crate::units`]'), tests and the load
+//! generator build it in code. [`Config::validate`] checks it against
+//! itself; [`crate::preflight`] checks it against the machine.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::framing::Terminator;
+
+/// The CPU calls that lived here before [`crate::sys`] gathered the OS
+/// calls, re-exported so that their callers keep working; new code names
+/// them in `sys`.
+pub use crate::sys::{allowed_cpus, pin_current_thread};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
@@ -107,9 +113,7 @@ impl Config {
 
     /// Checks the settings against each other and the protocol.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.terminator.as_bytes().contains(&b' ') {
-            return Err(ConfigError::SpaceInTerminator);
-        }
+        check_terminator(&self.terminator)?;
         if self.listen.is_empty() {
             return Err(ConfigError::NoListener);
         }
@@ -130,10 +134,22 @@ impl Config {
     }
 }
 
+/// Checks that `terminator` can end the line protocol's frames: it must
+/// not contain a space, which separates a frame's fields. (Both binaries
+/// take it with `--terminator`.)
+pub fn check_terminator(terminator: &Terminator) -> Result<(), ConfigError> {
+    if terminator.as_bytes().contains(&b' ') {
+        return Err(ConfigError::SpaceInTerminator);
+    }
+    Ok(())
+}
+
 /// A setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("the terminator must not contain a space: fields are separated by spaces")]
+    #[error(
+        "--terminator must not contain a space: the line protocol separates fields with spaces"
+    )]
     SpaceInTerminator,
     #[error("no --listen address given")]
     NoListener,
@@ -143,179 +159,9 @@ pub enum ConfigError {
     Zero(&'static str),
 }
 
-/// A size flag that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid size `{0}`: give bytes as an integer, optionally with a suffix (KiB, MiB, GiB, KB, MB, GB, K, M, G), e.g. 64KiB")]
-pub struct SizeError(pub String);
-
-/// Parses `1048576`, `64KiB`, `1MiB`, `2GiB`, `10KB` (decimal), `4k`, `16M`.
-///
-/// ```
-/// use tern::config::parse_size;
-/// assert_eq!(parse_size("64KiB").unwrap(), 65536);
-/// assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
-/// assert_eq!(parse_size("512").unwrap(), 512);
-/// ```
-pub fn parse_size(s: &str) -> Result<usize, SizeError> {
-    let err = || SizeError(s.to_string());
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(err());
-    }
-    let n: u64 = digits.parse().map_err(|_| err())?;
-    let mult: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => return Err(err()),
-    };
-    let v = n.checked_mul(mult).ok_or_else(err)?;
-    usize::try_from(v).map_err(|_| err())
-}
-
-/// A CPU list that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid CPU list `{0}`: use numbers and ranges like 0,2 or 0-3")]
-pub struct CpuListError(pub String);
-
-/// Parses `0,2`, `0-3`, `1,4-6`: sorted, without duplicates.
-///
-/// ```
-/// use tern::config::parse_cpu_list;
-/// assert_eq!(parse_cpu_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
-/// ```
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, CpuListError> {
-    let err = || CpuListError(s.to_string());
-    let mut cpus = Vec::new();
-    for part in s.split(',') {
-        let part = part.trim();
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (
-                a.trim().parse::<usize>().map_err(|_| err())?,
-                b.trim().parse::<usize>().map_err(|_| err())?,
-            ),
-            None => {
-                let v = part.parse::<usize>().map_err(|_| err())?;
-                (v, v)
-            }
-        };
-        if lo > hi || hi >= 4096 {
-            return Err(err());
-        }
-        cpus.extend(lo..=hi);
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Ok(cpus)
-}
-
-/// The CPUs this process may run on (its affinity mask), ascending.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: `cpu_set_t` is plain data for which all-zero is valid (the
-    // empty set); `sched_getaffinity` writes at most `size_of::<cpu_set_t>()`
-    // bytes into it, the size we pass.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect();
-            if !cpus.is_empty() {
-                return cpus;
-            }
-        }
-    }
-    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
-}
-
-/// Restricts the calling thread to `cpus` (threads it creates inherit the
-/// mask). Used by the threads that must stay off the shards' CPUs (the
-/// metrics endpoint) and by the load generator's workers.
-pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
-    if let Some(&cpu) = cpus.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("CPU {cpu} is past the largest CPU number this system can address"),
-        ));
-    }
-    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty
-    // set; `CPU_SET` only writes inside it (every CPU was checked to be
-    // below `CPU_SETSIZE` above); and `sched_setaffinity` with pid 0 (the
-    // calling thread) reads exactly `size_of::<cpu_set_t>()` bytes from the
-    // set, the size passed.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("0").unwrap(), 0);
-        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
-        assert_eq!(parse_size("1mib").unwrap(), 1 << 20);
-        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
-        assert_eq!(parse_size("3 KiB").unwrap(), 3 << 10);
-        for bad in [
-            "",
-            "KiB",
-            "-1",
-            "1.5MiB",
-            "12XB",
-            "99999999999999999999",
-            "1 2",
-        ] {
-            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("3").unwrap(), vec![3]);
-        assert_eq!(parse_cpu_list("0-1,1").unwrap(), vec![0, 1]);
-        for bad in ["", "a", "3-1", "1,,2", "-1", "0-99999"] {
-            assert!(parse_cpu_list(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
-
-    #[test]
-    fn pinning_restricts_the_calling_thread_only() {
-        let allowed = allowed_cpus();
-        let last = *allowed.last().unwrap();
-        let inside = std::thread::spawn(move || {
-            pin_current_thread(&[last]).unwrap();
-            allowed_cpus()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(inside, vec![last]);
-        assert_eq!(allowed_cpus(), allowed, "the test thread is unaffected");
-        assert!(pin_current_thread(&[libc::CPU_SETSIZE as usize + 5]).is_err());
-        assert_eq!(allowed_cpus(), allowed, "a refused mask changes nothing");
-    }
-
-    #[test]
-    fn allowed_cpus_is_never_empty() {
-        assert!(!allowed_cpus().is_empty());
-    }
 
     #[test]
     fn validate_refuses_space_terminator() {
@@ -324,6 +170,12 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate(), Err(ConfigError::SpaceInTerminator));
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("--terminator") && msg.contains("space"),
+            "{msg}"
+        );
         assert_eq!(Config::default().validate(), Ok(()));
+        assert!(check_terminator(&Terminator::parse(r"\r\n").unwrap()).is_ok());
     }
 }

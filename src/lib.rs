@@ -27,9 +27,14 @@
 //!   the per-connection read/write loops that drive everything above.
 //! * [`relay`] — starts and stops a set of shards; the library entry point
 //!   used by the binary, the tests and the load generator.
-//! * [`config`] — the relay's settings and the parsing of their flag syntax.
-//! * [`preflight`] — start-up checks (io_uring, locked memory, CPUs, ports)
-//!   that turn glommio's panics into errors a user can act on.
+//! * [`config`] — the relay's settings, their defaults and their validation.
+//! * [`units`] — the syntax of sizes, durations and CPU lists in flags:
+//!   each parser beside its formatter, shared by both binaries.
+//! * [`preflight`] — the start-up findings (settings, CPUs, ports, locked
+//!   memory, io_uring, open files) that turn glommio's panics into errors a
+//!   user can act on; `--check-config` prints them.
+//! * [`sys`] — the Linux calls std does not wrap (affinity, rlimits, the
+//!   io_uring probe, `/proc`), every `unsafe` of start-up in one place.
 //! * [`stats`] — per-shard counters, owned by their shard, summed by readers.
 //! * [`metrics`] — the optional HTTP endpoint (`--metrics`): Prometheus
 //!   counters, health, and the list of open connections.
@@ -46,3 +51,5 @@ pub mod router;
 pub mod shard;
 pub mod stats;
 pub mod subject;
+pub mod sys;
+pub mod units;

@@ -4,16 +4,18 @@
 //! logging before anything else can log (glommio logs through the `log`
 //! crate; tracing-subscriber's `tracing-log` bridge, on by default, carries
 //! its warnings into the same output), turns the flags into a
-//! [`tern::config::Config`], and either checks it (`--check-config`) or
-//! runs a [`Relay`] (and, with `--metrics`, its HTTP endpoint, see
-//! [`tern::metrics`]) until SIGINT or SIGTERM.
+//! [`tern::config::Config`], gathers the start-up findings about it
+//! ([`tern::preflight::findings`]) and either prints them all
+//! (`--check-config`) or, if none is an error, runs a [`Relay`] (and, with
+//! `--metrics`, its HTTP endpoint, see [`tern::metrics`]) until SIGINT or
+//! SIGTERM.
 //!
 //! Every start-up error is one line on stderr, `tern: error: ...`, and exit
 //! status 2, the status clap uses for usage errors. A clean shutdown exits
 //! 0 after a one-line summary.
 
 use std::fmt;
-use std::io::{self, IsTerminal};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,21 +25,16 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
-use tern::config::{self, allowed_cpus, Config};
+use tern::config::{self, Config};
 use tern::framing::Terminator;
 use tern::metrics::MetricsListener;
-use tern::preflight::{self, format_cpu_list, human};
+use tern::preflight::{self, Findings, Verdict};
 use tern::relay::Relay;
+use tern::sys::allowed_cpus;
+use tern::units::{self, format_cpu_list, format_duration, format_size};
 
 /// Exit status of every start-up error (and of clap's usage errors).
 const EXIT_STARTUP: u8 = 2;
-
-/// File descriptors a relay needs besides one per client: per shard its
-/// listening sockets, three io_uring rings and glommio's event and timer
-/// descriptors; for the process the metrics endpoint, logging and a margin.
-/// An estimate for the `--max-connections` warning, not a limit.
-const FDS_PER_SHARD: u64 = 16;
-const FDS_PER_PROCESS: u64 = 64;
 
 /// The command line. `about` is the package description; each doc comment
 /// below is that flag's one line in `--help`.
@@ -48,7 +45,8 @@ const FDS_PER_PROCESS: u64 = 64;
 #[command(allow_negative_numbers = true)]
 #[command(
     after_help = "Byte sizes accept plain integers or suffixes: 64KiB, 1MiB, 1MB, 4k.\n\
-Durations accept 0 or a number with a unit: 50us, 1ms, 2s.\n\
+Durations are a number with a unit (ns, us, ms, s, m, h): 50us, 1.5ms, 2s; a bare number is seconds.\n\
+CPU lists are numbers and ranges: 0,2 or 0-3.\n\
 RUST_LOG is honoured unless --log-level is given.\n\
 SIGINT or SIGTERM stops the relay after flushing for at most 2 s; a second one stops it at once."
 )]
@@ -70,15 +68,15 @@ struct Cli {
     shard_listen: Option<SocketAddr>,
 
     /// Frame terminator, 1-16 bytes, with escapes \n \r \t \0 \\ \xHH
-    #[arg(long, value_name = "T", default_value = r"\n", value_parser = parse_terminator)]
+    #[arg(long, value_name = "T", default_value = r"\n", value_parser = Terminator::parse)]
     terminator: Terminator,
 
     /// Longest frame accepted, in bytes (without the terminator)
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_FRAME, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_FRAME, value_parser = units::parse_size)]
     max_frame: usize,
 
     /// Unsent output per connection past which it is closed as a slow consumer
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PENDING, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PENDING, value_parser = units::parse_size)]
     max_pending: usize,
 
     /// Subscriptions per connection
@@ -90,11 +88,12 @@ struct Cli {
     max_connections: usize,
 
     /// How long an idle shard polls before sleeping (lower wake-up latency, more CPU)
-    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(config::DEFAULT_SPIN_BEFORE_PARK), value_parser = parse_duration)]
-    spin_before_park: HumanDuration,
+    // The default is config::DEFAULT_SPIN_BEFORE_PARK (a test checks).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = units::parse_duration)]
+    spin_before_park: Duration,
 
     /// io_uring buffer memory per shard, in bytes (counts against the locked-memory limit)
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_IO_MEMORY, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_IO_MEMORY, value_parser = units::parse_size)]
     io_memory: usize,
 
     /// Log filter: error, warn, info, debug, trace, or directives like tern=debug [default: info]
@@ -129,60 +128,8 @@ enum LogFormat {
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
 
-/// A duration shown the way `--spin-before-park` reads it (`50us`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct HumanDuration(Duration);
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ns = self.0.as_nanos();
-        // The largest unit that shows the value exactly.
-        match ns {
-            0 => f.write_str("0"),
-            n if n % 1_000_000_000 == 0 => write!(f, "{}s", n / 1_000_000_000),
-            n if n % 1_000_000 == 0 => write!(f, "{}ms", n / 1_000_000),
-            n if n % 1_000 == 0 => write!(f, "{}us", n / 1_000),
-            n => write!(f, "{n}ns"),
-        }
-    }
-}
-
-fn parse_cores(s: &str) -> Result<CpuList, String> {
-    config::parse_cpu_list(s)
-        .map(CpuList)
-        .map_err(|e| e.to_string())
-}
-
-fn parse_terminator(s: &str) -> Result<Terminator, String> {
-    let t = Terminator::parse(s).map_err(|e| e.to_string())?;
-    if t.as_bytes().contains(&b' ') {
-        return Err(config::ConfigError::SpaceInTerminator.to_string());
-    }
-    Ok(t)
-}
-
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    config::parse_size(s).map_err(|e| e.to_string())
-}
-
-/// Parses `0`, `250ns`, `50us` (or `50µs`), `1ms`, `2s`.
-fn parse_duration(s: &str) -> Result<HumanDuration, String> {
-    let err = || {
-        format!("invalid duration `{s}`: give 0 or a whole number with a unit (ns, us, ms, s), e.g. 50us")
-    };
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| err())?;
-    let d = match unit.trim() {
-        "" if n == 0 => Duration::ZERO,
-        "ns" => Duration::from_nanos(n),
-        "us" | "µs" => Duration::from_micros(n),
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        _ => return Err(err()),
-    };
-    Ok(HumanDuration(d))
+fn parse_cores(s: &str) -> Result<CpuList, units::CpuListError> {
+    units::parse_cpu_list(s).map(CpuList)
 }
 
 fn parse_log_filter(s: &str) -> Result<String, String> {
@@ -206,24 +153,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(msg) => return startup_error(msg),
     };
-    if let Err(msg) = check_metrics_flag(cli.metrics, &config) {
-        return startup_error(msg);
-    }
     if cli.check_config {
-        return check_config(&config, cli.metrics);
+        return check_config(&preflight::findings(&config, cli.metrics));
     }
     run(config, cli.metrics)
-}
-
-/// `--metrics` must not name a `--listen` address: the two would fight
-/// over the port (and the loser's error would blame the other flag).
-fn check_metrics_flag(metrics: Option<SocketAddr>, config: &Config) -> Result<(), String> {
-    match metrics {
-        Some(addr) if addr.port() != 0 && config.listen.contains(&addr) => Err(format!(
-            "--metrics {addr} is also a --listen address: give the metrics endpoint a port of its own"
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// Prints a start-up error as the one line users and scripts expect.
@@ -288,8 +221,9 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     result.map_err(|e| format!("cannot install the logger: {e}"))
 }
 
-/// Turns the flags into a relay configuration and checks it against itself
-/// (not yet against the environment: that is [`preflight`]).
+/// Turns the flags into a relay configuration: `--shards` and `--cores`
+/// become the list of CPUs. Whether the result can work is for
+/// [`preflight`] to say.
 fn build_config(cli: &Cli) -> Result<Config, String> {
     let cores = match (&cli.cores, cli.shards) {
         (Some(CpuList(cores)), Some(n)) if n as usize != cores.len() => {
@@ -324,7 +258,7 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         max_pending: cli.max_pending,
         max_subs: cli.max_subs,
         max_connections: cli.max_connections,
-        spin_before_park: cli.spin_before_park.0,
+        spin_before_park: cli.spin_before_park,
         io_memory: cli.io_memory,
         shard_listeners: cli.shard_listen.is_some(),
         shard_listen: cli
@@ -332,240 +266,39 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
             .unwrap_or_else(|| Config::default().shard_listen),
         ..Config::default()
     };
-    config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
-/// `--check-config`: runs every check (not only up to the first failure),
-/// prints one line per finding on stdout, and each problem as a
+/// `--check-config`: prints one line per finding on stdout (every check
+/// ran, not only up to the first failure), then each problem as a
 /// `tern: error:` line on stderr.
-fn check_config(config: &Config, metrics: Option<SocketAddr>) -> ExitCode {
-    let mut report = Report::default();
-    report.info("tern", env!("CARGO_PKG_VERSION"));
-    report.check(
-        "shards",
-        format!(
-            "{} on CPUs {} (this process may use CPUs {})",
-            config.cores.len(),
-            format_cpu_list(&config.cores),
-            format_cpu_list(&allowed_cpus())
-        ),
-        preflight::check_cpus(&config.cores),
-    );
-    let mut seen = Vec::new();
-    for &addr in &config.listen {
-        let verdict = if addr.port() != 0 && seen.contains(&addr) {
-            Err(preflight::PreflightError::DuplicateListen(addr))
-        } else {
-            preflight::check_addr_free(addr)
-        };
-        seen.push(addr);
-        report.check("listen", format!("{addr} (free)"), verdict);
-    }
-    match metrics {
-        // The same bind `run` does, released at once.
-        Some(addr) => report.check(
-            "metrics",
-            format!("http://{addr}/metrics (free)"),
-            MetricsListener::bind(addr).map(drop),
-        ),
-        None => report.info("metrics", "off (serve them with --metrics ADDR)"),
-    }
-    report.info("terminator", config.terminator.escape());
-    report.info("max-frame", bytes(config.max_frame));
-    report.info("max-pending", bytes(config.max_pending));
-    report.info("max-subs", config.max_subs);
-    report.info("max-connections", config.max_connections);
-    report.info("spin-before-park", HumanDuration(config.spin_before_park));
-    report.info(
-        "io-memory",
-        format!("{} per shard", bytes(config.io_memory)),
-    );
-    let sysctl = match preflight::io_uring_disabled() {
-        Some(v) => format!("kernel.io_uring_disabled = {v}"),
-        None => "no kernel.io_uring_disabled sysctl".to_string(),
-    };
-    report.check(
-        "io_uring",
-        format!("io_uring_setup works ({sysctl})"),
-        preflight::check_io_uring(),
-    );
-    let needed = preflight::memlock_needed(config.cores.len(), config.io_memory);
-    let limit = match preflight::memlock_limit() {
-        Ok((soft, hard)) => format!("limit {} (hard {})", human(soft), human(hard)),
-        Err(e) => format!("limit unreadable ({e})"),
-    };
-    let cap = if preflight::has_cap_ipc_lock() {
-        " (CAP_IPC_LOCK: only glommio's 512 KiB minimum applies)"
-    } else {
-        ""
-    };
-    report.check(
-        "locked memory",
-        format!("{limit}, needed {}{cap}", human(needed)),
-        preflight::check_memlock(config.cores.len(), config.io_memory),
-    );
-    // `run` raises the soft limit to the hard one, so the hard one is what
-    // the relay will have.
-    match nofile_limit() {
-        Ok((soft, hard)) => {
-            let needed = fds_needed(config);
-            let raised = if soft < hard {
-                format!(" (soft limit {} is raised at start)", limit_str(soft))
-            } else {
-                String::new()
-            };
-            let found = format!(
-                "limit {}{raised}, about {needed} needed for --max-connections {}",
-                limit_str(hard),
-                config.max_connections
-            );
-            if hard >= needed {
-                report.check("open files", found, Ok::<(), String>(()));
-            } else {
-                report.warn(
-                    "open files",
-                    found,
-                    "clients past the limit are refused at accept: raise it with `ulimit -n` or systemd `LimitNOFILE=`, or lower --max-connections",
-                );
+fn check_config(findings: &Findings) -> ExitCode {
+    let mut warnings = 0;
+    for f in findings {
+        let (key, found) = (f.key, &f.found);
+        match &f.verdict {
+            Verdict::Info => println!("{key:<17}{found}"),
+            Verdict::Ok => println!("{key:<17}{found}: ok"),
+            Verdict::Warning(w) => {
+                println!("{key:<17}{found}: WARNING: {w}");
+                warnings += 1;
             }
-        }
-        Err(e) => report.info("open files", format!("limit unreadable ({e})")),
-    }
-    report.finish()
-}
-
-/// File descriptors `config` may use at most (see [`FDS_PER_SHARD`]).
-fn fds_needed(config: &Config) -> u64 {
-    let shards = config.cores.len() as u64;
-    (config.max_connections as u64)
-        .saturating_add(shards * (FDS_PER_SHARD + config.listen.len() as u64))
-        .saturating_add(FDS_PER_PROCESS)
-}
-
-/// What to do about an open-files limit below [`fds_needed`].
-fn nofile_advice(limit: u64, config: &Config) -> String {
-    format!(
-        "the open-files limit ({limit}) is below what --max-connections {} needs (about {}): clients past that are refused at accept; raise it with `ulimit -n`, systemd `LimitNOFILE=`, or lower --max-connections",
-        config.max_connections,
-        fds_needed(config)
-    )
-}
-
-fn limit_str(n: u64) -> String {
-    if n == u64::MAX {
-        "unlimited".to_string()
-    } else {
-        n.to_string()
-    }
-}
-
-/// The soft and hard `RLIMIT_NOFILE` (`u64::MAX` = unlimited).
-fn nofile_limit() -> io::Result<(u64, u64)> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, which is
-    // valid for writes and outlives the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // `rlim_t` is 32 bits wide on some 32-bit targets, hence the cast.
-    #[allow(clippy::unnecessary_cast)]
-    let n = |v: libc::rlim_t| {
-        if v == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            v as u64
-        }
-    };
-    Ok((n(rl.rlim_cur), n(rl.rlim_max)))
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard one and returns the new
-/// soft limit. Each client holds a descriptor, and the usual soft default
-/// (1024) exists for programs that use `select(2)`, which tern does not;
-/// the hard limit is the administrator's real decision.
-fn raise_nofile_limit() -> io::Result<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, and
-    // setrlimit reads one from it; `rl` is valid for both and outlives the
-    // calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if rl.rlim_cur != rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            Verdict::Error(e) => println!("{key:<17}FAILED: {e}"),
         }
     }
-    Ok(nofile_limit()?.0)
-}
-
-/// What `--check-config` found.
-#[derive(Default)]
-struct Report {
-    problems: Vec<String>,
-    warnings: usize,
-}
-
-impl Report {
-    fn info(&self, key: &str, value: impl fmt::Display) {
-        println!("{key:<17}{value}");
-    }
-
-    /// A finding that does not stop the relay from starting.
-    fn warn(&mut self, key: &str, value: impl fmt::Display, warning: &str) {
-        println!("{key:<17}{value}: WARNING: {warning}");
-        self.warnings += 1;
-    }
-
-    fn check<E: fmt::Display>(
-        &mut self,
-        key: &str,
-        value: impl fmt::Display,
-        verdict: Result<(), E>,
-    ) {
-        match verdict {
-            Ok(()) => println!("{key:<17}{value}: ok"),
-            Err(e) => {
-                println!("{key:<17}FAILED: {e}");
-                self.problems.push(e.to_string());
-            }
+    let problems: Vec<_> = findings.errors().collect();
+    if problems.is_empty() {
+        match warnings {
+            0 => println!("configuration ok"),
+            n => println!("configuration ok, with {n} warning(s)"),
         }
+        return ExitCode::SUCCESS;
     }
-
-    fn finish(self) -> ExitCode {
-        if self.problems.is_empty() {
-            match self.warnings {
-                0 => println!("configuration ok"),
-                n => println!("configuration ok, with {n} warning(s)"),
-            }
-            return ExitCode::SUCCESS;
-        }
-        println!("configuration has {} problem(s)", self.problems.len());
-        for p in &self.problems {
-            eprintln!("tern: error: {}", one_line(p));
-        }
-        ExitCode::from(EXIT_STARTUP)
+    println!("configuration has {} problem(s)", problems.len());
+    for p in problems {
+        eprintln!("tern: error: {}", one_line(&p.to_string()));
     }
-}
-
-/// `1048576 (1 MiB)`: the exact number and a readable one.
-fn bytes(n: usize) -> String {
-    let h = human(n as u64);
-    if h.ends_with("bytes") {
-        h
-    } else {
-        format!("{n} ({h})")
-    }
+    ExitCode::from(EXIT_STARTUP)
 }
 
 /// Starts the relay (and its metrics endpoint), waits for SIGINT or
@@ -577,24 +310,26 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return startup_error(format_args!("cannot install signal handlers: {e}")),
     };
-    // Raised before the shards start accepting; a shortfall is logged only
-    // once the relay runs, since every start-up error must be one line.
-    let nofile = raise_nofile_limit();
-    let nofile_warning = match &nofile {
-        Ok(n) if *n < fds_needed(&config) => Some(nofile_advice(*n, &config)),
-        _ => None,
-    };
-    let open_files = match nofile {
-        Ok(n) => limit_str(n),
+    // Raised before the check, so that the `open files` finding describes
+    // the limit the relay runs with.
+    let open_files = match preflight::raise_open_files_limit() {
+        Ok(limits) => preflight::format_limit(limits.soft, |n| n.to_string()),
         Err(e) => format!("unknown ({e})"),
     };
+    let checked = match preflight::check(config, metrics) {
+        Ok(c) => c,
+        Err(e) => return startup_error(e),
+    };
+    // Logged only once the relay runs, since every start-up error must be
+    // one line.
+    let warnings: Vec<String> = checked.warnings().map(|f| f.to_string()).collect();
     // Bound before any shard starts, so a bad --metrics costs nothing.
     let metrics = match metrics.map(MetricsListener::bind).transpose() {
         Ok(m) => m,
         Err(e) => return startup_error(e),
     };
-    let summary = StartupSummary::of(&config);
-    let relay = match Relay::start(config) {
+    let summary = StartupSummary::of(checked.config());
+    let relay = match Relay::start_checked(checked) {
         Ok(r) => r,
         Err(e) => return startup_error(e),
     };
@@ -608,7 +343,7 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
             return startup_error(e);
         }
     };
-    if let Some(warning) = nofile_warning {
+    for warning in warnings {
         tracing::warn!("{warning}");
     }
     let mut listening = relay
@@ -674,12 +409,12 @@ impl StartupSummary {
             if c.cores.len() == 1 { "" } else { "s" },
             format_cpu_list(&c.cores),
             c.terminator.escape(),
-            human(c.max_frame as u64),
-            human(c.max_pending as u64),
+            format_size(c.max_frame as u64),
+            format_size(c.max_pending as u64),
             c.max_subs,
             c.max_connections,
-            HumanDuration(c.spin_before_park),
-            human(c.io_memory as u64),
+            format_duration(c.spin_before_park),
+            format_size(c.io_memory as u64),
         ))
     }
 }
@@ -701,34 +436,27 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        let d = |s| parse_duration(s).map(|h| h.0);
-        assert_eq!(d("0"), Ok(Duration::ZERO));
-        assert_eq!(d("50us"), Ok(Duration::from_micros(50)));
-        assert_eq!(d("50µs"), Ok(Duration::from_micros(50)));
-        assert_eq!(d("1ms"), Ok(Duration::from_millis(1)));
-        assert_eq!(d("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(d("250ns"), Ok(Duration::from_nanos(250)));
-        for bad in ["", "50", "us", "1.5ms", "-1ms", "5 m", "1h"] {
-            assert!(d(bad).is_err(), "{bad:?} should be refused");
-        }
-        for ok in ["0", "50us", "1ms", "2s", "250ns", "1500us"] {
-            assert_eq!(parse_duration(ok).unwrap().to_string(), ok);
-        }
-        assert_eq!(HumanDuration(Duration::from_micros(50)).to_string(), "50us");
-        assert_eq!(HumanDuration(Duration::ZERO).to_string(), "0");
+    fn terminators() {
+        let parse =
+            |t: &str| Cli::try_parse_from(["tern", "--terminator", t]).map_err(|e| e.to_string());
+        assert_eq!(parse(r"\r\n").unwrap().terminator.as_bytes(), b"\r\n");
+        assert!(parse(r"\q").unwrap_err().contains("unknown escape"));
+        // Read, then refused with the other settings that cannot work.
+        let spaced = build_config(&parse("a b").unwrap()).unwrap();
+        assert!(spaced.validate().unwrap_err().to_string().contains("space"));
+        assert!(parse(&"x".repeat(17)).unwrap_err().contains("17 bytes"));
     }
 
     #[test]
-    fn terminators() {
-        assert_eq!(parse_terminator(r"\r\n").unwrap().as_bytes(), b"\r\n");
-        assert!(parse_terminator(r"\q")
-            .unwrap_err()
-            .contains("unknown escape"));
-        assert!(parse_terminator("a b").unwrap_err().contains("space"));
-        assert!(parse_terminator(&"x".repeat(17))
-            .unwrap_err()
-            .contains("17 bytes"));
+    fn durations_read_like_the_load_generators() {
+        let spin = |d: &str| {
+            Cli::try_parse_from(["tern", "--spin-before-park", d]).map(|c| c.spin_before_park)
+        };
+        assert_eq!(spin("50us").unwrap(), Duration::from_micros(50));
+        // A bare number is seconds, as in tern-loadgen.
+        assert_eq!(spin("5").unwrap(), Duration::from_secs(5));
+        let err = spin("50x").unwrap_err().to_string();
+        assert!(err.contains("50us"), "{err}");
     }
 
     #[test]
@@ -803,7 +531,8 @@ mod tests {
     #[test]
     fn zero_limits_are_refused() {
         let cli = Cli::try_parse_from(["tern", "--max-subs", "0"]).unwrap();
-        assert!(build_config(&cli).unwrap_err().contains("--max-subs"));
+        let err = build_config(&cli).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("--max-subs"), "{err}");
     }
 
     #[test]
@@ -816,45 +545,22 @@ mod tests {
     fn metrics_flag_is_parsed_and_must_not_be_a_listen_address() {
         let cli = Cli::try_parse_from(["tern"]).unwrap();
         assert_eq!(cli.metrics, None);
-        let cli = Cli::try_parse_from([
-            "tern",
-            "--listen",
-            "127.0.0.1:7000",
-            "--metrics",
-            "127.0.0.1:7000",
-        ])
-        .unwrap();
-        let c = build_config(&cli).unwrap();
-        let err = check_metrics_flag(cli.metrics, &c).unwrap_err();
+        let conflict = |listen: &str, metrics: &str| {
+            let cli =
+                Cli::try_parse_from(["tern", "--listen", listen, "--metrics", metrics]).unwrap();
+            let findings = preflight::findings(&build_config(&cli).unwrap(), cli.metrics);
+            let err = findings
+                .errors()
+                .find(|e| matches!(e, preflight::PreflightError::MetricsIsListen(_)))
+                .map(|e| e.to_string());
+            err
+        };
+        let err = conflict("127.0.0.1:7000", "127.0.0.1:7000").unwrap();
         assert!(err.contains("--metrics 127.0.0.1:7000"), "{err}");
-        assert!(check_metrics_flag(Some("127.0.0.1:9100".parse().unwrap()), &c).is_ok());
+        assert_eq!(conflict("127.0.0.1:7000", "127.0.0.1:9100"), None);
         // Port 0 twice is two different ports.
-        let cli = Cli::try_parse_from([
-            "tern",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
-        .unwrap();
-        assert!(check_metrics_flag(cli.metrics, &build_config(&cli).unwrap()).is_ok());
+        assert_eq!(conflict("127.0.0.1:0", "127.0.0.1:0"), None);
         assert!(Cli::try_parse_from(["tern", "--metrics", "9100"]).is_err());
-    }
-
-    #[test]
-    fn the_open_files_limit_is_raised_to_the_hard_limit() {
-        let (_, hard) = nofile_limit().unwrap();
-        assert_eq!(raise_nofile_limit().unwrap(), hard);
-        assert_eq!(nofile_limit().unwrap(), (hard, hard));
-    }
-
-    #[test]
-    fn descriptors_needed_grow_with_connections_and_shards() {
-        let cli =
-            Cli::try_parse_from(["tern", "--max-connections", "1000", "--shards", "1"]).unwrap();
-        let c = build_config(&cli).unwrap();
-        assert_eq!(fds_needed(&c), 1000 + FDS_PER_SHARD + 1 + FDS_PER_PROCESS);
-        assert!(nofile_advice(10, &c).contains("LimitNOFILE="));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Start-up checks that turn glommio's panics into errors a user can act on.
+//! Start-up findings: everything the relay needs from its settings and from
+//! the machine, checked before any executor starts, each problem said as
+//! one line that names the cause and the fix.
 //!
 //! glommio reports a missing prerequisite late and in its own terms: a
 //! kernel or container without io_uring surfaces as a panic about old
@@ -6,19 +8,26 @@
 //! join handle, a CPU outside the affinity mask as a failed
 //! `sched_setaffinity`, and a port already taken by another tern as nothing
 //! at all (its `TcpListener::bind` always sets `SO_REUSEPORT`, so two relays
-//! silently share the port). [`check_all`] runs before any executor starts
-//! and reports the first problem as one line that names the cause and the
-//! fix.
+//! silently share the port).
+//!
+//! [`findings`] is the one place that looks: it returns a [`Finding`] per
+//! setting and per prerequisite, in the order a user would fix them (the
+//! settings, then CPUs, addresses, locked memory, io_uring, open files).
+//! `tern --check-config` prints them all; a start ([`check`], which
+//! [`crate::relay::Relay::start`] runs) stops at the first error and
+//! hands the warnings on in a [`Checked`] configuration.
 //!
 //! Every check reads the environment as it is now. Nothing here reserves
 //! anything: a port found free can be taken before the relay binds it (two
-//! relays started in the same instant can both pass [`check_addr_free`]).
+//! relays started in the same instant can both pass).
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
-use crate::config::{allowed_cpus, Config, ConfigError};
+use crate::config::{Config, ConfigError};
+use crate::sys::{self, Limits, Resource};
+use crate::units::{format_cpu_list, format_duration, format_size};
 
 /// glommio 0.9 refuses to create a reactor when `RLIMIT_MEMLOCK` is below
 /// this, whatever `io_memory` is (`MIN_MEMLOCK_LIMIT` in
@@ -40,13 +49,19 @@ pub const GLOMMIO_RINGS: u64 = 3;
 pub const RING_ALLOWANCE: u64 = 64 * 1024;
 
 /// Locked memory allowed per process for the short-lived probe rings
-/// ([`check_io_uring`]'s and glommio's own), whose charge the kernel
+/// ([`sys::probe_io_uring`]'s and glommio's own), whose charge the kernel
 /// returns a little after they close (measured up to 12 KiB).
 pub const PROBE_ALLOWANCE: u64 = 16 * 1024;
 
-/// `CAP_IPC_LOCK` from `<linux/capability.h>`: lets a process lock memory
-/// past `RLIMIT_MEMLOCK`; io_uring then skips its accounting.
-const CAP_IPC_LOCK: u32 = 14;
+/// File descriptors each shard needs besides its listening sockets (one
+/// per `--listen` address, counted apart): three io_uring rings and
+/// glommio's event and timer descriptors, with room to spare. An estimate
+/// for the `open files` warning, not a limit.
+const FDS_PER_SHARD: u64 = 16;
+
+/// File descriptors the process needs besides its shards' and clients':
+/// the metrics endpoint, logging and a margin.
+const FDS_PER_PROCESS: u64 = 64;
 
 /// A prerequisite the relay cannot run without.
 ///
@@ -88,6 +103,21 @@ pub enum PreflightError {
     /// Binding needs a privilege the process lacks.
     #[error("permission denied binding {0}: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port >= 1024 with --listen")]
     AddrPermission(SocketAddr),
+    /// `--metrics` names one of the `--listen` addresses: the two would
+    /// fight over the port (and the loser's error would blame the other
+    /// flag).
+    #[error(
+        "--metrics {0} is also a --listen address: give the metrics endpoint a port of its own"
+    )]
+    MetricsIsListen(SocketAddr),
+    /// The metrics endpoint's address cannot be bound.
+    #[error("cannot serve metrics on {addr}: {source}: choose another --metrics address")]
+    MetricsAddr {
+        /// The address probed.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: io::Error,
+    },
     /// Any other failure probing an address.
     #[error("cannot bind {addr}: {source}")]
     AddrProbe {
@@ -103,7 +133,7 @@ pub enum PreflightError {
 pub struct MemlockShortfall {
     /// The soft `RLIMIT_MEMLOCK` (what the kernel checks), in bytes.
     pub limit: u64,
-    /// The hard `RLIMIT_MEMLOCK`, in bytes (`u64::MAX` for unlimited).
+    /// The hard `RLIMIT_MEMLOCK`, in bytes ([`sys::UNLIMITED`] for unlimited).
     pub hard: u64,
     /// Bytes the relay needs ([`memlock_needed`]).
     pub needed: u64,
@@ -122,17 +152,17 @@ impl fmt::Display for MemlockShortfall {
         write!(
             f,
             "locked-memory limit too low: RLIMIT_MEMLOCK (`ulimit -l`) is {} but {} with --io-memory {} {} {} ",
-            human(self.limit),
+            format_size(self.limit),
             if self.shards == 1 { "1 shard".to_string() } else { format!("{} shards", self.shards) },
-            human(self.io_memory as u64),
+            format_size(self.io_memory as u64),
             if self.shards == 1 { "needs" } else { "need" },
-            human(self.needed),
+            format_size(self.needed),
         )?;
         if self.needed == GLOMMIO_MIN_MEMLOCK {
             write!(
                 f,
                 "(glommio refuses to start below {}); ",
-                human(GLOMMIO_MIN_MEMLOCK)
+                format_size(GLOMMIO_MIN_MEMLOCK)
             )?;
         } else {
             write!(
@@ -145,7 +175,7 @@ impl fmt::Display for MemlockShortfall {
             write!(
                 f,
                 " (the hard limit is {}: raise it as root or with a `memlock` line in /etc/security/limits.conf)",
-                human(self.hard)
+                format_size(self.hard)
             )?;
         }
         write!(f, ", or with systemd `LimitMEMLOCK={needed_kib}K`")?;
@@ -153,161 +183,327 @@ impl fmt::Display for MemlockShortfall {
             write!(
                 f,
                 ", or lower --io-memory to {}",
-                human(io as u64).replace(' ', "")
+                format_size(io as u64).replace(' ', "")
             )?;
         }
         Ok(())
     }
 }
 
-/// Runs every check against `config`, in the order a user would fix them,
-/// and returns the first problem.
-pub fn check_all(config: &Config) -> Result<(), PreflightError> {
-    config.validate()?;
-    check_cpus(&config.cores)?;
-    // Before io_uring: with too low a limit the probe ring itself may not
-    // fit, and the limit is the more useful thing to report.
-    check_memlock(config.cores.len(), config.io_memory)?;
-    check_io_uring()?;
-    check_listen_addrs(&config.listen)
+// ---------------------------------------------------------------- findings
+
+/// What one check concluded.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A fact worth showing; nothing was checked (a setting's value).
+    Info,
+    /// Checked, and fine.
+    Ok,
+    /// The relay starts but will fall short (serve fewer clients than
+    /// asked): what happens and how to fix it.
+    Warning(String),
+    /// The relay cannot start.
+    Error(PreflightError),
 }
 
-/// Checks that no listen address repeats and that each is free.
-pub fn check_listen_addrs(addrs: &[SocketAddr]) -> Result<(), PreflightError> {
-    for (i, addr) in addrs.iter().enumerate() {
-        // Port 0 twice means two different ephemeral ports: not a repeat.
-        if addr.port() != 0 && addrs[..i].contains(addr) {
-            return Err(PreflightError::DuplicateListen(*addr));
+/// One line of what [`findings`] found.
+#[derive(Debug)]
+pub struct Finding {
+    /// What was looked at: a flag without its dashes (`listen`,
+    /// `max-frame`) or a resource (`io_uring`, `locked memory`).
+    pub key: &'static str,
+    /// What was found: the value, the limit, what was probed.
+    pub found: String,
+    /// Whether that is fine.
+    pub verdict: Verdict,
+}
+
+impl Finding {
+    fn new(key: &'static str, found: impl fmt::Display, verdict: Verdict) -> Finding {
+        Finding {
+            key,
+            found: found.to_string(),
+            verdict,
         }
     }
-    addrs.iter().try_for_each(|&a| check_addr_free(a))
+
+    /// A checked finding: `Ok`, or `Error` with the problem.
+    fn checked(
+        key: &'static str,
+        found: impl fmt::Display,
+        result: Result<(), PreflightError>,
+    ) -> Finding {
+        let verdict = match result {
+            Ok(()) => Verdict::Ok,
+            Err(e) => Verdict::Error(e),
+        };
+        Finding::new(key, found, verdict)
+    }
+}
+
+/// `key: found` and the verdict, as one log line: `open files: limit
+/// 1024, …: clients past the limit are refused at accept: raise it …`.
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.verdict {
+            Verdict::Info => write!(f, "{}: {}", self.key, self.found),
+            Verdict::Ok => write!(f, "{}: {}: ok", self.key, self.found),
+            Verdict::Warning(w) => write!(f, "{}: {}: {w}", self.key, self.found),
+            Verdict::Error(e) => write!(f, "{}: {e}", self.key),
+        }
+    }
+}
+
+/// Everything [`findings`] found, in its order.
+#[derive(Debug, Default)]
+pub struct Findings(Vec<Finding>);
+
+impl Findings {
+    /// Every finding, in the order a user would fix them.
+    pub fn iter(&self) -> std::slice::Iter<'_, Finding> {
+        self.0.iter()
+    }
+
+    /// The problems that stop the relay from starting, in order.
+    pub fn errors(&self) -> impl Iterator<Item = &PreflightError> {
+        self.0.iter().filter_map(|f| match &f.verdict {
+            Verdict::Error(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// The findings that are warnings, in order.
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.0
+            .iter()
+            .filter(|f| matches!(f.verdict, Verdict::Warning(_)))
+    }
+
+    fn push(&mut self, finding: Finding) {
+        self.0.push(finding);
+    }
+
+    /// The first error, if any, else the findings themselves.
+    fn into_result(self) -> Result<Findings, PreflightError> {
+        let mut list = self.0;
+        if let Some(i) = list
+            .iter()
+            .position(|f| matches!(f.verdict, Verdict::Error(_)))
+        {
+            if let Verdict::Error(e) = list.swap_remove(i).verdict {
+                return Err(e);
+            }
+        }
+        Ok(Findings(list))
+    }
+}
+
+impl<'a> IntoIterator for &'a Findings {
+    type Item = &'a Finding;
+    type IntoIter = std::slice::Iter<'a, Finding>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// A configuration that passed every check of [`check`], with the
+/// warnings found on the way. Only [`check`] makes one, so a relay started
+/// from it ([`crate::relay::Relay::start_checked`]) need not check again.
+#[derive(Debug)]
+pub struct Checked {
+    config: Config,
+    findings: Findings,
+}
+
+impl Checked {
+    /// The configuration checked.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the relay will fall short of (see [`Verdict::Warning`]).
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.warnings()
+    }
+
+    /// The configuration, to start a relay with.
+    pub fn into_config(self) -> Config {
+        self.config
+    }
+}
+
+/// Runs every check ([`findings`]) and returns the configuration as
+/// [`Checked`], or the first problem in [`findings`]' order.
+pub fn check(config: Config, metrics: Option<SocketAddr>) -> Result<Checked, PreflightError> {
+    let findings = findings(&config, metrics).into_result()?;
+    Ok(Checked { config, findings })
+}
+
+/// Checks `config` (and the address of the metrics endpoint, if the binary
+/// serves one) against itself and against this machine, and says what it
+/// found, in the order a user would fix it:
+///
+/// 1. tern's version, then each setting's value; a setting that cannot
+///    work ([`Config::validate`], run here once) is that line's error;
+/// 2. `shards`: every CPU in the affinity mask;
+/// 3. `listen`, one per address: given once, not `--metrics`'s, free;
+/// 4. `metrics`: free;
+/// 5. `locked memory`: enough for the shards' io_uring buffers (before
+///    io_uring: with too low a limit the probe ring itself may not fit, and
+///    the limit is the more useful thing to report);
+/// 6. `io_uring`: a ring can be set up;
+/// 7. `open files`: enough for `--max-connections`, once the soft limit is
+///    raised to the hard one ([`raise_open_files_limit`]); short is only a
+///    warning, since the relay still serves as many clients as it can.
+pub fn findings(config: &Config, metrics: Option<SocketAddr>) -> Findings {
+    let mut out = Findings::default();
+    out.push(Finding::new(
+        "tern",
+        env!("CARGO_PKG_VERSION"),
+        Verdict::Info,
+    ));
+    let invalid = config.validate().err();
+    settings(config, invalid.as_ref(), &mut out);
+    let missing = |e: ConfigError| Finding::new(setting_of(&e), "none", Verdict::Error(e.into()));
+    out.push(match invalid {
+        Some(ConfigError::NoShards) => missing(ConfigError::NoShards),
+        _ => cpus(&config.cores, &sys::allowed_cpus()),
+    });
+    match invalid {
+        Some(ConfigError::NoListener) => out.push(missing(ConfigError::NoListener)),
+        _ => listen_addrs(&config.listen, metrics, &mut out),
+    }
+    out.push(metrics_addr(metrics, &config.listen));
+    out.push(locked_memory(config.cores.len(), config.io_memory));
+    out.push(io_uring());
+    out.push(open_files(sys::limits(Resource::OpenFiles), config));
+    out
+}
+
+/// One line per setting, with `invalid` (what [`Config::validate`] said)
+/// on the line of the setting it refuses.
+fn settings(config: &Config, invalid: Option<&ConfigError>, out: &mut Findings) {
+    let verdict = |key: &str| match invalid {
+        Some(e) if setting_of(e) == key => Verdict::Error(e.clone().into()),
+        _ => Verdict::Info,
+    };
+    let size = |n: usize| {
+        let h = format_size(n as u64);
+        if h.ends_with("bytes") {
+            h
+        } else {
+            format!("{n} ({h})")
+        }
+    };
+    for (key, found) in [
+        ("terminator", config.terminator.escape()),
+        ("max-frame", size(config.max_frame)),
+        ("max-pending", size(config.max_pending)),
+        ("max-subs", config.max_subs.to_string()),
+        ("max-connections", config.max_connections.to_string()),
+        ("spin-before-park", format_duration(config.spin_before_park)),
+        ("io-memory", format!("{} per shard", size(config.io_memory))),
+    ] {
+        out.push(Finding::new(key, found, verdict(key)));
+    }
+}
+
+/// The finding key of the setting a [`ConfigError`] refuses.
+fn setting_of(e: &ConfigError) -> &'static str {
+    match e {
+        ConfigError::SpaceInTerminator => "terminator",
+        ConfigError::NoListener => "listen",
+        ConfigError::NoShards => "shards",
+        ConfigError::Zero(flag) => flag.trim_start_matches('-'),
+    }
 }
 
 // ---------------------------------------------------------------- CPUs
 
-/// Checks that every CPU in `cores` is in this process's affinity mask
-/// (glommio pins each shard with `sched_setaffinity`, which fails for the
-/// others).
-pub fn check_cpus(cores: &[usize]) -> Result<(), PreflightError> {
-    check_cpus_in(cores, &allowed_cpus())
-}
-
-fn check_cpus_in(cores: &[usize], allowed: &[usize]) -> Result<(), PreflightError> {
-    match cores.iter().find(|c| !allowed.contains(c)) {
+/// Every CPU in `cores` must be in this process's affinity mask,
+/// `allowed` (glommio pins each shard with `sched_setaffinity`, which fails
+/// for the others).
+fn cpus(cores: &[usize], allowed: &[usize]) -> Finding {
+    let found = format!(
+        "{} on CPUs {} (this process may use CPUs {})",
+        cores.len(),
+        format_cpu_list(cores),
+        format_cpu_list(allowed)
+    );
+    let result = match cores.iter().find(|c| !allowed.contains(c)) {
         None => Ok(()),
         Some(&cpu) => Err(PreflightError::CpuUnavailable {
             cpu,
             allowed: format_cpu_list(allowed),
         }),
+    };
+    Finding::checked("shards", found, result)
+}
+
+// ---------------------------------------------------------------- addresses
+
+/// One line per `--listen` address: refused if an earlier `--listen` or
+/// `--metrics` names it too (port 0 twice is two different ports), else
+/// probed ([`check_addr_free`]).
+fn listen_addrs(addrs: &[SocketAddr], metrics: Option<SocketAddr>, out: &mut Findings) {
+    for (i, &addr) in addrs.iter().enumerate() {
+        let result = if addr.port() != 0 && addrs[..i].contains(&addr) {
+            Err(PreflightError::DuplicateListen(addr))
+        } else if addr.port() != 0 && metrics == Some(addr) {
+            Err(PreflightError::MetricsIsListen(addr))
+        } else {
+            check_addr_free(addr)
+        };
+        out.push(Finding::checked("listen", format!("{addr} (free)"), result));
     }
 }
 
-/// Formats CPUs as the list syntax `--cores` reads: `0-3,6`.
-pub fn format_cpu_list(cpus: &[usize]) -> String {
-    let mut sorted = cpus.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
-            i += 1;
-        }
-        let end = sorted[i];
-        out.push(match end - start {
-            0 => start.to_string(),
-            // Two neighbours read better as a pair than as a range.
-            1 => format!("{start},{end}"),
-            _ => format!("{start}-{end}"),
-        });
-        i += 1;
+/// The metrics endpoint's address, bound and released as the endpoint
+/// will bind it (without `SO_REUSEPORT`). One that is also a `--listen`
+/// address is that `listen` line's error, and not probed.
+fn metrics_addr(metrics: Option<SocketAddr>, listen: &[SocketAddr]) -> Finding {
+    match metrics {
+        None => Finding::new(
+            "metrics",
+            "off (serve them with --metrics ADDR)",
+            Verdict::Info,
+        ),
+        Some(addr) if addr.port() != 0 && listen.contains(&addr) => Finding::new(
+            "metrics",
+            format!("http://{addr}/metrics (not probed: also a --listen address)"),
+            Verdict::Info,
+        ),
+        Some(addr) => Finding::checked(
+            "metrics",
+            format!("http://{addr}/metrics (free)"),
+            probe_bind(addr).map_err(|source| PreflightError::MetricsAddr { addr, source }),
+        ),
     }
-    out.join(",")
 }
 
 // ---------------------------------------------------------------- io_uring
 
-/// `struct io_uring_params` from `<linux/io_uring.h>` (120 bytes; `libc`
-/// does not define it). The kernel reads `flags` and friends, all zero
-/// here, and fills in the rest.
-#[repr(C)]
-#[derive(Default)]
-struct IoUringParams {
-    sq_entries: u32,
-    cq_entries: u32,
-    flags: u32,
-    sq_thread_cpu: u32,
-    sq_thread_idle: u32,
-    features: u32,
-    wq_fd: u32,
-    resv: [u32; 3],
-    sq_off: [u32; 10],
-    cq_off: [u32; 10],
-}
-
-const _: () = assert!(std::mem::size_of::<IoUringParams>() == 120);
-
-/// Value of the `kernel.io_uring_disabled` sysctl, or `None` on kernels
-/// without it (before 6.6): 0 = allowed, 1 = only for members of
-/// `kernel.io_uring_group` and CAP_SYS_ADMIN, 2 = disabled for everyone.
-pub fn io_uring_disabled() -> Option<u8> {
-    read_proc_number("/proc/sys/kernel/io_uring_disabled")
-}
-
-fn read_proc_number<T: std::str::FromStr>(path: &str) -> Option<T> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Checks that this process can create an io_uring, the way glommio will:
-/// by calling `io_uring_setup(2)` on a small ring and closing it.
-///
-/// The probe runs on a short-lived thread of its own: tearing a ring down
-/// queues kernel task work on the thread that created it, which interrupts
-/// that thread's next blocking socket call with `EINTR` (a caller with
-/// `SO_RCVTIMEO` set — a test client, an embedding application — would see
-/// a spurious error).
-pub fn check_io_uring() -> Result<(), PreflightError> {
-    std::thread::scope(|s| s.spawn(probe_io_uring).join())
-        .expect("the io_uring probe does not panic")
-}
-
-fn probe_io_uring() -> Result<(), PreflightError> {
-    let mut params = IoUringParams::default();
-    // SAFETY: io_uring_setup(entries, params) reads and writes exactly one
-    // `struct io_uring_params`, which `params` is (layout checked above),
-    // and it outlives the call. It returns a new file descriptor that
-    // nothing else owns, or -1 with errno set.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_setup,
-            4 as libc::c_uint,
-            &mut params as *mut IoUringParams,
-        )
+/// Whether this process can create an io_uring the way glommio will
+/// ([`sys::probe_io_uring`]), and if not, why.
+fn io_uring() -> Finding {
+    let sysctl = match sys::io_uring_disabled() {
+        Some(v) => format!("kernel.io_uring_disabled = {v}"),
+        None => "no kernel.io_uring_disabled sysctl".to_string(),
     };
-    if fd < 0 {
-        let err = io::Error::last_os_error();
-        let hint = io_uring_hint(&err, io_uring_disabled(), under_seccomp_filter());
-        return Err(PreflightError::IoUring { source: err, hint });
-    }
-    // SAFETY: `fd` was just returned by io_uring_setup and is owned by no
-    // one else; closing it once releases the ring.
-    unsafe { libc::close(fd as libc::c_int) };
-    Ok(())
-}
-
-/// Whether this process runs under a seccomp filter (`Seccomp: 2` in
-/// `/proc/self/status`), as containers usually do.
-fn under_seccomp_filter() -> bool {
-    proc_status_field("Seccomp").is_some_and(|v| v == "2")
-}
-
-fn proc_status_field(name: &str) -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        (key == name).then(|| value.trim().to_string())
-    })
+    let result = sys::probe_io_uring().map_err(|source| {
+        let hint = io_uring_hint(
+            &source,
+            sys::io_uring_disabled(),
+            sys::under_seccomp_filter(),
+        );
+        PreflightError::IoUring { source, hint }
+    });
+    Finding::checked(
+        "io_uring",
+        format!("io_uring_setup works ({sysctl})"),
+        result,
+    )
 }
 
 /// The likely causes of an `io_uring_setup` failure, most likely first.
@@ -318,9 +514,7 @@ fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String
                 .to_string(),
         ),
         Some(1) => {
-            let group = read_proc_number::<i64>("/proc/sys/kernel/io_uring_group")
-                .filter(|&g| g >= 0)
-                .map_or_else(|| "the group in kernel.io_uring_group".to_string(), |g| format!("group {g} (kernel.io_uring_group)"));
+            let group = sys::io_uring_group().map_or_else(|| "the group in kernel.io_uring_group".to_string(), |g| format!("group {g} (kernel.io_uring_group)"));
             Some(format!(
                 "the sysctl kernel.io_uring_disabled is 1, which allows io_uring only for {group} and CAP_SYS_ADMIN: run tern in that group, or set it to 0 (`sysctl -w kernel.io_uring_disabled=0`)"
             ))
@@ -333,15 +527,15 @@ fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String
         "a container's seccomp profile may block io_uring (Docker's default does): allow io_uring_setup, io_uring_enter and io_uring_register"
     };
     match err.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => match sysctl {
+        Some(sys::EPERM) | Some(sys::EACCES) => match sysctl {
             Some(s) => s,
             None => seccomp_hint.to_string(),
         },
-        Some(libc::ENOSYS) => format!(
+        Some(sys::ENOSYS) => format!(
             "the kernel has no io_uring (it needs Linux 5.8 or later built with CONFIG_IO_URING), or {seccomp_hint}"
         ),
-        Some(libc::ENOMEM) => "the ring would exceed the locked-memory limit (RLIMIT_MEMLOCK), which every process of this user shares: raise it with `ulimit -l` or systemd `LimitMEMLOCK=`, or stop other io_uring programs of this user".to_string(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+        Some(sys::ENOMEM) => "the ring would exceed the locked-memory limit (RLIMIT_MEMLOCK), which every process of this user shares: raise it with `ulimit -l` or systemd `LimitMEMLOCK=`, or stop other io_uring programs of this user".to_string(),
+        Some(sys::EMFILE) | Some(sys::ENFILE) => {
             "out of file descriptors: raise `ulimit -n` (systemd: LimitNOFILE=)".to_string()
         }
         _ => match sysctl {
@@ -355,7 +549,7 @@ fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String
 
 /// Bytes of locked memory that `shards` glommio 0.9 executors built with
 /// `LocalExecutorBuilder::io_memory(io_memory)` need, in a process that has
-/// run [`check_io_uring`].
+/// run [`sys::probe_io_uring`].
 ///
 /// What glommio does (glommio-0.9.0/src/sys/uring.rs, `Reactor::new`):
 /// - it returns `MemLockLimit(limit, 524288)` when the soft
@@ -378,7 +572,7 @@ fn io_uring_hint(err: &io::Error, disabled: Option<u8>, seccomp: bool) -> String
 /// io_memory 0 or 64 KiB, 1.5 MiB with 512 KiB, 3 MiB with 1 MiB, 30 MiB
 /// with glommio's default 10 MiB (3 × io memory exactly). The smallest
 /// `ulimit -l` that starts without a registration failure, after a probe
-/// like [`check_io_uring`]'s: 1600 KiB for 1 executor with 512 KiB
+/// like [`sys::probe_io_uring`]'s: 1600 KiB for 1 executor with 512 KiB
 /// (1536 + 64), 3184 KiB for 2 (3072 + 112), 6251 KiB for 2 with 1 MiB
 /// (6144 + 107), 976 KiB for 4 with 64 KiB (768 + 208): about 52 KiB of
 /// rings per executor plus up to 12 KiB of probe rings per process. The
@@ -403,55 +597,37 @@ pub fn memlock_needed(shards: usize, io_memory: usize) -> u64 {
         .max(GLOMMIO_MIN_MEMLOCK)
 }
 
-/// The soft and hard `RLIMIT_MEMLOCK` in bytes (`u64::MAX` = unlimited).
-pub fn memlock_limit() -> io::Result<(u64, u64)> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, which is
-    // valid for writes and outlives the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // `rlim_t` is 32 bits wide on some 32-bit targets, hence the cast.
-    #[allow(clippy::unnecessary_cast)]
-    let bytes = |v: libc::rlim_t| {
-        if v == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            v as u64
-        }
-    };
-    Ok((bytes(rl.rlim_cur), bytes(rl.rlim_max)))
-}
-
-/// Whether this process may lock memory past `RLIMIT_MEMLOCK`: it holds
-/// CAP_IPC_LOCK (root normally does) in the initial user namespace, which
-/// is where io_uring checks it. Inside a user namespace (rootless
-/// containers) "root" does not count.
-pub fn has_cap_ipc_lock() -> bool {
-    let effective = proc_status_field("CapEff")
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0);
-    // The initial user namespace maps every uid to itself.
-    let init_ns = std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
-    effective && init_ns
-}
-
-/// Checks that the locked-memory limit lets `shards` executors with
+/// Whether the locked-memory limit lets `shards` executors with
 /// `io_memory` each start (see [`memlock_needed`]).
-pub fn check_memlock(shards: usize, io_memory: usize) -> Result<(), PreflightError> {
-    // If the limit cannot be read, glommio cannot read it either and will
-    // report that itself; there is nothing more useful to say here.
-    let Ok((soft, hard)) = memlock_limit() else {
-        return Ok(());
+fn locked_memory(shards: usize, io_memory: usize) -> Finding {
+    let needed = format_size(memlock_needed(shards, io_memory));
+    let cap_ipc_lock = sys::has_cap_ipc_lock();
+    let cap = if cap_ipc_lock {
+        " (CAP_IPC_LOCK: only glommio's 512 KiB minimum applies)"
+    } else {
+        ""
     };
-    evaluate_memlock(shards, io_memory, soft, hard, has_cap_ipc_lock())
+    match sys::limits(Resource::LockedMemory) {
+        // If the limit cannot be read, glommio cannot read it either and
+        // will report that itself; there is nothing more useful to say.
+        Err(e) => Finding::new(
+            "locked memory",
+            format!("limit unreadable ({e}), needed {needed}{cap}"),
+            Verdict::Info,
+        ),
+        Ok(Limits { soft, hard }) => Finding::checked(
+            "locked memory",
+            format!(
+                "limit {} (hard {}), needed {needed}{cap}",
+                format_limit(soft, format_size),
+                format_limit(hard, format_size)
+            ),
+            evaluate_memlock(shards, io_memory, soft, hard, cap_ipc_lock),
+        ),
+    }
 }
 
-/// The decision behind [`check_memlock`], on given facts.
+/// The decision behind the `locked memory` finding, on given facts.
 fn evaluate_memlock(
     shards: usize,
     io_memory: usize,
@@ -497,19 +673,74 @@ fn fitting_io_memory(shards: usize, limit: u64) -> Option<usize> {
     usize::try_from(buffer).ok()
 }
 
-/// Formats a byte count the way a user would type it: `64 KiB`, `3 MiB`,
-/// `1500 bytes`, `unlimited`.
-pub fn human(bytes: u64) -> String {
-    const KIB: u64 = 1 << 10;
-    const MIB: u64 = 1 << 20;
-    const GIB: u64 = 1 << 30;
-    match bytes {
-        u64::MAX => "unlimited".to_string(),
-        0 => "0 bytes".to_string(),
-        b if b % GIB == 0 => format!("{} GiB", b / GIB),
-        b if b % MIB == 0 => format!("{} MiB", b / MIB),
-        b if b % KIB == 0 => format!("{} KiB", b / KIB),
-        b => format!("{b} bytes"),
+// ---------------------------------------------------------------- open files
+
+/// Raises the soft open-files limit (`RLIMIT_NOFILE`) to the hard one and
+/// returns the limits now in force. Each client holds a descriptor, and
+/// the usual soft default (1024) exists for programs that use `select(2)`,
+/// which tern does not; the hard limit is the administrator's real
+/// decision. The binary raises it before [`check`], so that the `open
+/// files` finding describes the limit the relay runs with.
+pub fn raise_open_files_limit() -> io::Result<Limits> {
+    sys::raise_soft_limit(Resource::OpenFiles)
+}
+
+/// File descriptors `config` may use at most (see [`FDS_PER_SHARD`]).
+fn fds_needed(config: &Config) -> u64 {
+    let shards = config.cores.len() as u64;
+    (config.max_connections as u64)
+        .saturating_add(shards * (FDS_PER_SHARD + config.listen.len() as u64))
+        .saturating_add(FDS_PER_PROCESS)
+}
+
+/// Whether the open-files `limits` cover what `config` may use. Judged
+/// on the hard limit, which [`raise_open_files_limit`] makes the soft one
+/// at start.
+fn open_files(limits: io::Result<Limits>, config: &Config) -> Finding {
+    let Limits { soft, hard } = match limits {
+        Ok(l) => l,
+        Err(e) => {
+            return Finding::new(
+                "open files",
+                format!("limit unreadable ({e})"),
+                Verdict::Info,
+            )
+        }
+    };
+    let count = |n: u64| n.to_string();
+    let needed = fds_needed(config);
+    let raised = if soft < hard {
+        format!(
+            " (soft limit {} is raised at start)",
+            format_limit(soft, count)
+        )
+    } else {
+        String::new()
+    };
+    let found = format!(
+        "limit {}{raised}, about {needed} needed for --max-connections {}",
+        format_limit(hard, count),
+        config.max_connections
+    );
+    let verdict = if hard >= needed {
+        Verdict::Ok
+    } else {
+        Verdict::Warning(
+            "clients past the limit are refused at accept: raise it with `ulimit -n` or systemd `LimitNOFILE=`, or lower --max-connections"
+                .to_string(),
+        )
+    };
+    Finding::new("open files", found, verdict)
+}
+
+/// A resource limit as a user reads it: `unlimited` for
+/// [`sys::UNLIMITED`], else the value as `show` writes it
+/// ([`format_size`] for bytes, `to_string` for counts).
+pub fn format_limit(value: u64, show: impl FnOnce(u64) -> String) -> String {
+    if value == sys::UNLIMITED {
+        "unlimited".to_string()
+    } else {
+        show(value)
     }
 }
 
@@ -523,7 +754,7 @@ pub fn human(bytes: u64) -> String {
 /// socket on the port) but with `SO_REUSEADDR` (so connections of a
 /// previous run in TIME_WAIT do not count), then closes it. Port 0 is
 /// always free.
-pub fn check_addr_free(addr: SocketAddr) -> Result<(), PreflightError> {
+fn check_addr_free(addr: SocketAddr) -> Result<(), PreflightError> {
     if addr.port() == 0 {
         return Ok(());
     }
@@ -604,40 +835,71 @@ mod tests {
 
     #[test]
     fn repeated_listen_address_is_refused() {
+        let listen = |addrs: &[SocketAddr], metrics| {
+            let mut out = Findings::default();
+            listen_addrs(addrs, metrics, &mut out);
+            assert_eq!(out.iter().count(), addrs.len());
+            out.into_result().err()
+        };
         let a: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        check_listen_addrs(&[a, a]).unwrap();
+        assert!(listen(&[a, a], None).is_none());
         let (_l, held) = reuseport_listener();
         drop(_l);
-        let err = check_listen_addrs(&[held, held]).unwrap_err();
+        let err = listen(&[held, held], None).unwrap();
         assert!(matches!(err, PreflightError::DuplicateListen(x) if x == held));
+        // --metrics naming a --listen address is the same mistake.
+        let err = listen(&[held], Some(held)).unwrap();
+        assert!(matches!(err, PreflightError::MetricsIsListen(x) if x == held));
+        assert!(
+            err.to_string()
+                .contains(&format!("--metrics {held} is also a --listen address")),
+            "{err}"
+        );
+        // Port 0 twice is two different ports.
+        assert!(listen(&[a], Some(a)).is_none());
+    }
+
+    #[test]
+    fn the_metrics_address_is_probed() {
+        let off = metrics_addr(None, &[]);
+        assert!(matches!(off.verdict, Verdict::Info) && off.found.starts_with("off"));
+        let free = metrics_addr(Some("127.0.0.1:0".parse().unwrap()), &[]);
+        assert!(matches!(free.verdict, Verdict::Ok), "{free:?}");
+        assert_eq!(free.found, "http://127.0.0.1:0/metrics (free)");
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        let Verdict::Error(err) = metrics_addr(Some(addr), &[]).verdict else {
+            panic!("{addr} is held");
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("cannot serve metrics on {addr}")) && msg.contains("--metrics"),
+            "{msg}"
+        );
+        // Refused on the listen line instead, not probed here.
+        let named = metrics_addr(Some(addr), &[addr]);
+        assert!(matches!(named.verdict, Verdict::Info), "{named:?}");
     }
 
     #[test]
     fn cpus_in_the_mask_pass_and_others_are_named() {
-        let allowed = allowed_cpus();
-        check_cpus(&allowed).unwrap();
-        check_cpus(&allowed[..1]).unwrap();
-        let err = check_cpus(&[allowed[0], 4095]).unwrap_err();
+        let error = |f: Finding| match f.verdict {
+            Verdict::Error(e) => e,
+            v => panic!("not an error: {v:?}"),
+        };
+        let allowed = sys::allowed_cpus();
+        assert!(matches!(cpus(&allowed, &allowed).verdict, Verdict::Ok));
+        assert!(matches!(cpus(&allowed[..1], &allowed).verdict, Verdict::Ok));
+        let err = error(cpus(&[allowed[0], 4095], &allowed));
         let msg = err.to_string();
         assert!(msg.contains("CPU 4095"), "{msg}");
         assert!(msg.contains(&format_cpu_list(&allowed)), "{msg}");
         assert!(msg.contains("--cores"), "{msg}");
 
-        let err = check_cpus_in(&[0, 5], &[0, 1, 2, 3, 6]).unwrap_err();
+        let err = error(cpus(&[0, 5], &[0, 1, 2, 3, 6]));
         assert_eq!(
             err.to_string(),
             "CPU 5 is not available to this process (allowed CPUs: 0-3,6): choose CPUs from that list with --cores, or use --shards N"
-        );
-    }
-
-    #[test]
-    fn cpu_lists_format_as_ranges() {
-        assert_eq!(format_cpu_list(&[0]), "0");
-        assert_eq!(format_cpu_list(&[0, 1]), "0,1");
-        assert_eq!(format_cpu_list(&[3, 0, 1, 2, 6, 8, 9, 10]), "0-3,6,8-10");
-        assert_eq!(
-            crate::config::parse_cpu_list(&format_cpu_list(&[0, 2, 3, 4, 7])).unwrap(),
-            vec![0, 2, 3, 4, 7]
         );
     }
 
@@ -662,8 +924,8 @@ mod tests {
         assert_eq!(memlock_needed(1, 0), 512 * K);
         assert_eq!(memlock_needed(4, 1), (768 + 256 + 16) * K);
         assert_eq!(memlock_needed(usize::MAX, usize::MAX), u64::MAX);
-        // The promise of issue 4: the default lets an ordinary user (8 MiB)
-        // run two shards, and even two such relays.
+        // The default io memory is chosen so that an ordinary user's 8 MiB
+        // limit runs two shards, and even two such relays.
         let two = memlock_needed(2, crate::config::DEFAULT_IO_MEMORY);
         assert!(2 * two <= 8192 * K, "{two}");
     }
@@ -726,11 +988,12 @@ mod tests {
 
     #[test]
     fn io_uring_works_here_and_failures_name_their_causes() {
-        // The machines this is developed and tested on have io_uring; this
-        // exercises the raw io_uring_setup call and the close of its fd.
-        check_io_uring().unwrap();
+        // The machines this is developed and tested on have io_uring.
+        let found = io_uring();
+        assert!(matches!(found.verdict, Verdict::Ok), "{found:?}");
+        assert!(found.found.contains("io_uring_setup works"), "{found:?}");
 
-        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        let eperm = io::Error::from_raw_os_error(sys::EPERM);
         let h = io_uring_hint(&eperm, Some(2), false);
         assert!(
             h.contains("kernel.io_uring_disabled is 2") && h.contains("=0"),
@@ -740,42 +1003,187 @@ mod tests {
         assert!(h.contains("io_uring_group"), "{h}");
         let h = io_uring_hint(&eperm, Some(0), true);
         assert!(h.contains("seccomp"), "{h}");
-        let h = io_uring_hint(&io::Error::from_raw_os_error(libc::ENOSYS), None, false);
+        let h = io_uring_hint(&io::Error::from_raw_os_error(sys::ENOSYS), None, false);
         assert!(
             h.contains("CONFIG_IO_URING") && h.contains("seccomp"),
             "{h}"
         );
         let err = PreflightError::IoUring {
             source: eperm,
-            hint: io_uring_hint(&io::Error::from_raw_os_error(libc::EPERM), Some(2), false),
+            hint: io_uring_hint(&io::Error::from_raw_os_error(sys::EPERM), Some(2), false),
         };
         assert_eq!(err.to_string().lines().count(), 1);
     }
 
     #[test]
-    fn memlock_limit_is_readable() {
-        let (soft, hard) = memlock_limit().unwrap();
-        assert!(soft <= hard);
+    fn limits_read_like_flags() {
+        assert_eq!(format_limit(64 << 10, format_size), "64 KiB");
+        assert_eq!(format_limit(1024, |n| n.to_string()), "1024");
+        assert_eq!(format_limit(sys::UNLIMITED, format_size), "unlimited");
     }
 
     #[test]
-    fn sizes_read_like_flags() {
-        assert_eq!(human(64 << 10), "64 KiB");
-        assert_eq!(human(3 << 20), "3 MiB");
-        assert_eq!(human(1500), "1500 bytes");
-        assert_eq!(human(u64::MAX), "unlimited");
-    }
-
-    #[test]
-    fn check_all_reports_config_errors_first() {
+    fn check_reports_config_errors_first() {
         let config = Config {
             listen: vec![],
             ..Config::local(1)
         };
         assert!(matches!(
-            check_all(&config),
+            check(config, None),
             Err(PreflightError::Config(ConfigError::NoListener))
         ));
-        check_all(&Config::local(1)).unwrap();
+        let checked = check(Config::local(1), None).unwrap();
+        assert_eq!(checked.config().cores.len(), 1);
+        assert_eq!(checked.into_config().listen.len(), 1);
+    }
+
+    #[test]
+    fn findings_cover_every_setting_and_prerequisite_in_order() {
+        let config = Config {
+            max_connections: 10,
+            ..Config::local(1)
+        };
+        let found = findings(&config, None);
+        let keys: Vec<&str> = found.iter().map(|f| f.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "tern",
+                "terminator",
+                "max-frame",
+                "max-pending",
+                "max-subs",
+                "max-connections",
+                "spin-before-park",
+                "io-memory",
+                "shards",
+                "listen",
+                "metrics",
+                "locked memory",
+                "io_uring",
+                "open files",
+            ]
+        );
+        assert_eq!(found.errors().count(), 0, "{found:?}");
+        let value = |key| &found.iter().find(|f| f.key == key).unwrap().found;
+        assert_eq!(value("max-frame"), "1048576 (1 MiB)");
+        assert_eq!(value("io-memory"), "524288 (512 KiB) per shard");
+        assert_eq!(value("spin-before-park"), "0");
+        assert_eq!(value("terminator"), r"\n");
+    }
+
+    #[test]
+    fn a_setting_that_cannot_work_fails_its_own_line() {
+        let config = Config {
+            max_subs: 0,
+            ..Config::local(1)
+        };
+        let found = findings(&config, None);
+        let failed: Vec<&str> = found
+            .iter()
+            .filter(|f| matches!(f.verdict, Verdict::Error(_)))
+            .map(|f| f.key)
+            .collect();
+        assert_eq!(failed, ["max-subs"]);
+        let err = found.into_result().unwrap_err();
+        assert!(err.to_string().contains("--max-subs"), "{err}");
+
+        // The settings without a line of their own get one.
+        for (config, key) in [
+            (
+                Config {
+                    cores: vec![],
+                    ..Config::local(1)
+                },
+                "shards",
+            ),
+            (
+                Config {
+                    listen: vec![],
+                    ..Config::local(1)
+                },
+                "listen",
+            ),
+        ] {
+            let found = findings(&config, None);
+            let lines: Vec<&Finding> = found.iter().filter(|f| f.key == key).collect();
+            assert_eq!(lines.len(), 1, "{found:?}");
+            assert!(matches!(
+                lines[0].verdict,
+                Verdict::Error(PreflightError::Config(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn descriptors_needed_grow_with_connections_and_shards() {
+        let config = Config {
+            max_connections: 1000,
+            cores: vec![0],
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..Config::default()
+        };
+        assert_eq!(
+            fds_needed(&config),
+            1000 + FDS_PER_SHARD + 1 + FDS_PER_PROCESS
+        );
+        let two = Config {
+            cores: vec![0, 1],
+            ..config.clone()
+        };
+        assert!(fds_needed(&two) > fds_needed(&config));
+    }
+
+    #[test]
+    fn too_few_open_files_is_a_warning_with_the_fix() {
+        let config = Config {
+            max_connections: 1000,
+            ..Config::local(1)
+        };
+        let enough = open_files(
+            Ok(Limits {
+                soft: 1024,
+                hard: 1 << 20,
+            }),
+            &config,
+        );
+        assert!(matches!(enough.verdict, Verdict::Ok), "{enough:?}");
+        assert!(
+            enough.found.contains("soft limit 1024 is raised at start"),
+            "{enough:?}"
+        );
+        assert!(
+            enough.found.contains("needed for --max-connections 1000"),
+            "{enough:?}"
+        );
+        let short = open_files(Ok(Limits { soft: 10, hard: 10 }), &config);
+        let Verdict::Warning(advice) = &short.verdict else {
+            panic!("{short:?}");
+        };
+        assert!(
+            advice.contains("LimitNOFILE=") && advice.contains("ulimit -n"),
+            "{advice}"
+        );
+        let unlimited = open_files(
+            Ok(Limits {
+                soft: sys::UNLIMITED,
+                hard: sys::UNLIMITED,
+            }),
+            &config,
+        );
+        assert!(
+            unlimited.found.starts_with("limit unlimited,"),
+            "{unlimited:?}"
+        );
+        let unreadable = open_files(Err(io::Error::from_raw_os_error(sys::EPERM)), &config);
+        assert!(matches!(unreadable.verdict, Verdict::Info));
+    }
+
+    #[test]
+    fn raising_the_open_files_limit_reaches_the_hard_limit() {
+        let limits = raise_open_files_limit().unwrap();
+        assert_eq!(limits.soft, limits.hard);
+        let found = open_files(Ok(limits), &Config::local(1));
+        assert!(!found.found.contains("raised at start"), "{found:?}");
     }
 }

@@ -159,8 +159,13 @@ impl Monitor {
 impl Relay {
     /// Checks, binds and starts every shard; see the module docs.
     pub fn start(config: Config) -> Result<Relay, StartError> {
-        config.validate()?;
-        preflight::check_all(&config)?;
+        Relay::start_checked(preflight::check(config, None)?)
+    }
+
+    /// [`Relay::start`] for a configuration that already passed
+    /// [`preflight::check`] (the binary checks once, `--metrics` included).
+    pub fn start_checked(checked: preflight::Checked) -> Result<Relay, StartError> {
+        let config = checked.into_config();
         let shards = config.cores.len();
 
         // Listening sockets: for each address one per shard, sharing the

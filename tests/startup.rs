@@ -502,7 +502,9 @@ impl Unprivileged {
 /// The hard `RLIMIT_MEMLOCK` of this process in KiB (`u64::MAX` =
 /// unlimited).
 fn hard_memlock_kib() -> u64 {
-    let (_, hard) = tern::preflight::memlock_limit().expect("getrlimit");
+    let hard = tern::sys::limits(tern::sys::Resource::LockedMemory)
+        .expect("getrlimit")
+        .hard;
     if hard == u64::MAX {
         u64::MAX
     } else {

@@ -20,7 +20,9 @@
 //!   exactly-once.
 //! * [`report`] — the figures, the table, the JSON, the interval log and
 //!   the plot.
-//! * [`sys`] — the Linux calls std does not wrap.
+//! * [`sys`] — the Linux calls std does not wrap that only the load
+//!   generator needs (epoll, timer slack); CPU pinning and CPU time come
+//!   from [`tern::sys`].
 //!
 //! # Example
 //!
@@ -59,6 +61,7 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
+use tern::sys::CpuClock;
 
 use crate::integrity::Integrity;
 use crate::options::Options;
@@ -330,7 +333,7 @@ struct CpuMark {
 impl CpuMark {
     fn now(at_ns: u64) -> Self {
         CpuMark {
-            cpu: sys::cpu_time(true),
+            cpu: tern::sys::cpu_time(CpuClock::Process),
             at_ns,
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tern::framing::Terminator;
+use tern::units::{format_cpu_list, parse_cpu_list, parse_duration, parse_size};
 
 use crate::payload::MIN_SIZE;
 use crate::proto::Protocol;
@@ -141,8 +142,8 @@ impl Options {
         if self.duration.is_zero() {
             return bad("--duration must be more than 0".into());
         }
-        if self.terminator.as_bytes().contains(&b' ') {
-            return bad("--terminator must not contain a space (the line protocol separates fields with spaces)".into());
+        if let Err(e) = tern::config::check_terminator(&self.terminator) {
+            return bad(e.to_string());
         }
         if let Some(g) = &self.group {
             if self.protocol == Protocol::Redis {
@@ -166,10 +167,11 @@ impl Options {
             if cores.is_empty() {
                 return bad("--cores: give at least one CPU".into());
             }
-            let allowed = tern::config::allowed_cpus();
+            let allowed = tern::sys::allowed_cpus();
             if let Some(c) = cores.iter().find(|c| !allowed.contains(c)) {
                 return bad(format!(
-                    "--cores: CPU {c} is not available to this process (allowed: {allowed:?})"
+                    "--cores: CPU {c} is not available to this process (allowed: {})",
+                    format_cpu_list(&allowed)
                 ));
             }
         }
@@ -233,10 +235,10 @@ pub struct Args {
     /// Payload size (e.g. 128, 1KiB).
     #[arg(long, value_name = "BYTES", default_value = "128", value_parser = parse_size)]
     pub size: usize,
-    /// Measured time (e.g. 10s, 500ms, 1m).
+    /// Measured time (e.g. 10s, 500ms, 1m; a bare number is seconds).
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Unmeasured time before it.
+    /// Unmeasured time before it (a bare number is seconds).
     #[arg(long, value_name = "TIME", default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// CPUs for the generator's workers, one pinned worker each (e.g. 1 or
@@ -262,7 +264,8 @@ pub struct Args {
     /// No per-second progress on stderr.
     #[arg(long)]
     pub quiet: bool,
-    /// Longest wait for in-flight messages after the last publish.
+    /// Longest wait for in-flight messages after the last publish (a bare
+    /// number is seconds).
     #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 }
@@ -286,7 +289,7 @@ impl Args {
         let cores = self
             .cores
             .as_deref()
-            .map(tern::config::parse_cpu_list)
+            .map(parse_cpu_list)
             .transpose()
             .map_err(|e| Error::Options(format!("--cores: {e}")))?;
         let opts = Options {
@@ -314,38 +317,6 @@ impl Args {
         opts.validate()?;
         Ok(opts)
     }
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    tern::config::parse_size(s).map_err(|e| e.to_string())
-}
-
-/// `10s`, `500ms`, `2m`, `1.5s`, `250us`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration `{s}`: use e.g. 10s, 500ms, 2m"))?;
-    let secs = match unit.trim() {
-        "" | "s" => v,
-        "ms" => v / 1e3,
-        "us" | "µs" => v / 1e6,
-        "m" | "min" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration `{s}`: unknown unit `{unit}` (use us, ms, s, m, h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("invalid duration `{s}`"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// `50000`, `50k`, `1.5M`.

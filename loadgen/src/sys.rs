@@ -1,5 +1,6 @@
-//! The few Linux calls std does not wrap: epoll with a nanosecond timeout,
-//! CPU pinning, per-thread CPU time and timer slack.
+//! The few Linux calls std does not wrap that only the load generator
+//! needs: epoll with a nanosecond timeout, and timer slack. (CPU pinning
+//! and CPU time are tern's, in [`tern::sys`].)
 //!
 //! A generator that sends on a microsecond schedule cannot sleep in
 //! milliseconds (`epoll_wait`'s unit), so [`Poller::wait`] uses
@@ -166,31 +167,6 @@ impl Poller {
     }
 }
 
-/// Pins the calling thread to `cpu`.
-pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    tern::config::pin_current_thread(&[cpu])
-}
-
-/// CPU time (user + system) used so far by the calling thread, or by the
-/// whole process.
-pub fn cpu_time(whole_process: bool) -> Duration {
-    let who = if whole_process {
-        libc::RUSAGE_SELF
-    } else {
-        libc::RUSAGE_THREAD
-    };
-    // SAFETY: an all-zero rusage is valid plain data; getrusage fills it.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(who, &mut ru) != 0 {
-            return Duration::ZERO;
-        }
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// Asks the kernel to wake this thread's timed waits within 1 ns of the
 /// deadline rather than the default 50 µs slack. Best effort.
 pub fn tight_timer_slack() {
@@ -264,26 +240,32 @@ mod tests {
     }
 
     #[test]
-    fn pinning_and_cpu_time() {
-        let cpu = tern::config::allowed_cpus()[0];
+    fn timer_slack_on_a_pinned_worker() {
+        use tern::sys::{cpu_time, pin_current_thread, CpuClock};
+        let cpu = tern::sys::allowed_cpus()[0];
         std::thread::spawn(move || {
-            pin_to_cpu(cpu).unwrap();
+            pin_current_thread(&[cpu]).unwrap();
             tight_timer_slack();
-            // Burn CPU until the kernel's accounting (tick-based on some
-            // kernels) shows it; bounded so a broken getrusage fails.
+            // A timed wait still ends, and the thread still runs.
+            let mut p = Poller::new(1).unwrap();
+            assert_eq!(p.wait(Some(Duration::from_millis(1)), |_| {}).unwrap(), 0);
+            // Burn CPU until the clock shows it; bounded so a broken clock
+            // fails.
             let start = std::time::Instant::now();
             let mut x = 0u64;
-            while cpu_time(false) == Duration::ZERO && start.elapsed() < Duration::from_secs(10) {
+            while cpu_time(CpuClock::Thread) == Duration::ZERO
+                && start.elapsed() < Duration::from_secs(10)
+            {
                 for i in 0..100_000u64 {
                     x = x.wrapping_add(i * i);
                 }
                 std::hint::black_box(x);
             }
-            assert!(cpu_time(false) > Duration::ZERO);
+            assert!(cpu_time(CpuClock::Thread) > Duration::ZERO);
         })
         .join()
         .unwrap();
-        assert!(cpu_time(true) > Duration::ZERO);
-        assert!(pin_to_cpu(usize::MAX).is_err());
+        assert!(cpu_time(CpuClock::Process) > Duration::ZERO);
+        assert!(pin_current_thread(&[usize::MAX]).is_err());
     }
 }

@@ -350,7 +350,7 @@ pub(crate) fn run_worker(
     ready: Sender<Result<(), Error>>,
 ) -> WorkerResult {
     if let Some(cpu) = cpu {
-        if let Err(e) = sys::pin_to_cpu(cpu) {
+        if let Err(e) = tern::sys::pin_current_thread(&[cpu]) {
             let _ = ready.send(Err(Error::Io {
                 what: format!("pinning worker {worker} to CPU {cpu}"),
                 source: e,

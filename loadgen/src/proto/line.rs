@@ -1,4 +1,4 @@
-//! tern's line protocol (`/work/shared/spec/line-protocol.md`): frames end
+//! tern's line protocol (`docs/protocol.md`): frames end
 //! with a terminator; `SUB`, `PUB`, `PING` out, `MSG`, `PONG`, `-ERR` in.
 
 use tern::framing::Terminator;

@@ -1,0 +1,401 @@
+//! tern's calls into Linux that std does not wrap: CPU affinity, resource
+//! limits, CPU-time clocks, the io_uring probe, and the `/proc` files that
+//! say what the kernel allows this process.
+//!
+//! Every `unsafe` block of the crate's start-up and pinning code is here,
+//! each with the reasoning that makes it sound, and each exercised by a
+//! test below. The rest of the crate (and the load generator) calls these
+//! safe functions instead of `libc`. (The shard's adoption of a listening
+//! socket's descriptor, `from_raw_fd` in `shard`, is the one exception: it
+//! hands a descriptor between two owners rather than calling the OS.)
+
+use std::io;
+use std::time::Duration;
+
+/// `errno` values whose meaning start-up advice depends on (see
+/// `preflight`), so that callers need not depend on `libc`.
+pub use libc::{EACCES, EMFILE, ENFILE, ENOMEM, ENOSYS, EPERM};
+
+// ---------------------------------------------------------------- CPUs
+
+/// The CPUs this process may run on (its affinity mask), ascending. Falls
+/// back to `0..available_parallelism` if the mask cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain data for which all-zero is valid (the
+    // empty set); `sched_getaffinity` writes at most `size_of::<cpu_set_t>()`
+    // bytes into it, the size we pass, and `CPU_ISSET` only reads inside
+    // it (every index is below `CPU_SETSIZE`).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+/// Restricts the calling thread to `cpus` (threads it creates inherit the
+/// mask). Used by the threads that must stay off the shards' CPUs (the
+/// metrics endpoint) and by the load generator's workers.
+pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
+    if let Some(&cpu) = cpus.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("CPU {cpu} is past the largest CPU number this system can address"),
+        ));
+    }
+    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty
+    // set; `CPU_SET` only writes inside it (every CPU was checked to be
+    // below `CPU_SETSIZE` above); and `sched_setaffinity` with pid 0 (the
+    // calling thread) reads exactly `size_of::<cpu_set_t>()` bytes from the
+    // set, the size passed.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+// ---------------------------------------------------------------- CPU time
+
+/// Whose CPU time [`cpu_time`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuClock {
+    /// The calling thread's.
+    Thread,
+    /// The whole process's, every thread summed.
+    Process,
+}
+
+/// CPU time (user + system) used so far, to the nanosecond
+/// (`clock_gettime` with `CLOCK_THREAD_CPUTIME_ID` or
+/// `CLOCK_PROCESS_CPUTIME_ID`). Panics if the kernel lacks those clocks
+/// (they exist since Linux 2.6.12).
+pub fn cpu_time(clock: CpuClock) -> Duration {
+    let id = match clock {
+        CpuClock::Thread => libc::CLOCK_THREAD_CPUTIME_ID,
+        CpuClock::Process => libc::CLOCK_PROCESS_CPUTIME_ID,
+    };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec that outlives the call;
+    // the kernel writes one timespec into it or fails with EINVAL.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock:?}) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+// ---------------------------------------------------------------- limits
+
+/// A resource limit's value for "no limit" (`RLIM_INFINITY`) in [`Limits`].
+pub const UNLIMITED: u64 = u64::MAX;
+
+/// A resource limit tern cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// `RLIMIT_NOFILE`: open file descriptors (one per client).
+    OpenFiles,
+    /// `RLIMIT_MEMLOCK`: bytes of locked memory (io_uring's buffers).
+    LockedMemory,
+}
+
+impl Resource {
+    /// The `RLIMIT_*` number. (Its C type differs between glibc and musl,
+    /// hence the `as _` where it is passed.)
+    fn id(self) -> i32 {
+        let id = match self {
+            Resource::OpenFiles => libc::RLIMIT_NOFILE,
+            Resource::LockedMemory => libc::RLIMIT_MEMLOCK,
+        };
+        id as i32
+    }
+}
+
+/// A resource's soft limit (what the kernel enforces) and hard limit (the
+/// ceiling an unprivileged process may raise the soft one to), each
+/// [`UNLIMITED`] when there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// This process's limits for `resource` (`getrlimit(2)`).
+pub fn limits(resource: Resource) -> io::Result<Limits> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, which is
+    // valid for writes and outlives the call.
+    if unsafe { libc::getrlimit(resource.id() as _, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // `rlim_t` is 32 bits wide on some 32-bit targets, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
+    let value = |v: libc::rlim_t| {
+        if v == libc::RLIM_INFINITY {
+            UNLIMITED
+        } else {
+            v as u64
+        }
+    };
+    Ok(Limits {
+        soft: value(rl.rlim_cur),
+        hard: value(rl.rlim_max),
+    })
+}
+
+/// Raises the soft limit for `resource` to the hard one (which any
+/// process may do) and returns the limits now in force.
+pub fn raise_soft_limit(resource: Resource) -> io::Result<Limits> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` into `rl`, and
+    // setrlimit reads one from it; `rl` is valid for both and outlives the
+    // calls.
+    unsafe {
+        if libc::getrlimit(resource.id() as _, &mut rl) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if rl.rlim_cur != rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            if libc::setrlimit(resource.id() as _, &rl) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    limits(resource)
+}
+
+// ---------------------------------------------------------------- io_uring
+
+/// `struct io_uring_params` from `<linux/io_uring.h>` (120 bytes; `libc`
+/// does not define it). The kernel reads `flags` and friends, all zero
+/// here, and fills in the rest.
+#[repr(C)]
+#[derive(Default)]
+struct IoUringParams {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    sq_off: [u32; 10],
+    cq_off: [u32; 10],
+}
+
+const _: () = assert!(std::mem::size_of::<IoUringParams>() == 120);
+
+/// Creates a small io_uring with `io_uring_setup(2)`, as glommio will, and
+/// closes it: `Ok` if this process may use io_uring, else the kernel's
+/// error.
+///
+/// The probe runs on a short-lived thread of its own: tearing a ring down
+/// queues kernel task work on the thread that created it, which interrupts
+/// that thread's next blocking socket call with `EINTR` (a caller with
+/// `SO_RCVTIMEO` set — a test client, an embedding application — would see
+/// a spurious error).
+pub fn probe_io_uring() -> io::Result<()> {
+    std::thread::scope(|s| s.spawn(setup_and_close_ring).join())
+        .expect("the io_uring probe does not panic")
+}
+
+fn setup_and_close_ring() -> io::Result<()> {
+    let mut params = IoUringParams::default();
+    // SAFETY: io_uring_setup(entries, params) reads and writes exactly one
+    // `struct io_uring_params`, which `params` is (layout checked above),
+    // and it outlives the call. It returns a new file descriptor that
+    // nothing else owns, or -1 with errno set.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            4 as libc::c_uint,
+            &mut params as *mut IoUringParams,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by io_uring_setup and is owned by no
+    // one else; closing it once releases the ring.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
+// ---------------------------------------------------------------- /proc
+
+/// The `kernel.io_uring_disabled` sysctl, or `None` on kernels without it
+/// (before 6.6): 0 = allowed, 1 = only for members of
+/// `kernel.io_uring_group` and CAP_SYS_ADMIN, 2 = disabled for everyone.
+pub fn io_uring_disabled() -> Option<u8> {
+    read_proc_number("/proc/sys/kernel/io_uring_disabled")
+}
+
+/// The `kernel.io_uring_group` sysctl: the group allowed io_uring when
+/// `kernel.io_uring_disabled` is 1 (`None` if unset, -1, or absent).
+pub fn io_uring_group() -> Option<u32> {
+    read_proc_number::<i64>("/proc/sys/kernel/io_uring_group").and_then(|g| u32::try_from(g).ok())
+}
+
+/// Whether this process runs under a seccomp filter (`Seccomp: 2` in
+/// `/proc/self/status`), as containers usually do.
+pub fn under_seccomp_filter() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_field(&status, "Seccomp").is_some_and(|v| v == "2")
+}
+
+/// `CAP_IPC_LOCK` from `<linux/capability.h>`: lets a process lock memory
+/// past `RLIMIT_MEMLOCK`; io_uring then skips its accounting.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Whether this process may lock memory past `RLIMIT_MEMLOCK`: it holds
+/// CAP_IPC_LOCK (root normally does) in the initial user namespace, which
+/// is where io_uring checks it. Inside a user namespace (rootless
+/// containers) "root" does not count.
+pub fn has_cap_ipc_lock() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    holds_cap_ipc_lock(&status, &uid_map)
+}
+
+/// [`has_cap_ipc_lock`]'s decision on the text of `/proc/self/status` and
+/// `/proc/self/uid_map`.
+fn holds_cap_ipc_lock(status: &str, uid_map: &str) -> bool {
+    let effective = status_field(status, "CapEff")
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0);
+    // The initial user namespace maps every uid to itself.
+    let init_ns = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    effective && init_ns
+}
+
+/// The value of `name:` in a `/proc/<pid>/status` text.
+fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == name).then(|| value.trim())
+    })
+}
+
+fn read_proc_number<T: std::str::FromStr>(path: &str) -> Option<T> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_cpus_is_never_empty() {
+        assert!(!allowed_cpus().is_empty());
+    }
+
+    #[test]
+    fn pinning_restricts_the_calling_thread_only() {
+        let allowed = allowed_cpus();
+        let last = *allowed.last().unwrap();
+        let inside = std::thread::spawn(move || {
+            pin_current_thread(&[last]).unwrap();
+            allowed_cpus()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, vec![last]);
+        assert_eq!(allowed_cpus(), allowed, "the test thread is unaffected");
+        assert!(pin_current_thread(&[libc::CPU_SETSIZE as usize + 5]).is_err());
+        assert!(pin_current_thread(&[usize::MAX]).is_err());
+        assert_eq!(allowed_cpus(), allowed, "a refused mask changes nothing");
+    }
+
+    #[test]
+    fn cpu_time_counts_work() {
+        std::thread::spawn(|| {
+            let before = cpu_time(CpuClock::Thread);
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            // Bounded, so that a broken clock fails rather than hangs.
+            while cpu_time(CpuClock::Thread) <= before && start.elapsed() < Duration::from_secs(10)
+            {
+                for i in 0..100_000u64 {
+                    x = x.wrapping_add(i * i);
+                }
+                std::hint::black_box(x);
+            }
+            assert!(cpu_time(CpuClock::Thread) > before);
+        })
+        .join()
+        .unwrap();
+        assert!(cpu_time(CpuClock::Process) >= cpu_time(CpuClock::Thread));
+        assert!(cpu_time(CpuClock::Process) > Duration::ZERO);
+    }
+
+    #[test]
+    fn limits_are_readable() {
+        for resource in [Resource::OpenFiles, Resource::LockedMemory] {
+            let l = limits(resource).unwrap();
+            assert!(l.soft <= l.hard, "{resource:?}: {l:?}");
+        }
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let hard = limits(Resource::OpenFiles).unwrap().hard;
+        let raised = raise_soft_limit(Resource::OpenFiles).unwrap();
+        assert_eq!(raised, Limits { soft: hard, hard });
+        assert_eq!(limits(Resource::OpenFiles).unwrap(), raised);
+    }
+
+    #[test]
+    fn io_uring_can_be_set_up_here() {
+        // The machines this is developed and tested on have io_uring; this
+        // exercises the raw io_uring_setup call and the close of its fd.
+        probe_io_uring().unwrap();
+    }
+
+    #[test]
+    fn proc_files_are_read() {
+        // Present on every kernel tern supports.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(status_field(&status, "Seccomp").is_some(), "{status}");
+        // Whatever the answers, reading them must not fail.
+        let _ = (under_seccomp_filter(), has_cap_ipc_lock());
+        if let Some(v) = io_uring_disabled() {
+            assert!(v <= 2, "{v}");
+        }
+        let _ = io_uring_group();
+    }
+
+    #[test]
+    fn cap_ipc_lock_needs_the_bit_and_the_initial_namespace() {
+        let init = "         0          0 4294967295\n";
+        let userns = "         0       1000          1\n";
+        let with = "Name:\ttern\nCapEff:\t000001ffffffffff\n";
+        let without = "Name:\ttern\nCapEff:\t0000000000000000\n";
+        assert!(holds_cap_ipc_lock(with, init));
+        assert!(!holds_cap_ipc_lock(with, userns));
+        assert!(!holds_cap_ipc_lock(without, init));
+        assert!(!holds_cap_ipc_lock("", ""));
+        assert_eq!(status_field(with, "CapEff"), Some("000001ffffffffff"));
+        assert_eq!(status_field(with, "Cap"), None);
+    }
+}
