@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use crate::framing::Terminator;
 
-/// The CPU calls that lived here before [`crate::sys`] gathered the OS
-/// calls, re-exported so that their callers keep working; new code names
-/// them in `sys`.
-pub use crate::sys::{allowed_cpus, pin_current_thread};
+use crate::sys::allowed_cpus;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";

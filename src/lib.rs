@@ -11,33 +11,41 @@
 //!
 //! * [`framing`] — bytes read from a socket become frames: borrowed views into
 //!   the read buffer, split at the terminator (asynchat's `set_terminator`).
-//! * [`protocol`] — a frame becomes a [`protocol::Command`] (`SUB`, `PUB`, …);
-//!   replies and deliveries are encoded here too.
+//! * [`protocol`] — a frame becomes a protocol-neutral
+//!   [`protocol::Command`] ([`protocol::line`] decodes tern's line protocol);
+//!   replies and deliveries are encoded there too.
+//! * [`shard`] — one shard: its glommio tasks (`shard::tasks`: sockets,
+//!   accept, the stop) around an I/O-free [`shard::core`] that decides,
+//!   for each command, what is queued to whom and what goes to which shard.
 //! * [`subject`] — subject and group validation, and the [`subject::Sublist`]
 //!   index that matches a published subject against wildcard subscriptions.
 //! * [`router`] — what a shard knows of the other shards' interest, and
-//!   which shards (and which queue-group members) a publish goes to: pure
-//!   functions of the subject, no I/O.
+//!   which receivers here and which other shards a publish goes to (no I/O;
+//!   it fills match caches and moves queue groups' round-robin).
 //! * [`mesh`] — the shard-to-shard paths: one crossbeam channel per ordered
 //!   pair carrying batches of shared [`bytes::Bytes`], and a doorbell that
 //!   wakes an idle shard without spinning.
 //! * [`outbound`] — a connection's queue of unsent bytes, bounded by
-//!   `--max-pending` (the slow-consumer rule).
-//! * [`shard`] — the only module that touches glommio: executors, sockets,
-//!   the per-connection read/write loops that drive everything above.
-//! * [`relay`] — starts and stops a set of shards; the library entry point
-//!   used by the binary, the tests and the load generator.
+//!   `--max-pending` (the slow-consumer rule), keeping the pending-bytes
+//!   gauge.
+//!
+//! Around the data path:
+//!
+//! * [`relay`] — starts a set of shards (building their executors), supervises
+//!   them and stops them; the library entry point used by the binary, the
+//!   tests and the load generator.
 //! * [`config`] — the relay's settings, their defaults and their validation.
 //! * [`units`] — the syntax of sizes, durations and CPU lists in flags:
 //!   each parser beside its formatter, shared by both binaries.
-//! * [`preflight`] — the start-up findings (settings, CPUs, ports, locked
-//!   memory, io_uring, open files) that turn glommio's panics into errors a
-//!   user can act on; `--check-config` prints them.
-//! * [`sys`] — the Linux calls std does not wrap (affinity, rlimits, the
-//!   io_uring probe, `/proc`), every `unsafe` of start-up in one place.
+//! * [`preflight`] — start-up findings (io_uring, locked memory, CPUs, ports,
+//!   open files) that turn glommio's panics into errors a user can act on.
+//! * [`sys`] — every operating-system call of the crate, in one place.
 //! * [`stats`] — per-shard counters, owned by their shard, summed by readers.
 //! * [`metrics`] — the optional HTTP endpoint (`--metrics`): Prometheus
 //!   counters, health, and the list of open connections.
+//!
+//! glommio is used by [`shard`] (the tasks) and [`relay`] (building and
+//! joining the executors), nowhere else.
 
 pub mod config;
 pub mod framing;
@@ -53,3 +61,6 @@ pub mod stats;
 pub mod subject;
 pub mod sys;
 pub mod units;
+
+#[cfg(test)]
+mod wake_counter;

@@ -111,6 +111,11 @@ struct Cli {
     /// Check the flags and the environment, print what was found, and exit (0 if all is well, else 2) without serving
     #[arg(long)]
     check_config: bool,
+
+    /// Test hook: a shard that receives the frame TERN-TEST-PANIC panics
+    /// (how the tests check that a dead shard stops the process)
+    #[arg(long, hide = true)]
+    test_panic_frame: bool,
 }
 
 /// `--log-format` values. (Plain comments, not doc comments, on the
@@ -260,6 +265,7 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         max_connections: cli.max_connections,
         spin_before_park: cli.spin_before_park,
         io_memory: cli.io_memory,
+        panic_frame: cli.test_panic_frame,
         shard_listeners: cli.shard_listen.is_some(),
         shard_listen: cli
             .shard_listen
@@ -364,21 +370,39 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
         env!("CARGO_PKG_VERSION")
     );
 
-    // Blocks in a read of signal-hook's self-pipe: no polling.
-    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    // Signals arrive through signal-hook's self-pipe on a thread of their
+    // own, so that the main thread waits for the first of a signal and a
+    // shard failure, without polling.
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut signals = signals.forever();
+        if let Some(first) = signals.next() {
+            let _ = signal_tx.send(first);
+        }
+        // A second signal means "now": skip the flush.
+        if signals.next().is_some() {
+            eprintln!("tern: second signal: exiting without flushing");
+            std::process::exit(1);
+        }
+    });
+    let signal = crossbeam_channel::select! {
+        recv(signal_rx) -> signal => signal.unwrap_or(SIGTERM),
+        recv(relay.failures()) -> reason => {
+            // A dead shard takes its listeners' clients and its share of
+            // every queue group with it: exit at once, non-zero, so that the
+            // service manager restarts the relay (the supervisor has logged
+            // why).
+            let reason = reason.unwrap_or_else(|_| "a shard died".to_string());
+            eprintln!("tern: exiting with status 1: {reason}");
+            std::process::exit(1);
+        }
+    };
     let name = if signal == SIGINT {
         "SIGINT"
     } else {
         "SIGTERM"
     };
     tracing::info!("{name} received: stopping (flushing output for at most 2 s)");
-    // A second signal means "now": skip the flush.
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            eprintln!("tern: second signal: exiting without flushing");
-            std::process::exit(1);
-        }
-    });
     if let Some(m) = metrics {
         m.stop();
     }

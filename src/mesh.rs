@@ -349,15 +349,8 @@ pub fn build(n: usize, capacity: usize) -> (Vec<Endpoint>, Vec<Arc<Doorbell>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use crate::wake_counter::WakeCounter;
     use std::task::{Wake, Waker};
-
-    struct CountingWaker(AtomicUsize);
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     fn barrier(token: u64) -> MeshMsg {
         MeshMsg::Barrier { token }
@@ -366,8 +359,7 @@ mod tests {
     #[test]
     fn a_parked_shard_is_woken_once_per_batch_and_only_when_armed() {
         let (mut eps, _) = build(2, 4);
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = WakeCounter::new();
         let cx = Context::from_waker(&waker);
         let b = eps.pop().unwrap();
         let mut a = eps.pop().unwrap();
@@ -376,11 +368,11 @@ mod tests {
         out.push(barrier(1));
         out.push(barrier(2));
         assert!(out.try_flush());
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(counter.count(), 1);
         // Not re-armed: a second batch does not wake again.
         out.push(barrier(3));
         assert!(out.try_flush());
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(counter.count(), 1);
         assert!(b.poll_inbound(&cx).is_ready());
         let got: Vec<u64> = std::iter::from_fn(|| b.inlets[0].try_recv())
             .flatten()
@@ -434,8 +426,7 @@ mod tests {
         let (mut eps, bells) = build(2, 1);
         let b = eps.pop().unwrap();
         let mut a = eps.pop().unwrap();
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = WakeCounter::new();
         let cx = Context::from_waker(&waker);
         // Shard 0 parks on its own doorbell.
         assert!(a.poll_inbound(&cx).is_pending());
@@ -448,7 +439,7 @@ mod tests {
         // The receiver drains and releases the sender, ringing shard 0.
         assert!(b.inlets[0].try_recv().is_some());
         b.inlets[0].release_sender();
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(counter.count(), 1);
         let out = a.outlets[1].as_mut().unwrap();
         assert!(out.try_flush());
         assert_eq!(out.backlog(), 0);
@@ -456,7 +447,7 @@ mod tests {
         while b.inlets[0].try_recv().is_some() {}
         assert!(b.poll_inbound(&cx).is_pending());
         bells[1].ring();
-        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert_eq!(counter.count(), 2);
     }
 
     #[test]

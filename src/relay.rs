@@ -43,7 +43,7 @@ use glommio::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::mesh::{self, Doorbell, ShardId};
 use crate::preflight::{self, PreflightError};
 use crate::shard::{self, ConnectionInfo, Control, ShardSpec};
@@ -61,8 +61,6 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Why a relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error(transparent)]
     Preflight(#[from] PreflightError),
     #[error("cannot listen on {addr}: {source}")]

@@ -115,7 +115,7 @@ fn assert_startup_error(args: &[&str], parts: &[&str]) -> String {
 
 /// A CPU number this process may not use.
 fn unavailable_cpu() -> usize {
-    let allowed = tern::config::allowed_cpus();
+    let allowed = tern::sys::allowed_cpus();
     let cpu = 99.max(allowed.iter().max().unwrap() + 1);
     assert!(!allowed.contains(&cpu));
     cpu
@@ -214,12 +214,12 @@ fn an_invalid_rust_log_is_refused_and_log_level_overrides_it() {
 #[test]
 fn cpu_outside_the_affinity_mask_is_named() {
     let cpu = unavailable_cpu().to_string();
-    let allowed = tern::units::format_cpu_list(&tern::config::allowed_cpus());
+    let allowed = tern::units::format_cpu_list(&tern::sys::allowed_cpus());
     assert_startup_error(
         &["--cores", &cpu, "--listen", "127.0.0.1:0"],
         &[&format!("CPU {cpu} is not available"), &allowed, "--cores"],
     );
-    let too_many = (tern::config::allowed_cpus().len() + 1).to_string();
+    let too_many = (tern::sys::allowed_cpus().len() + 1).to_string();
     assert_startup_error(
         &["--shards", &too_many, "--listen", "127.0.0.1:0"],
         &[&format!("--shards {too_many}"), "CPUs are available"],

@@ -164,7 +164,7 @@ fn tern_cmd(args: &[&str]) -> Command {
 
 /// Two shards if this process may use two CPUs, else one.
 fn shards() -> &'static str {
-    if tern::config::allowed_cpus().len() >= 2 {
+    if tern::sys::allowed_cpus().len() >= 2 {
         "2"
     } else {
         "1"
@@ -205,6 +205,28 @@ fn sigterm_flushes_and_exits_0_with_a_summary() {
     assert!(
         summary.contains("served 1 connection, 1 message in, 1 message out, 0 slow consumers"),
         "{summary}"
+    );
+}
+
+#[test]
+fn a_dead_shard_makes_the_process_exit_non_zero_saying_why() {
+    let mut t = Tern::spawn(tern_cmd(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        shards(),
+        "--test-panic-frame",
+    ]));
+    let addr = t.wait_started();
+    let mut c = Client::connect(addr, TERM);
+    c.send(tern::shard::core::PANIC_FRAME);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains(" died: panicked: shard "), "{log}");
+    assert!(log.contains("tern: exiting with status 1: shard "), "{log}");
+    assert!(
+        !log.contains("tern stopped"),
+        "no clean-stop summary: {log}"
     );
 }
 
@@ -553,7 +575,7 @@ fn a_locked_memory_limit_too_low_is_explained_to_an_unprivileged_user() {
 
 #[test]
 fn two_shards_fit_in_8_mib_of_locked_memory_by_default() {
-    if tern::config::allowed_cpus().len() < 2 {
+    if tern::sys::allowed_cpus().len() < 2 {
         println!("skipped: this process may use only one CPU, two shards need two");
         return;
     }

@@ -26,7 +26,7 @@ fn relay() -> Relay {
 /// Options for a short run against `targets`: one pinned worker, so the
 /// generator leaves room for the relay's shards.
 fn short(targets: &[SocketAddr]) -> Options {
-    let cpus = tern::config::allowed_cpus();
+    let cpus = tern::sys::allowed_cpus();
     Options {
         targets: targets.to_vec(),
         protocol: Protocol::Line,

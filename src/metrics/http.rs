@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use super::request::{HeadBuffer, HttpError, Request};
 use super::response::Response;
 use super::Options;
-use crate::config::{allowed_cpus, pin_current_thread};
+use crate::sys::{allowed_cpus, pin_current_thread};
 
 /// How long, and how many bytes, the server keeps reading after its
 /// response before it closes (see [`Phase::Lingering`]).

@@ -628,8 +628,7 @@ mod tests {
     use super::*;
     use crate::mesh::{Endpoint, Inlet};
     use crate::protocol::line;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use crate::wake_counter::WakeCounter;
 
     /// Cores of a relay with `n` shards, wired by a real mesh whose
     /// batches the test carries by hand ([`Relay::pump`]).
@@ -711,13 +710,6 @@ mod tests {
             let n = conn.out.pending();
             conn.out.consume(n);
             text
-        }
-    }
-
-    struct CountingWaker(AtomicUsize);
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -812,8 +804,8 @@ mod tests {
     fn ping_after_subscribing_waits_for_every_other_shard() {
         let mut r = Relay::new(3, |_| {});
         let a = r.open(0);
-        let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        r.cores[0].set_waker(a, &Waker::from(woken.clone()));
+        let (woken, waker) = WakeCounter::new();
+        r.cores[0].set_waker(a, &waker);
         // No subscription change: PONG at once.
         assert_eq!(r.send(0, a, "PING"), Next::Read);
         assert_eq!(r.take(0, a), "PONG\n");
@@ -823,7 +815,7 @@ mod tests {
         assert_eq!(r.take(0, a), "", "no PONG before the others acknowledge");
         r.pump();
         assert_eq!(r.take(0, a), "PONG\n");
-        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the task is woken");
+        assert_eq!(woken.count(), 1, "the task is woken");
         assert_eq!(r.cores[0].readiness(a, false), Next::Read);
         // Every other shard applied the SUB before it acknowledged.
         let publisher = r.open(2);

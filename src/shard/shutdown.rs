@@ -59,31 +59,21 @@ impl Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::wake_counter::WakeCounter;
 
     #[test]
     fn waiters_are_woken_once_and_see_the_signal() {
         let s = Shutdown::default();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = WakeCounter::new();
         let cx = Context::from_waker(&waker);
         assert!(s.poll_wait(&cx).is_pending());
         assert!(s.poll_wait(&cx).is_pending(), "registered once");
         let clone = s.clone();
         clone.trigger();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.count(), 1);
         assert!(s.is_triggered());
         assert!(s.poll_wait(&cx).is_ready());
         s.trigger();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "no one left to wake");
+        assert_eq!(count.count(), 1, "no one left to wake");
     }
 }
