@@ -1,13 +1,14 @@
 //! tern's calls into Linux that std does not wrap: CPU affinity, resource
-//! limits, CPU-time clocks, the io_uring probe, and the `/proc` files that
-//! say what the kernel allows this process.
+//! limits, CPU-time clocks, the io_uring probe, a non-blocking send, and the
+//! `/proc` files that say what the kernel allows this process.
 //!
 //! Every `unsafe` block of the crate's start-up and pinning code is here,
 //! each with the reasoning that makes it sound, and each exercised by a
 //! test below. The rest of the crate (and the load generator) calls these
-//! safe functions instead of `libc`. (The shard's adoption of a listening
-//! socket's descriptor, `from_raw_fd` in `shard`, is the one exception: it
-//! hands a descriptor between two owners rather than calling the OS.)
+//! safe functions instead of `libc`. The exceptions are in `shard::tasks`
+//! and call no OS function: adopting a listening socket's descriptor
+//! (`from_raw_fd`) and borrowing a glommio stream's descriptor for
+//! [`send_now`] (`BorrowedFd::borrow_raw`).
 
 use std::io;
 use std::time::Duration;
@@ -242,6 +243,30 @@ fn setup_and_close_ring() -> io::Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- sockets
+
+/// Sends `buf` on the connected socket `fd` without blocking (and without
+/// `SIGPIPE`): what the socket buffer takes now, or an error such as
+/// `WouldBlock`. For last words to a connection that is being refused,
+/// whose async stream is about to be dropped.
+pub fn send_now(fd: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: send(2) reads `buf.len()` bytes from `buf`, which is borrowed
+    // for the call; `fd` is a descriptor kept open by its borrow.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 // ---------------------------------------------------------------- /proc
 
 /// The `kernel.io_uring_disabled` sysctl, or `None` on kernels without it
@@ -304,6 +329,28 @@ fn read_proc_number<T: std::str::FromStr>(path: &str) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_now_sends_what_fits_and_never_blocks() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        assert_eq!(send_now(server.as_fd(), b"bye\n").unwrap(), 4);
+        let mut got = [0u8; 4];
+        (&client).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"bye\n");
+        // A peer that never reads: the buffers fill and the call says so
+        // instead of waiting.
+        let chunk = vec![0u8; 1 << 16];
+        let full = (0..10_000).find_map(|_| send_now(server.as_fd(), &chunk).err());
+        assert_eq!(
+            full.map(|e| e.kind()),
+            Some(io::ErrorKind::WouldBlock),
+            "a full socket buffer"
+        );
+    }
 
     #[test]
     fn allowed_cpus_is_never_empty() {

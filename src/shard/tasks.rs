@@ -190,11 +190,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Gate) {
 fn refuse_connection(stream: &TcpStream, terminator: &[u8]) {
     let mut msg = Vec::new();
     line::encode_err(&mut msg, ProtoError::TooManyConnections, terminator);
-    // SAFETY: the descriptor belongs to `stream`, which outlives this
-    // borrow; socket2 only sends on it.
+    // SAFETY: the descriptor belongs to `stream`, which is borrowed for
+    // longer than `fd` lives (glommio's stream implements only `AsRawFd`).
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let _ =
-        socket2::SockRef::from(&fd).send_with_flags(&msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+    let _ = crate::sys::send_now(fd, &msg);
 }
 
 /// Drives one connection from accept to close.
