@@ -1308,23 +1308,6 @@ mod tests {
         assert_eq!(f.max_frame(), MAX_CONTROL_LINE + PARTIAL_SLACK);
     }
 
-    /// A client operation for the round trip.
-    #[derive(Debug, Clone)]
-    enum ClientOp {
-        Pub {
-            subject: Vec<u8>,
-            reply: Option<Vec<u8>>,
-            headers: Option<Vec<u8>>,
-            payload: Vec<u8>,
-        },
-        Sub {
-            subject: Vec<u8>,
-            queue: Option<Vec<u8>>,
-            sid: Vec<u8>,
-        },
-        Ping,
-    }
-
     /// Printable tokens without `.`, spaces or wildcards.
     fn token() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(prop::sample::select(b"abcxyzAZ09_-$:/\"'".to_vec()), 1..6)
@@ -1334,78 +1317,89 @@ mod tests {
         prop::collection::vec(token(), 1..4).prop_map(|t| t.join(&b'.'))
     }
 
-    fn client_op() -> impl Strategy<Value = ClientOp> {
+    /// Client operations with a unique encoding (what a client sends).
+    fn client_op() -> impl Strategy<Value = Ev> {
         let bytes = |n| prop::collection::vec(any::<u8>(), 0..n);
         prop_oneof![
-            4 => (subject(), prop::option::of(subject()), prop::option::of(prop::collection::vec(any::<u8>(), 1..40)), bytes(200))
-                .prop_map(|(subject, reply, headers, payload)| ClientOp::Pub { subject, reply, headers, payload }),
+            4 => (
+                subject(),
+                prop::option::of(subject()),
+                prop::option::of(prop::collection::vec(any::<u8>(), 1..40)),
+                bytes(200),
+            )
+                .prop_map(|(subject, reply, headers, payload)| Ev::Pub {
+                    subject,
+                    reply,
+                    headers,
+                    payload,
+                }),
             1 => (subject(), prop::option::of(token()), token())
-                .prop_map(|(subject, queue, sid)| ClientOp::Sub { subject, queue, sid }),
-            1 => Just(ClientOp::Ping),
+                .prop_map(|(subject, queue, sid)| Ev::Sub { subject, queue, sid }),
+            1 => (token(), prop::option::of(1u64..=999_999_999))
+                .prop_map(|(sid, max_msgs)| Ev::Unsub { sid, max_msgs }),
+            1 => Just(Ev::Ping),
+            1 => Just(Ev::Pong),
         ]
     }
 
-    fn encode_op(op: &ClientOp, out: &mut Vec<u8>) -> Ev {
+    /// Appends what a client sends for `op`.
+    fn encode_op(op: &Ev, out: &mut Vec<u8>) {
+        let line = |out: &mut Vec<u8>, fields: &[&[u8]]| {
+            out.extend_from_slice(&fields.join(&b' '));
+            out.extend_from_slice(b"\r\n");
+        };
         match op {
-            ClientOp::Pub {
+            Ev::Pub {
                 subject,
                 reply,
-                headers,
+                headers: Some(h),
                 payload,
-            } => {
-                match headers {
-                    Some(h) => encode_hpub(out, subject, reply.as_deref(), h, payload),
-                    None => encode_pub(out, subject, reply.as_deref(), payload),
-                }
-                Ev::Pub {
-                    subject: subject.clone(),
-                    reply: reply.clone(),
-                    headers: headers.clone(),
-                    payload: payload.clone(),
-                }
-            }
-            ClientOp::Sub {
+            } => encode_hpub(out, subject, reply.as_deref(), h, payload),
+            Ev::Pub {
+                subject,
+                reply,
+                headers: None,
+                payload,
+            } => encode_pub(out, subject, reply.as_deref(), payload),
+            Ev::Sub {
                 subject,
                 queue,
                 sid,
             } => {
-                out.extend_from_slice(b"SUB ");
-                out.extend_from_slice(subject);
-                if let Some(q) = queue {
-                    out.push(b' ');
-                    out.extend_from_slice(q);
-                }
-                out.push(b' ');
-                out.extend_from_slice(sid);
-                out.extend_from_slice(b"\r\n");
-                Ev::Sub {
-                    subject: subject.clone(),
-                    queue: queue.clone(),
-                    sid: sid.clone(),
-                }
+                let mut fields = vec![&b"SUB"[..], subject];
+                fields.extend(queue.as_deref());
+                fields.push(sid);
+                line(out, &fields);
             }
-            ClientOp::Ping => {
-                out.extend_from_slice(b"PING\r\n");
-                Ev::Ping
+            Ev::Unsub { sid, max_msgs } => {
+                let max = max_msgs.map(|n| n.to_string());
+                let mut fields = vec![&b"UNSUB"[..], sid];
+                fields.extend(max.as_deref().map(str::as_bytes));
+                line(out, &fields);
             }
+            Ev::Ping => line(out, &[b"PING"]),
+            Ev::Pong => line(out, &[b"PONG"]),
+            Ev::Connect => out.extend_from_slice(HEADERS),
+            Ev::Err(e) => panic!("{e:?} is not something a client sends"),
         }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
 
-        /// Encoded publishes (with and without headers, any payload bytes),
-        /// subscriptions and pings decode back to themselves however the
+        /// Encoded publishes (with and without headers, any payload bytes)
+        /// and the other client operations decode back to themselves however the
         /// stream is cut into reads.
         #[test]
         fn client_ops_round_trip(
             ops in prop::collection::vec(client_op(), 1..12),
             reads in prop::collection::vec(prop_oneof![3 => 1usize..16, 1 => 16usize..400], 1..6),
         ) {
-            let mut stream = HEADERS.to_vec();
             let mut want = vec![Ev::Connect];
-            for op in &ops {
-                want.push(encode_op(op, &mut stream));
+            want.extend(ops);
+            let mut stream = Vec::new();
+            for op in &want {
+                encode_op(op, &mut stream);
             }
             prop_assert_eq!(decode_in(1024, &stream, &reads), want.clone());
             prop_assert_eq!(decode_in(1024, &stream, &[0]), want);
