@@ -8,8 +8,10 @@
 //! shared by every protocol.
 //!
 //! * [`line`] — tern's own line protocol (`docs/protocol.md`).
+//! * [`nats`] — the NATS client protocol (the NATS front door).
 
 pub mod line;
+pub mod nats;
 
 pub use line::ProtoError;
 
