@@ -14,6 +14,10 @@ use crate::sys::allowed_cpus;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
+/// Default `--nats-listen` address: the NATS client port.
+pub const DEFAULT_NATS_LISTEN: &str = "127.0.0.1:4222";
+/// Default `--nats-ping-interval`: nats-server's `ping_interval`.
+pub const DEFAULT_NATS_PING_INTERVAL: Duration = Duration::from_secs(120);
 /// Default `--max-frame`: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// Default `--max-pending`: 64 MiB of unsent output per connection.
@@ -40,6 +44,12 @@ pub const DEFAULT_SPIN_BEFORE_PARK: Duration = Duration::ZERO;
 pub struct Config {
     /// Addresses to accept clients on; every shard accepts on each.
     pub listen: Vec<SocketAddr>,
+    /// Addresses to accept NATS clients on (empty: none); every shard
+    /// accepts on each.
+    pub nats_listen: Vec<SocketAddr>,
+    /// How often NATS clients are pinged; two unanswered pings close the
+    /// connection as stale.
+    pub nats_ping_interval: Duration,
     /// One shard per entry, pinned to that CPU.
     pub cores: Vec<usize>,
     /// Frame terminator for every listener (never contains a space).
@@ -78,6 +88,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("valid default")],
+            nats_listen: vec![DEFAULT_NATS_LISTEN.parse().expect("valid default")],
+            nats_ping_interval: DEFAULT_NATS_PING_INTERVAL,
             cores: allowed_cpus(),
             terminator: Terminator::default(),
             max_frame: DEFAULT_MAX_FRAME,
@@ -102,6 +114,7 @@ impl Config {
         let cpus = allowed_cpus();
         Config {
             listen: vec!["127.0.0.1:0".parse().expect("valid")],
+            nats_listen: vec!["127.0.0.1:0".parse().expect("valid")],
             cores: (0..shards.max(1)).map(|i| cpus[i % cpus.len()]).collect(),
             shard_listeners: true,
             ..Config::default()
@@ -111,8 +124,11 @@ impl Config {
     /// Checks the settings against each other and the protocol.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_terminator(&self.terminator)?;
-        if self.listen.is_empty() {
+        if self.listen.is_empty() && self.nats_listen.is_empty() {
             return Err(ConfigError::NoListener);
+        }
+        if self.nats_ping_interval.is_zero() {
+            return Err(ConfigError::Zero("--nats-ping-interval"));
         }
         if self.cores.is_empty() {
             return Err(ConfigError::NoShards);

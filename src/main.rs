@@ -55,6 +55,14 @@ struct Cli {
     #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN)]
     listen: Vec<SocketAddr>,
 
+    /// Address to accept NATS clients on (the NATS client protocol); repeat for several, or `off`
+    #[arg(long, value_name = "ADDR|off", default_value = config::DEFAULT_NATS_LISTEN, value_parser = parse_listen_or_off)]
+    nats_listen: Vec<ListenOrOff>,
+
+    /// How often NATS clients are pinged; two unanswered pings close a connection as stale
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = units::parse_duration)]
+    nats_ping_interval: Duration,
+
     /// Number of shards, on the first N CPUs this process may use (with --cores: must match its length) [default: one per CPU]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     shards: Option<u32>,
@@ -63,7 +71,7 @@ struct Cli {
     #[arg(long, value_name = "LIST", value_parser = parse_cores)]
     cores: Option<CpuList>,
 
-    /// Also give shard i a private listener on ADDR's port + i (port 0: any free port), to pin a client to a shard
+    /// Also give shard i a private listener on ADDR's port + i (port 0: any free port), to pin a client to a shard (and a private NATS listener on any free port)
     #[arg(long, value_name = "ADDR")]
     shard_listen: Option<SocketAddr>,
 
@@ -229,6 +237,19 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
 /// Turns the flags into a relay configuration: `--shards` and `--cores`
 /// become the list of CPUs. Whether the result can work is for
 /// [`preflight`] to say.
+/// A `--nats-listen` value: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ListenOrOff(Option<SocketAddr>);
+
+fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(ListenOrOff(None));
+    }
+    s.parse()
+        .map(|a| ListenOrOff(Some(a)))
+        .map_err(|e| format!("{e}: give an address like 127.0.0.1:4222, or off"))
+}
+
 fn build_config(cli: &Cli) -> Result<Config, String> {
     let cores = match (&cli.cores, cli.shards) {
         (Some(CpuList(cores)), Some(n)) if n as usize != cores.len() => {
@@ -255,8 +276,14 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         }
         (None, None) => allowed_cpus(),
     };
+    let nats_listen: Vec<SocketAddr> = cli.nats_listen.iter().filter_map(|a| a.0).collect();
+    if nats_listen.len() != cli.nats_listen.len() && !nats_listen.is_empty() {
+        return Err("--nats-listen off cannot be combined with NATS addresses: give addresses, or off alone".to_string());
+    }
     let config = Config {
         listen: cli.listen.clone(),
+        nats_listen,
+        nats_ping_interval: cli.nats_ping_interval,
         cores,
         terminator: cli.terminator.clone(),
         max_frame: cli.max_frame,
@@ -361,12 +388,27 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
     for (i, a) in relay.shard_addrs().iter().enumerate() {
         listening.push_str(&format!(", {a} (shard {i} only)"));
     }
+    let mut nats_at = relay
+        .nats_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (i, a) in relay.shard_nats_addrs().iter().enumerate() {
+        nats_at.push_str(&format!(", {a} (NATS, shard {i} only)"));
+    }
+    if listening.is_empty() {
+        listening = "nothing".to_string();
+    }
+    if nats_at.is_empty() {
+        nats_at = "off".to_string();
+    }
     let metrics_at = match &metrics {
         Some(m) => format!("http://{}/metrics", m.local_addr()),
         None => "off".to_string(),
     };
     tracing::info!(
-        "tern {} started: {summary}, open files {open_files}; listening on {listening}; metrics {metrics_at}",
+        "tern {} started: {summary}, open files {open_files}; listening on {listening}; NATS on {nats_at}; metrics {metrics_at}",
         env!("CARGO_PKG_VERSION")
     );
 

@@ -45,16 +45,15 @@ pub struct Forwards {
     pub items: Vec<Forward>,
 }
 
-/// One forwarded message: where its subject and payload lie in the chunk,
-/// and who on the receiving shard takes it.
+/// One forwarded message: where its parts lie in the chunk, and who on the
+/// receiving shard takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
-    /// The subject is bytes `subject..subject + subject_len` of the chunk.
-    pub subject: u32,
-    pub subject_len: u16,
-    /// The payload is bytes `payload..payload_end` of the chunk.
-    pub payload: u32,
-    pub payload_end: u32,
+    /// Where subject, reply, headers and payload lie in the chunk.
+    pub place: Place,
+    /// It came from a line-protocol publisher, so it can go to line
+    /// receivers as it is (its payload cannot hold the terminator).
+    pub from_line: bool,
     /// Deliver to the receiving shard's plain subscribers.
     pub plain: bool,
     /// Queue groups (by [`crate::subject::group_id`]) for which the
@@ -62,18 +61,73 @@ pub struct Forward {
     pub groups: Vec<u64>,
 }
 
-impl Forwards {
-    /// The subject of `item`.
-    #[inline]
-    pub fn subject(&self, item: &Forward) -> &[u8] {
-        let start = item.subject as usize;
-        &self.chunk[start..start + usize::from(item.subject_len)]
+/// Where a message's parts lie in a chunk, as byte ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub subject: Span,
+    pub reply: Option<Span>,
+    pub headers: Option<Span>,
+    pub payload: Span,
+}
+
+/// Bytes `start..end` of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    /// Where `part` lies in `whole`, if it is a slice of it at offsets a
+    /// `u32` holds. Compares addresses only; nothing is dereferenced.
+    pub fn of(whole: &[u8], part: &[u8]) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+        let end = start + part.len();
+        if end > whole.len() {
+            return None;
+        }
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+        })
     }
 
-    /// The payload of `item`.
     #[inline]
-    pub fn payload(&self, item: &Forward) -> &[u8] {
-        &self.chunk[item.payload as usize..item.payload_end as usize]
+    fn of_chunk(self, chunk: &[u8]) -> &[u8] {
+        &chunk[self.start as usize..self.end as usize]
+    }
+}
+
+impl Place {
+    /// Where the parts lie in `chunk`; `None` unless every one is a slice
+    /// of it.
+    pub fn of(chunk: &[u8], msg: &crate::protocol::Message<'_>) -> Option<Place> {
+        Some(Place {
+            subject: Span::of(chunk, msg.subject)?,
+            reply: match msg.reply {
+                Some(r) => Some(Span::of(chunk, r)?),
+                None => None,
+            },
+            headers: match msg.headers {
+                Some(h) => Some(Span::of(chunk, h)?),
+                None => None,
+            },
+            payload: Span::of(chunk, msg.payload)?,
+        })
+    }
+}
+
+impl Forwards {
+    /// The message `item` carries.
+    #[inline]
+    pub fn message(&self, item: &Forward) -> crate::protocol::Message<'_> {
+        let p = &item.place;
+        crate::protocol::Message {
+            subject: p.subject.of_chunk(&self.chunk),
+            reply: p.reply.map(|r| r.of_chunk(&self.chunk)),
+            headers: p.headers.map(|h| h.of_chunk(&self.chunk)),
+            payload: p.payload.of_chunk(&self.chunk),
+        }
     }
 }
 
@@ -349,6 +403,7 @@ pub fn build(n: usize, capacity: usize) -> (Vec<Endpoint>, Vec<Arc<Doorbell>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Message;
     use crate::wake_counter::WakeCounter;
     use std::task::{Wake, Waker};
 
@@ -393,10 +448,19 @@ mod tests {
         let chunk = Bytes::from_static(b"a x\nb y\n");
         let other = Bytes::from_static(b"c z\n");
         let item = |start| Forward {
-            subject: start,
-            subject_len: 1,
-            payload: start + 2,
-            payload_end: start + 3,
+            place: Place {
+                subject: Span {
+                    start,
+                    end: start + 1,
+                },
+                reply: None,
+                headers: None,
+                payload: Span {
+                    start: start + 2,
+                    end: start + 3,
+                },
+            },
+            from_line: true,
             plain: true,
             groups: vec![],
         };
@@ -412,13 +476,11 @@ mod tests {
             panic!("a forward run")
         };
         assert_eq!(run.items.len(), 2);
-        assert_eq!(run.subject(&run.items[1]), b"b");
-        assert_eq!(run.payload(&run.items[1]), b"y");
+        assert_eq!(run.message(&run.items[1]), Message::plain(b"b", b"y"));
         let MeshMsg::Forward(run) = &batch[1] else {
             panic!("a forward run")
         };
-        assert_eq!(run.subject(&run.items[0]), b"c");
-        assert_eq!(run.payload(&run.items[0]), b"z");
+        assert_eq!(run.message(&run.items[0]), Message::plain(b"c", b"z"));
     }
 
     #[test]
@@ -492,5 +554,42 @@ mod tests {
             }
         }
         sender.join().unwrap();
+    }
+
+    #[test]
+    fn spans_are_found_only_inside_the_chunk() {
+        let chunk = b"PUB s hi".to_vec();
+        assert_eq!(
+            Span::of(&chunk, &chunk[4..5]),
+            Some(Span { start: 4, end: 5 })
+        );
+        assert_eq!(
+            Span::of(&chunk, &chunk[8..]),
+            Some(Span { start: 8, end: 8 })
+        );
+        assert_eq!(Span::of(&chunk, b"s"), None);
+        let msg = Message {
+            subject: &chunk[4..5],
+            reply: Some(&chunk[0..3]),
+            headers: None,
+            payload: &chunk[6..],
+        };
+        let place = Place::of(&chunk, &msg).expect("all inside");
+        let run = Forwards {
+            chunk: Bytes::from(chunk.clone()),
+            items: vec![],
+        };
+        let item = Forward {
+            place,
+            from_line: false,
+            plain: true,
+            groups: vec![],
+        };
+        assert_eq!(run.message(&item), msg, "the same bytes back");
+        let outside = Message {
+            reply: Some(b"elsewhere"),
+            ..msg
+        };
+        assert_eq!(Place::of(&chunk, &outside), None);
     }
 }

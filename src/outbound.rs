@@ -72,10 +72,15 @@ impl Outbound {
         self.head == self.buf.len()
     }
 
-    /// Queues `len` bytes written by `encode`, or refuses them if they
-    /// would take the queue past `--max-pending`.
+    /// Queues `len` bytes written by `encode` (which must append exactly
+    /// that many), or refuses them if they would take the queue past
+    /// `--max-pending`.
     #[inline]
-    fn push(&mut self, len: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), SlowConsumer> {
+    pub fn push(
+        &mut self,
+        len: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), SlowConsumer> {
         if self.pending() + len > self.max_pending {
             return Err(SlowConsumer {
                 max_pending: self.max_pending,

@@ -72,8 +72,9 @@ pub enum PreflightError {
     /// The settings contradict each other or the protocol.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The same listen address was given twice.
-    #[error("--listen {0} is given twice: give each address once")]
+    /// The same listen address was given twice (in `--listen` and
+    /// `--nats-listen` together).
+    #[error("{0} is given twice in --listen/--nats-listen: give each address once")]
     DuplicateListen(SocketAddr),
     /// A shard was asked to run on a CPU outside the affinity mask.
     #[error("CPU {cpu} is not available to this process (allowed CPUs: {allowed}): choose CPUs from that list with --cores, or use --shards N")]
@@ -370,11 +371,13 @@ pub fn findings(config: &Config, metrics: Option<SocketAddr>) -> Findings {
         Some(ConfigError::NoShards) => missing(ConfigError::NoShards),
         _ => cpus(&config.cores, &sys::allowed_cpus()),
     });
+    let listeners = listeners(config);
     match invalid {
         Some(ConfigError::NoListener) => out.push(missing(ConfigError::NoListener)),
-        _ => listen_addrs(&config.listen, metrics, &mut out),
+        _ => listen_addrs(&listeners, metrics, &mut out),
     }
-    out.push(metrics_addr(metrics, &config.listen));
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|&(_, a)| a).collect();
+    out.push(metrics_addr(metrics, &addrs));
     out.push(locked_memory(config.cores.len(), config.io_memory));
     out.push(io_uring());
     out.push(open_files(sys::limits(Resource::OpenFiles), config));
@@ -404,6 +407,10 @@ fn settings(config: &Config, invalid: Option<&ConfigError>, out: &mut Findings) 
         ("max-connections", config.max_connections.to_string()),
         ("spin-before-park", format_duration(config.spin_before_park)),
         ("io-memory", format!("{} per shard", size(config.io_memory))),
+        (
+            "nats-ping-interval",
+            format_duration(config.nats_ping_interval),
+        ),
     ] {
         out.push(Finding::new(key, found, verdict(key)));
     }
@@ -443,19 +450,31 @@ fn cpus(cores: &[usize], allowed: &[usize]) -> Finding {
 
 // ---------------------------------------------------------------- addresses
 
-/// One line per `--listen` address: refused if an earlier `--listen` or
-/// `--metrics` names it too (port 0 twice is two different ports), else
-/// probed ([`check_addr_free`]).
-fn listen_addrs(addrs: &[SocketAddr], metrics: Option<SocketAddr>, out: &mut Findings) {
-    for (i, &addr) in addrs.iter().enumerate() {
-        let result = if addr.port() != 0 && addrs[..i].contains(&addr) {
+/// Every listen address with the finding key of its flag (`listen` for
+/// the line protocol, `nats-listen` for NATS).
+fn listeners(config: &Config) -> Vec<(&'static str, SocketAddr)> {
+    let line = config.listen.iter().map(|&a| ("listen", a));
+    let nats = config.nats_listen.iter().map(|&a| ("nats-listen", a));
+    line.chain(nats).collect()
+}
+
+/// One line per listen address: refused if an earlier one or `--metrics`
+/// names it too (port 0 twice is two different ports), else probed
+/// ([`check_addr_free`]).
+fn listen_addrs(
+    addrs: &[(&'static str, SocketAddr)],
+    metrics: Option<SocketAddr>,
+    out: &mut Findings,
+) {
+    for (i, &(key, addr)) in addrs.iter().enumerate() {
+        let result = if addr.port() != 0 && addrs[..i].iter().any(|&(_, a)| a == addr) {
             Err(PreflightError::DuplicateListen(addr))
         } else if addr.port() != 0 && metrics == Some(addr) {
             Err(PreflightError::MetricsIsListen(addr))
         } else {
             check_addr_free(addr)
         };
-        out.push(Finding::checked("listen", format!("{addr} (free)"), result));
+        out.push(Finding::checked(key, format!("{addr} (free)"), result));
     }
 }
 
@@ -689,7 +708,9 @@ pub fn raise_open_files_limit() -> io::Result<Limits> {
 fn fds_needed(config: &Config) -> u64 {
     let shards = config.cores.len() as u64;
     (config.max_connections as u64)
-        .saturating_add(shards * (FDS_PER_SHARD + config.listen.len() as u64))
+        .saturating_add(
+            shards * (FDS_PER_SHARD + (config.listen.len() + config.nats_listen.len()) as u64),
+        )
         .saturating_add(FDS_PER_PROCESS)
 }
 
@@ -837,7 +858,8 @@ mod tests {
     fn repeated_listen_address_is_refused() {
         let listen = |addrs: &[SocketAddr], metrics| {
             let mut out = Findings::default();
-            listen_addrs(addrs, metrics, &mut out);
+            let addrs: Vec<_> = addrs.iter().map(|&a| ("listen", a)).collect();
+            listen_addrs(&addrs, metrics, &mut out);
             assert_eq!(out.iter().count(), addrs.len());
             out.into_result().err()
         };
@@ -857,6 +879,15 @@ mod tests {
         );
         // Port 0 twice is two different ports.
         assert!(listen(&[a], Some(a)).is_none());
+        // A NATS address may not repeat a line one either.
+        let mut out = Findings::default();
+        listen_addrs(&[("listen", held), ("nats-listen", held)], None, &mut out);
+        let keys: Vec<&str> = out.iter().map(|f| f.key).collect();
+        assert_eq!(keys, ["listen", "nats-listen"]);
+        assert!(matches!(
+            out.into_result(),
+            Err(PreflightError::DuplicateListen(x)) if x == held
+        ));
     }
 
     #[test]
@@ -1026,6 +1057,7 @@ mod tests {
     fn check_reports_config_errors_first() {
         let config = Config {
             listen: vec![],
+            nats_listen: vec![],
             ..Config::local(1)
         };
         assert!(matches!(
@@ -1056,8 +1088,10 @@ mod tests {
                 "max-connections",
                 "spin-before-park",
                 "io-memory",
+                "nats-ping-interval",
                 "shards",
                 "listen",
+                "nats-listen",
                 "metrics",
                 "locked memory",
                 "io_uring",
@@ -1070,6 +1104,7 @@ mod tests {
         assert_eq!(value("io-memory"), "524288 (512 KiB) per shard");
         assert_eq!(value("spin-before-park"), "0");
         assert_eq!(value("terminator"), r"\n");
+        assert_eq!(value("nats-ping-interval"), "120s");
     }
 
     #[test]
@@ -1100,6 +1135,7 @@ mod tests {
             (
                 Config {
                     listen: vec![],
+                    nats_listen: vec![],
                     ..Config::local(1)
                 },
                 "listen",
@@ -1121,6 +1157,7 @@ mod tests {
             max_connections: 1000,
             cores: vec![0],
             listen: vec!["127.0.0.1:0".parse().unwrap()],
+            nats_listen: vec![],
             ..Config::default()
         };
         assert_eq!(

@@ -31,8 +31,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -41,12 +40,12 @@ use crossbeam_channel::{Receiver, Sender};
 use glommio::{
     BuilderErrorKind, ExecutorJoinHandle, GlommioError, LocalExecutorBuilder, Placement,
 };
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 use crate::config::Config;
 use crate::mesh::{self, Doorbell, ShardId};
 use crate::preflight::{self, PreflightError};
-use crate::shard::{self, ConnectionInfo, Control, ShardSpec};
+use crate::shard::{self, ConnectionInfo, Control, Listener, NatsIdentity, Protocol, ShardSpec};
 use crate::stats::{ShardStats, Totals};
 
 /// Batches a mesh path holds before its sender must wait.
@@ -81,6 +80,8 @@ pub enum StartError {
 pub struct Relay {
     addrs: Vec<SocketAddr>,
     shard_addrs: Vec<SocketAddr>,
+    nats_addrs: Vec<SocketAddr>,
+    shard_nats_addrs: Vec<SocketAddr>,
     cores: Vec<usize>,
     monitor: Monitor,
     /// Set when the relay is asked to stop: a shard ending after this is
@@ -168,21 +169,13 @@ impl Relay {
 
         // Listening sockets: for each address one per shard, sharing the
         // port through SO_REUSEPORT so the kernel spreads connections.
-        let mut per_shard: Vec<Vec<OwnedFd>> = (0..shards).map(|_| Vec::new()).collect();
-        let mut addrs = Vec::new();
-        for &want in &config.listen {
-            let mut addr = want;
-            for fds in per_shard.iter_mut() {
-                let sock =
-                    listen(addr, true).map_err(|source| StartError::Bind { addr: want, source })?;
-                addr = local_addr(&sock).map_err(|source| StartError::Bind { addr, source })?;
-                fds.push(sock.into());
-            }
-            addrs.push(addr);
-        }
+        let mut per_shard: Vec<Vec<Listener>> = (0..shards).map(|_| Vec::new()).collect();
+        let addrs = shared_listeners(&config.listen, Protocol::Line, &mut per_shard)?;
+        let nats_addrs = shared_listeners(&config.nats_listen, Protocol::Nats, &mut per_shard)?;
         let mut shard_addrs = Vec::new();
+        let mut shard_nats_addrs = Vec::new();
         if config.shard_listeners {
-            for (i, fds) in per_shard.iter_mut().enumerate() {
+            for (i, listeners) in per_shard.iter_mut().enumerate() {
                 let mut addr = config.shard_listen;
                 if addr.port() != 0 {
                     let port = usize::from(addr.port()) + i;
@@ -192,13 +185,24 @@ impl Relay {
                     })?;
                     addr.set_port(port);
                 }
-                let sock =
-                    listen(addr, false).map_err(|source| StartError::Bind { addr, source })?;
-                shard_addrs
-                    .push(local_addr(&sock).map_err(|source| StartError::Bind { addr, source })?);
-                fds.push(sock.into());
+                let line = private_listener(addr, Protocol::Line)?;
+                shard_addrs.push(line.addr);
+                listeners.push(line);
+                if !config.nats_listen.is_empty() {
+                    // On a port of its own each (printed at start).
+                    addr.set_port(0);
+                    let nats = private_listener(addr, Protocol::Nats)?;
+                    shard_nats_addrs.push(nats.addr);
+                    listeners.push(nats);
+                }
             }
         }
+        let nats = Arc::new(NatsIdentity {
+            server_id: crate::protocol::nats::new_server_id(),
+            server_name: "tern".to_string(),
+            max_payload: config.max_frame,
+        });
+        let next_cid = Arc::new(AtomicU64::new(1));
 
         let (endpoints, bells) = mesh::build(shards, MESH_CAPACITY);
         let config = Arc::new(config);
@@ -226,6 +230,8 @@ impl Relay {
                 endpoint,
                 stats: monitor.stats[i].clone(),
                 open: open.clone(),
+                next_cid: next_cid.clone(),
+                nats: nats.clone(),
                 control,
             };
             let ready = ready_tx.clone();
@@ -315,6 +321,8 @@ impl Relay {
         Ok(Relay {
             addrs,
             shard_addrs,
+            nats_addrs,
+            shard_nats_addrs,
             cores: config.cores.clone(),
             monitor,
             stopping,
@@ -333,6 +341,18 @@ impl Relay {
     /// by that shard (index = shard); empty otherwise.
     pub fn shard_addrs(&self) -> &[SocketAddr] {
         &self.shard_addrs
+    }
+
+    /// The addresses NATS clients connect to, one per `--nats-listen`,
+    /// with port 0 resolved.
+    pub fn nats_addrs(&self) -> &[SocketAddr] {
+        &self.nats_addrs
+    }
+
+    /// With [`Config::shard_listeners`] and a NATS listener, a NATS
+    /// listener per shard, served only by that shard (index = shard).
+    pub fn shard_nats_addrs(&self) -> &[SocketAddr] {
+        &self.shard_nats_addrs
     }
 
     /// The CPU of each shard.
@@ -480,8 +500,48 @@ fn stop_shards(monitor: &Monitor, threads: Vec<ExecutorJoinHandle<()>>) {
     }
 }
 
+/// Binds every address of `wanted` once per shard (`SO_REUSEPORT`), adding
+/// each shard's socket to its list; returns the addresses, port 0 resolved.
+fn shared_listeners(
+    wanted: &[SocketAddr],
+    protocol: Protocol,
+    per_shard: &mut [Vec<Listener>],
+) -> Result<Vec<SocketAddr>, StartError> {
+    let mut addrs = Vec::new();
+    for &want in wanted {
+        let mut addr = want;
+        for listeners in per_shard.iter_mut() {
+            let sock =
+                listen(addr, true).map_err(|source| StartError::Bind { addr: want, source })?;
+            addr = local_addr(&sock).map_err(|source| StartError::Bind { addr, source })?;
+            listeners.push(Listener {
+                fd: sock.into(),
+                protocol,
+                addr,
+            });
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
+/// A listener only one shard accepts on.
+fn private_listener(addr: SocketAddr, protocol: Protocol) -> Result<Listener, StartError> {
+    let sock = listen(addr, false).map_err(|source| StartError::Bind { addr, source })?;
+    let addr = local_addr(&sock).map_err(|source| StartError::Bind { addr, source })?;
+    Ok(Listener {
+        fd: sock.into(),
+        protocol,
+        addr,
+    })
+}
+
 fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     sock.set_reuse_address(true)?;
     if reuse_port {
         sock.set_reuse_port(true)?;

@@ -110,6 +110,12 @@ counters! {
     errors_invalid_arguments,
     /// `-ERR too many subscriptions`.
     errors_too_many_subscriptions,
+    /// Messages a line-protocol receiver could not be sent: the payload
+    /// holds the terminator, or the subject breaks the line protocol's
+    /// rules (possible for a NATS publish).
+    undeliverable_to_line,
+    /// NATS protocol errors (answered with `-ERR`, or closed without one).
+    nats_errors,
     /// Bytes queued for clients and not yet written (gauge).
     pending_bytes,
 }

@@ -41,8 +41,13 @@ fn tern(args: &[&str]) -> Output {
 /// [`tern`] with environment variables (and without the caller's
 /// `RUST_LOG`).
 fn tern_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    // Tests run side by side, and the default NATS port can be had once.
+    let mut args = args.to_vec();
+    if !args.iter().any(|a| a.starts_with("--nats-listen")) {
+        args.extend(["--nats-listen", "127.0.0.1:0"]);
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(args)
+        .args(&args)
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stdin(Stdio::null())

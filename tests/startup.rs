@@ -158,8 +158,18 @@ fn listening_addr(line: &str) -> SocketAddr {
 
 fn tern_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
-    cmd.args(args);
+    cmd.args(with_free_nats_port(args));
     cmd
+}
+
+/// `args`, with the NATS listener on a free port unless they say where:
+/// tests run side by side, and the default port 4222 can be had once.
+fn with_free_nats_port<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    if !args.iter().any(|a| a.starts_with("--nats-listen")) {
+        args.extend(["--nats-listen", "127.0.0.1:0"]);
+    }
+    args
 }
 
 /// Two shards if this process may use two CPUs, else one.
@@ -516,7 +526,7 @@ impl Unprivileged {
                     .arg(&copy.bin);
             }
         }
-        cmd.args(args);
+        cmd.args(with_free_nats_port(args));
         cmd
     }
 }

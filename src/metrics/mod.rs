@@ -335,7 +335,9 @@ mod tests {
     ) -> ConnectionInfo {
         ConnectionInfo {
             shard,
+            cid: u64::from(port),
             peer: SocketAddr::from(([127, 0, 0, 1], port)),
+            client: crate::shard::ClientInfo::Line,
             age: Duration::from_millis(age_ms),
             subscriptions: port as usize % 3,
             msgs_in,

@@ -127,6 +127,18 @@ const FAMILIES: &[Family] = &[
         help: "Frames refused as longer than --max-frame.",
     },
     Family {
+        field: "undeliverable_to_line",
+        name: "tern_messages_undeliverable_to_line_total",
+        kind: Kind::Counter,
+        help: "Messages not delivered to a line-protocol receiver because that protocol cannot frame them (a payload holding the terminator, or a subject outside its rules).",
+    },
+    Family {
+        field: "nats_errors",
+        name: "tern_nats_errors_total",
+        kind: Kind::Counter,
+        help: "NATS protocol errors: answered with -ERR, or closed as nats-server closes them.",
+    },
+    Family {
         field: "pending_bytes",
         name: "tern_pending_bytes",
         kind: Kind::Gauge,

@@ -13,15 +13,15 @@
 //! spec requires).
 //!
 //! ```
-//! use tern::protocol::{line::parse, Command, ProtoError};
+//! use tern::protocol::{line::parse, Command, Message, ProtoError};
 //! assert_eq!(parse(b"pub a.b hi there"),
-//!            Ok(Command::Pub { subject: b"a.b", payload: b"hi there" }));
+//!            Ok(Command::Pub(Message::plain(b"a.b", b"hi there"))));
 //! assert_eq!(parse(b"SUB a.* workers"),
 //!            Ok(Command::Sub { subject: b"a.*", group: Some(b"workers") }));
 //! assert_eq!(parse(b"PUB a..b x"), Err(ProtoError::InvalidSubject));
 //! ```
 
-use super::Command;
+use super::{Command, Message};
 use crate::subject::{is_valid_group, is_valid_subject, MAX_SUBJECT_LEN};
 
 /// A frame the relay refuses with `-ERR <reason>`.
@@ -154,7 +154,7 @@ fn parse_pub(body: &[u8]) -> Result<Command<'_>, ProtoError> {
     // The payload is every byte after the space that follows the subject,
     // and empty when there is no such space.
     let payload = body.get(subject.len() + 1..).unwrap_or_default();
-    Ok(Command::Pub { subject, payload })
+    Ok(Command::Pub(Message::plain(subject, payload)))
 }
 
 /// `MSG ` — what a delivery starts with.
@@ -226,37 +226,16 @@ mod tests {
                 group: Some(b"g")
             })
         );
-        assert_eq!(
-            parse(b"Pub a x"),
-            Ok(Pub {
-                subject: b"a",
-                payload: b"x"
-            })
-        );
+        assert_eq!(parse(b"Pub a x"), Ok(Pub(Message::plain(b"a", b"x"))));
     }
 
     #[test]
     fn pub_payloads() {
-        assert_eq!(
-            parse(b"PUB a.b"),
-            Ok(Pub {
-                subject: b"a.b",
-                payload: b""
-            })
-        );
-        assert_eq!(
-            parse(b"PUB a.b "),
-            Ok(Pub {
-                subject: b"a.b",
-                payload: b""
-            })
-        );
+        assert_eq!(parse(b"PUB a.b"), Ok(Pub(Message::plain(b"a.b", b""))));
+        assert_eq!(parse(b"PUB a.b "), Ok(Pub(Message::plain(b"a.b", b""))));
         assert_eq!(
             parse(b"PUB a.b  two  spaces "),
-            Ok(Pub {
-                subject: b"a.b",
-                payload: b" two  spaces "
-            })
+            Ok(Pub(Message::plain(b"a.b", b" two  spaces ")))
         );
     }
 
@@ -307,20 +286,14 @@ mod tests {
         let mut ok = b"PUB ".to_vec();
         ok.extend_from_slice(&[b's'; 256]);
         ok.extend_from_slice(b" payload");
-        assert!(matches!(parse(&ok), Ok(Pub { .. })));
+        assert!(matches!(parse(&ok), Ok(Pub(_))));
         ok.truncate(4 + 256);
-        assert!(matches!(parse(&ok), Ok(Pub { .. })));
+        assert!(matches!(parse(&ok), Ok(Pub(_))));
     }
 
     #[test]
     fn wildcard_like_tokens_are_plain() {
-        assert_eq!(
-            parse(b"PUB a* x"),
-            Ok(Pub {
-                subject: b"a*",
-                payload: b"x"
-            })
-        );
+        assert_eq!(parse(b"PUB a* x"), Ok(Pub(Message::plain(b"a*", b"x"))));
         assert!(matches!(parse(b"SUB b>"), Ok(Sub { .. })));
     }
 

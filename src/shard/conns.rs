@@ -14,9 +14,10 @@ use std::net::SocketAddr;
 use std::task::Waker;
 use std::time::Instant;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::outbound::Outbound;
+use crate::protocol::nats::ConnectOptions;
 use crate::router::ConnId;
 
 /// One client connection's state on its shard.
@@ -25,14 +26,16 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Tells this connection apart from earlier ones in the same slot.
     pub generation: u64,
+    /// Its id, unique in the process (`client_id` of NATS `INFO`, `cid` of
+    /// `/connz`).
+    pub cid: u64,
     /// Output waiting for the socket; keeps the shard's pending-bytes gauge.
     pub out: Outbound,
+    /// The protocol it speaks, with that protocol's subscriptions.
+    pub wire: Wire,
     /// The connection task's waker: woken for new output to finish, for a
     /// completed barrier, for closing and for shutdown.
     pub waker: Option<Waker>,
-    /// Subscription keys (`pattern` or `pattern group`): the set the line
-    /// protocol defines, so a repeated `SUB` is a no-op.
-    pub subs: FxHashSet<Box<[u8]>>,
     /// On the table's touched list.
     touched: bool,
     /// `SUB`/`UNSUB` since the last barrier: the next `PING` needs one.
@@ -42,6 +45,9 @@ pub struct Conn {
     /// Closing without further service (slow consumer, write error,
     /// shutdown deadline).
     pub dead: bool,
+    /// Reads no more: leaves once what it is owed is written (a protocol
+    /// error that closes, after its `-ERR`).
+    pub closing: bool,
     /// When it was accepted.
     pub since: Instant,
     /// Publishes received from it.
@@ -51,22 +57,38 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection from `peer`, with nothing queued yet.
-    pub fn new(peer: SocketAddr, out: Outbound, since: Instant) -> Conn {
+    /// A connection from `peer` speaking `wire`, with nothing queued yet.
+    pub fn new(peer: SocketAddr, cid: u64, wire: Wire, out: Outbound, since: Instant) -> Conn {
         Conn {
             peer,
             generation: 0,
+            cid,
             out,
+            wire,
             waker: None,
-            subs: FxHashSet::default(),
             touched: false,
             dirty_subs: false,
             waiting_barrier: false,
             dead: false,
+            closing: false,
             since,
             msgs_in: 0,
             msgs_out: 0,
         }
+    }
+
+    /// Subscriptions in force.
+    pub fn subscriptions(&self) -> usize {
+        match &self.wire {
+            Wire::Line { subs } => subs.len(),
+            Wire::Nats(n) => n.subs.len(),
+        }
+    }
+
+    /// Whether it is being closed (no more deliveries or reading).
+    #[inline]
+    pub fn leaving(&self) -> bool {
+        self.dead || self.closing
     }
 
     /// Wakes the connection's task, if it has polled yet.
@@ -74,6 +96,122 @@ impl Conn {
         if let Some(w) = &self.waker {
             w.wake_by_ref();
         }
+    }
+}
+
+/// A connection's protocol, and what that protocol keeps per connection.
+pub enum Wire {
+    /// tern's line protocol: subscriptions are a set of `pattern` or
+    /// `pattern group` keys (a repeated `SUB` is a no-op), all filed under
+    /// the connection as a whole (one delivery per message).
+    Line { subs: FxHashSet<Box<[u8]>> },
+    /// The NATS client protocol.
+    Nats(Box<NatsConn>),
+}
+
+impl Wire {
+    /// A fresh line-protocol connection.
+    pub fn line() -> Wire {
+        Wire::Line {
+            subs: FxHashSet::default(),
+        }
+    }
+
+    /// A fresh NATS connection (before `CONNECT`: nats-server's default
+    /// options).
+    pub fn nats() -> Wire {
+        Wire::Nats(Box::new(NatsConn {
+            options: ConnectOptions::default(),
+            subs: NatsSubs::default(),
+            pings_out: 0,
+        }))
+    }
+}
+
+/// A NATS connection's state.
+pub struct NatsConn {
+    /// What its `CONNECT` asked for (echo, headers, verbose, …).
+    pub options: ConnectOptions,
+    pub subs: NatsSubs,
+    /// Server `PING`s not answered yet; two make it stale.
+    pub pings_out: u8,
+}
+
+/// One NATS subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSub {
+    /// The client's name for it, sent back in each `MSG`.
+    pub sid: Box<[u8]>,
+    pub subject: Box<[u8]>,
+    pub queue: Option<Box<[u8]>>,
+    /// Deliveries left before it ends by itself (`UNSUB <sid> <max>`).
+    pub left: Option<u64>,
+}
+
+/// A NATS connection's subscriptions, by number (the `sub` of a
+/// [`crate::router::SubRef`], from 1) and by sid.
+#[derive(Debug, Default)]
+pub struct NatsSubs {
+    /// Subscription `n` is `slots[n - 1]`; `None` for a free number.
+    slots: Vec<Option<NatsSub>>,
+    /// Free numbers.
+    free: Vec<u32>,
+    by_sid: FxHashMap<Box<[u8]>, u32>,
+}
+
+impl NatsSubs {
+    /// Adds `sub` and returns its number, or `None` if its sid is taken.
+    pub fn insert(&mut self, sub: NatsSub) -> Option<u32> {
+        if self.by_sid.contains_key(&sub.sid) {
+            return None;
+        }
+        let n = match self.free.pop() {
+            Some(n) => n,
+            None => {
+                self.slots.push(None);
+                u32::try_from(self.slots.len()).expect("fewer than 2^32 subscriptions")
+            }
+        };
+        self.by_sid.insert(sub.sid.clone(), n);
+        self.slots[n as usize - 1] = Some(sub);
+        Some(n)
+    }
+
+    /// The number of the subscription named `sid`.
+    pub fn number(&self, sid: &[u8]) -> Option<u32> {
+        self.by_sid.get(sid).copied()
+    }
+
+    pub fn get(&self, n: u32) -> Option<&NatsSub> {
+        self.slots.get((n as usize).checked_sub(1)?)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, n: u32) -> Option<&mut NatsSub> {
+        self.slots.get_mut((n as usize).checked_sub(1)?)?.as_mut()
+    }
+
+    /// Ends subscription `n`.
+    pub fn remove(&mut self, n: u32) -> Option<NatsSub> {
+        let sub = self.slots.get_mut((n as usize).checked_sub(1)?)?.take()?;
+        self.by_sid.remove(&sub.sid);
+        self.free.push(n);
+        Some(sub)
+    }
+
+    /// Every subscription with its number.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &NatsSub)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u32 + 1, s.as_ref()?)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_sid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_sid.is_empty()
     }
 }
 
@@ -192,7 +330,41 @@ mod tests {
 
     fn conn() -> Conn {
         let out = Outbound::new(1024, Arc::default());
-        Conn::new(SocketAddr::from(([127, 0, 0, 1], 1)), out, Instant::now())
+        Conn::new(
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            7,
+            Wire::line(),
+            out,
+            Instant::now(),
+        )
+    }
+
+    fn sub(sid: &str) -> NatsSub {
+        NatsSub {
+            sid: sid.as_bytes().into(),
+            subject: b"s".as_slice().into(),
+            queue: None,
+            left: None,
+        }
+    }
+
+    #[test]
+    fn nats_subscriptions_are_numbered_from_1_and_found_by_sid() {
+        let mut subs = NatsSubs::default();
+        assert_eq!(subs.insert(sub("a")), Some(1));
+        assert_eq!(subs.insert(sub("b")), Some(2));
+        assert_eq!(subs.insert(sub("a")), None, "a sid is used once");
+        assert_eq!(subs.number(b"b"), Some(2));
+        assert_eq!(subs.get(0), None, "0 is the whole connection, never a sub");
+        assert_eq!(subs.remove(1).map(|s| s.sid), Some(b"a".as_slice().into()));
+        assert_eq!(subs.number(b"a"), None);
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs.insert(sub("c")), Some(1), "numbers are reused");
+        let listed: Vec<_> = subs.iter().map(|(n, s)| (n, s.sid.clone())).collect();
+        assert_eq!(
+            listed,
+            vec![(1, b"c".as_slice().into()), (2, b"b".as_slice().into())]
+        );
     }
 
     #[test]

@@ -10,12 +10,16 @@
 //! tasks whose wakers it stores. Unit tests drive it directly (see the
 //! tests at the end of this file).
 //!
-//! The core is protocol-neutral: commands arrive decoded, and deliveries
-//! are made per [`SubRef`], so a protocol that delivers once per connection
-//! (the line protocol) and one that delivers once per subscription share
-//! the routing. Today every connection speaks the line protocol, whose
-//! encoder [`Outbound`] calls.
+//! Both protocols share it. Commands arrive decoded; routing is per
+//! [`SubRef`], so the line protocol (one delivery per connection, all its
+//! subscriptions filed under `sub` 0) and NATS (one delivery per matching
+//! subscription, numbered from 1) share one subject index; only the last
+//! step, encoding a delivery or a reply, looks at the receiver's [`Wire`].
+//! A line receiver gets `MSG <subject> <payload>` without reply subject or
+//! headers, and nothing at all for a message its protocol cannot frame
+//! (counted as `undeliverable_to_line`).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Waker;
@@ -24,14 +28,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use super::conns::{Conn, ConnTable};
-use super::ConnectionInfo;
+use super::conns::{Conn, ConnTable, NatsSub, Wire};
+use super::{ClientInfo, ConnectionInfo};
 use crate::config::Config;
-use crate::mesh::{self, Forward, MeshMsg, Outlet, ShardId};
-use crate::outbound::Outbound;
-use crate::protocol::{Command, ProtoError};
+use crate::mesh::{self, Forward, MeshMsg, Outlet, Place, ShardId};
+use crate::outbound::{Outbound, SlowConsumer};
+use crate::protocol::nats::{self, ConnectOptions, NatsError};
+use crate::protocol::{Command, Message, ProtoError};
 use crate::router::{ConnId, Plan, RemoteTarget, Router, SubRef};
 use crate::stats::ShardStats;
+use crate::subject::{is_valid_subject, pattern_matches};
 
 /// Messages queued towards one shard beyond which readers pause.
 pub const MAX_MESH_BACKLOG: usize = 16 * 1024;
@@ -39,6 +45,10 @@ pub const MAX_MESH_BACKLOG: usize = 16 * 1024;
 /// A frame that makes the shard panic when [`Config::panic_frame`] is set:
 /// how tests check that the relay notices a dead shard.
 pub const PANIC_FRAME: &[u8] = b"TERN-TEST-PANIC";
+
+/// Server `PING`s a NATS client may leave unanswered; one more and it is
+/// stale (nats-server's default `ping_max`).
+pub const MAX_PINGS_OUT: u8 = 2;
 
 /// What a connection task does after the core handled a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +82,34 @@ struct Limits {
     panic_frame: bool,
 }
 
+/// A message on its way to this shard's receivers.
+struct Delivery<'a> {
+    msg: Message<'a>,
+    /// The local connection that published it (for NATS `echo: false`).
+    publisher: Option<ConnId>,
+    /// Whether a line receiver may be sent it: known up front for a line
+    /// publish, worked out at the first line receiver otherwise.
+    line_ok: Cell<Option<bool>>,
+}
+
+impl Delivery<'_> {
+    fn line_ok(&self, terminator: &[u8]) -> bool {
+        if let Some(ok) = self.line_ok.get() {
+            return ok;
+        }
+        let ok = is_valid_subject(self.msg.subject, false)
+            && memchr::memmem::find(self.msg.payload, terminator).is_none();
+        self.line_ok.set(Some(ok));
+        ok
+    }
+}
+
 /// One shard's state; see the module docs.
 pub struct Core {
     id: ShardId,
     shards: usize,
     limits: Limits,
-    /// The line protocol's terminator, for every frame queued.
+    /// The line protocol's terminator, for every line frame queued.
     terminator: Box<[u8]>,
     stats: Arc<ShardStats>,
     conns: ConnTable,
@@ -145,10 +177,11 @@ impl Core {
         &mut self.conns
     }
 
-    /// A connection from `peer` was accepted at `now`.
-    pub fn open(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
+    /// A connection from `peer`, speaking `wire`, with process-wide id
+    /// `cid`, was accepted at `now`.
+    pub fn open(&mut self, peer: SocketAddr, cid: u64, wire: Wire, now: Instant) -> ConnId {
         let out = Outbound::new(self.limits.max_pending, self.stats.clone());
-        let id = self.conns.insert(Conn::new(peer, out, now));
+        let id = self.conns.insert(Conn::new(peer, cid, wire, out, now));
         self.stats.connections_accepted.add(1);
         self.stats.connections_open.add(1);
         id
@@ -160,13 +193,25 @@ impl Core {
         let Some(conn) = self.conns.remove(id) else {
             return;
         };
-        for key in conn.subs.iter() {
-            let (pattern, group) = split_key(key);
-            self.router.unsubscribe(SubRef::whole(id), pattern, group);
-            broadcast_interest(&mut self.outlets, false, pattern, group);
+        match &conn.wire {
+            Wire::Line { subs } => {
+                for key in subs.iter() {
+                    let (pattern, group) = split_key(key);
+                    self.withdraw(SubRef::whole(id), pattern, group);
+                }
+            }
+            Wire::Nats(n) => {
+                for (number, sub) in n.subs.iter() {
+                    let to = SubRef {
+                        conn: id,
+                        sub: number,
+                    };
+                    self.withdraw(to, &sub.subject, sub.queue.as_deref());
+                }
+            }
         }
         self.router.trim();
-        self.stats.subscriptions.sub(conn.subs.len() as u64);
+        self.stats.subscriptions.sub(conn.subscriptions() as u64);
         self.stats.connections_open.sub(1);
         self.stats.connections_closed.add(1);
     }
@@ -177,7 +222,7 @@ impl Core {
     pub fn readiness(&self, id: ConnId, eof: bool) -> Next {
         match self.conns.get(id) {
             None => Next::Close,
-            Some(c) if c.dead => Next::Close,
+            Some(c) if c.leaving() => Next::Close,
             Some(c) if c.waiting_barrier => Next::WaitBarrier,
             Some(_) if self.stopping && !eof => Next::Close,
             Some(_) => Next::Read,
@@ -191,7 +236,7 @@ impl Core {
         if next != Next::Read {
             return next;
         }
-        if self.conns.get(id).is_none_or(|c| c.dead) {
+        if self.conns.get(id).is_none_or(Conn::leaving) {
             return Next::Close;
         }
         if self.mesh_full() {
@@ -204,9 +249,9 @@ impl Core {
     /// the command's slices point into: forwarded publishes share it.
     #[inline]
     pub fn handle(&mut self, id: ConnId, command: Command<'_>, chunk: &Bytes) -> Next {
-        match command {
-            Command::Pub { subject, payload } => {
-                self.publish(id, subject, payload, chunk);
+        let next = match command {
+            Command::Pub(msg) => {
+                self.publish(id, msg, chunk);
                 Next::Read
             }
             Command::Sub { subject, group } => {
@@ -217,14 +262,38 @@ impl Core {
                 self.unsubscribe(id, subject, group);
                 Next::Read
             }
-            Command::Ping => self.ping(id),
-            Command::Empty => Next::Read,
+            Command::SubSid {
+                subject,
+                group,
+                sid,
+            } => {
+                self.subscribe_sid(id, subject, group, sid);
+                Next::Read
+            }
+            Command::UnsubSid { sid, max_msgs } => {
+                self.unsubscribe_sid(id, sid, max_msgs);
+                Next::Read
+            }
+            Command::Ping => return self.ping(id),
+            Command::Pong => {
+                if let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) {
+                    n.pings_out = 0;
+                }
+                return Next::Read;
+            }
+            Command::Empty => return Next::Read,
+        };
+        // NATS `verbose`: every accepted `PUB`, `SUB` and `UNSUB` is
+        // acknowledged (a refused one got its `-ERR` instead).
+        if self.verbose(id) {
+            self.reply_ok(id);
         }
+        next
     }
 
-    /// Refuses a frame of connection `id` with `-ERR <reason>` (counted);
-    /// the connection stays open. `frame` is the refused frame, if it was
-    /// read (the test-only panic hook looks at it).
+    /// Refuses a frame of line connection `id` with `-ERR <reason>`
+    /// (counted); the connection stays open. `frame` is the refused frame,
+    /// if it was read (the test-only panic hook looks at it).
     pub fn refuse(&mut self, id: ConnId, err: ProtoError, frame: &[u8]) {
         if self.limits.panic_frame && err == ProtoError::UnknownVerb && frame == PANIC_FRAME {
             panic!("shard {} was asked to panic (test hook)", self.id);
@@ -233,47 +302,162 @@ impl Core {
         self.reply(id, |out, t| out.push_err(err, t));
     }
 
-    #[inline]
-    fn publish(&mut self, id: ConnId, subject: &[u8], payload: &[u8], chunk: &Bytes) {
-        if let Some(c) = self.conns.get_mut(id) {
-            c.msgs_in += 1;
+    /// Answers a NATS error of connection `id` as nats-server does: `-ERR`
+    /// with its text (if it has one), and the connection closes after it if
+    /// the error closes.
+    pub fn refuse_nats(&mut self, id: ConnId, err: NatsError) {
+        self.stats.nats_errors.add(1);
+        if let Some(text) = err.text() {
+            self.reply(id, |out, _| {
+                out.push(nats::err_len(text), |b| nats::encode_err(b, text))
+            });
         }
+        if err.closes() {
+            if let Some(conn) = self.conns.get_mut(id) {
+                conn.closing = true;
+                conn.wake();
+            }
+        }
+    }
+
+    /// Queues `INFO` (or any other greeting) for `id`: the first bytes a
+    /// NATS client reads.
+    pub fn greet(&mut self, id: ConnId, info: &[u8]) {
+        self.reply(id, |out, _| {
+            out.push(info.len(), |b| b.extend_from_slice(info))
+        });
+    }
+
+    /// A NATS `CONNECT` was accepted: `options` (merged by the decoder) are
+    /// in force from now on.
+    pub fn connect(&mut self, id: ConnId, options: &ConnectOptions) {
+        let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) else {
+            return;
+        };
+        n.options = options.clone();
+        if n.options.verbose {
+            self.reply_ok(id);
+        }
+    }
+
+    /// One round of the NATS keep-alive: a client with
+    /// [`MAX_PINGS_OUT`] `PING`s unanswered is stale (`-ERR 'Stale
+    /// Connection'`, closed); every other NATS client is sent a `PING`.
+    pub fn ping_nats_clients(&mut self) {
+        let mut stale = Vec::new();
+        let mut ping = Vec::new();
+        for (id, conn) in self.conns.iter() {
+            if let Wire::Nats(n) = &conn.wire {
+                if conn.leaving() {
+                    continue;
+                }
+                if n.pings_out >= MAX_PINGS_OUT {
+                    stale.push(id);
+                } else {
+                    ping.push(id);
+                }
+            }
+        }
+        for id in stale {
+            self.refuse_nats(id, NatsError::StaleConnection);
+        }
+        for id in ping {
+            if let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) {
+                n.pings_out += 1;
+            }
+            self.reply(id, |out, _| {
+                out.push(nats::PING.len(), |b| b.extend_from_slice(nats::PING))
+            });
+        }
+    }
+
+    fn verbose(&self, id: ConnId) -> bool {
+        matches!(self.conns.get(id).map(|c| &c.wire), Some(Wire::Nats(n)) if n.options.verbose)
+    }
+
+    fn reply_ok(&mut self, id: ConnId) {
+        self.reply(id, |out, _| {
+            out.push(nats::OK.len(), |b| b.extend_from_slice(nats::OK))
+        });
+    }
+
+    #[inline]
+    fn publish(&mut self, id: ConnId, msg: Message<'_>, chunk: &Bytes) {
+        let (from_line, no_responders) = match self.conns.get_mut(id) {
+            Some(c) => {
+                c.msgs_in += 1;
+                match &c.wire {
+                    Wire::Line { .. } => (true, false),
+                    Wire::Nats(n) => (false, n.options.no_responders && n.options.headers),
+                }
+            }
+            None => (true, false),
+        };
         self.stats.msgs_in.add(1);
-        self.stats.bytes_in.add(payload.len() as u64);
+        let size = msg.payload.len() + msg.headers.map_or(0, <[u8]>::len);
+        self.stats.bytes_in.add(size as u64);
         let mut plan = std::mem::take(&mut self.plan);
-        self.router.route_publish(subject, &mut plan);
+        self.router.route_publish(msg.subject, &mut plan);
+        let delivery = Delivery {
+            msg,
+            publisher: Some(id),
+            line_ok: Cell::new(from_line.then_some(true)),
+        };
         for &to in &plan.local {
-            self.deliver(to, subject, payload);
+            self.deliver(to, &delivery);
         }
         if !plan.remote.is_empty() {
-            self.forward(&mut plan.remote, subject, payload, chunk);
+            self.forward(&mut plan.remote, &msg, from_line, chunk);
+        } else if plan.local.is_empty() && no_responders {
+            if let Some(reply) = msg.reply {
+                self.no_responders(id, reply);
+            }
         }
         self.plan = plan;
     }
 
-    /// Queues a publish for other shards, as places in `chunk` when the
-    /// subject and payload lie in it (the usual case: they are slices of
-    /// the frame), else in a chunk of its own.
+    /// A request nobody can answer: the requester's subscription that
+    /// matches the reply subject gets nats-server's `503` status message.
+    fn no_responders(&mut self, id: ConnId, reply: &[u8]) {
+        let Some(Wire::Nats(n)) = self.conns.get(id).map(|c| &c.wire) else {
+            return;
+        };
+        let Some(sid) = n
+            .subs
+            .iter()
+            .find(|(_, s)| pattern_matches(&s.subject, reply))
+            .map(|(_, s)| s.sid.clone())
+        else {
+            return;
+        };
+        self.reply(id, |out, _| {
+            out.push(nats::no_responders_len(reply, &sid), |b| {
+                nats::encode_no_responders(b, reply, &sid)
+            })
+        });
+    }
+
+    /// Queues a publish for other shards, as places in `chunk` when its
+    /// parts lie in it (the usual case: they are slices of what was read),
+    /// else in a chunk of its own.
     fn forward(
         &mut self,
         targets: &mut [RemoteTarget],
-        subject: &[u8],
-        payload: &[u8],
+        msg: &Message<'_>,
+        from_line: bool,
         chunk: &Bytes,
     ) {
         let own;
-        let (chunk, place) = match Place::of(chunk, subject, payload) {
+        let (chunk, place) = match Place::of(chunk, msg) {
             Some(place) => (chunk, place),
             None => {
-                // Not in the chunk, or past what a `u32` offset reaches (a
-                // huge --max-frame): copy this message.
-                let mut buf = Vec::with_capacity(subject.len() + payload.len());
-                buf.extend_from_slice(subject);
-                buf.extend_from_slice(payload);
-                own = Bytes::from(buf);
-                let place = Place::of(&own, &own[..subject.len()], &own[subject.len()..])
-                    .expect("a message under 4 GiB");
-                (&own, place)
+                // Not all in the chunk (a NATS control line read apart
+                // from its payload), or past what a `u32` offset reaches
+                // (a huge --max-frame): copy this message.
+                own = copy_message(msg);
+                let place =
+                    Place::of(&own.0, &own.1.message(&own.0)).expect("a message under 4 GiB");
+                (&own.0, place)
             }
         };
         for t in targets.iter_mut() {
@@ -281,10 +465,8 @@ impl Core {
                 out.push_forward(
                     chunk,
                     Forward {
-                        subject: place.subject,
-                        subject_len: place.subject_len,
-                        payload: place.payload,
-                        payload_end: place.payload_end,
+                        place,
+                        from_line,
                         plain: t.plain,
                         groups: std::mem::take(&mut t.groups),
                     },
@@ -294,28 +476,66 @@ impl Core {
         }
     }
 
-    /// Queues a delivery for `to`, closing it if it is too far behind.
+    /// Queues a delivery for `to` in its protocol's shape, closing it if it
+    /// is too far behind.
     #[inline]
-    fn deliver(&mut self, to: SubRef, subject: &[u8], payload: &[u8]) {
+    fn deliver(&mut self, to: SubRef, d: &Delivery<'_>) {
         let Some(conn) = self.conns.get_mut(to.conn) else {
             return;
         };
-        if conn.dead {
+        if conn.leaving() {
             return;
         }
-        match conn.out.push_msg(subject, payload, &self.terminator) {
+        let msg = &d.msg;
+        let (pushed, ended) = match &mut conn.wire {
+            Wire::Line { .. } => {
+                if !d.line_ok(&self.terminator) {
+                    self.stats.undeliverable_to_line.add(1);
+                    return;
+                }
+                (
+                    conn.out
+                        .push_msg(msg.subject, msg.payload, &self.terminator),
+                    false,
+                )
+            }
+            Wire::Nats(n) => {
+                if !n.options.echo && d.publisher == Some(to.conn) {
+                    return;
+                }
+                let headers = if n.options.headers { msg.headers } else { None };
+                let Some(sub) = n.subs.get_mut(to.sub) else {
+                    return;
+                };
+                let pushed = push_nats_msg(&mut conn.out, msg, &sub.sid, headers);
+                let ended = match (&pushed, &mut sub.left) {
+                    (Ok(()), Some(left)) => {
+                        *left -= 1;
+                        *left == 0
+                    }
+                    _ => false,
+                };
+                (pushed, ended)
+            }
+        };
+        match pushed {
             Ok(()) => {
                 conn.msgs_out += 1;
                 self.stats.msgs_out.add(1);
-                self.stats.bytes_out.add(payload.len() as u64);
+                self.stats.bytes_out.add(msg.payload.len() as u64);
                 self.conns.touch(to.conn);
             }
             Err(_) => self.slow_consumer(to.conn),
         }
+        if ended {
+            self.end_nats_sub(to);
+        }
     }
 
     /// Closes `id` as a slow consumer: what it can still be sent is cut to
-    /// a well-formed end and `-ERR slow consumer`, and it is counted once.
+    /// a well-formed end (a line client also gets `-ERR slow consumer`; a
+    /// NATS client nothing more, as nats-server does), and it is counted
+    /// once.
     fn slow_consumer(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
@@ -325,7 +545,12 @@ impl Core {
         }
         conn.dead = true;
         conn.wake();
-        conn.out.farewell(&self.terminator);
+        match conn.wire {
+            Wire::Line { .. } => conn.out.farewell(&self.terminator),
+            Wire::Nats(_) => {
+                conn.out.clear();
+            }
+        }
         self.stats.count_error(ProtoError::SlowConsumer);
         tracing::warn!(
             peer = %conn.peer,
@@ -337,12 +562,12 @@ impl Core {
         self.conns.touch(id);
     }
 
-    /// Queues a reply built by `push` for `id`; a reply that does not fit
-    /// closes it as a slow consumer.
+    /// Queues a reply built by `push` (given the line terminator) for
+    /// `id`; a reply that does not fit closes it as a slow consumer.
     fn reply(
         &mut self,
         id: ConnId,
-        push: impl FnOnce(&mut Outbound, &[u8]) -> Result<(), crate::outbound::SlowConsumer>,
+        push: impl FnOnce(&mut Outbound, &[u8]) -> Result<(), SlowConsumer>,
     ) {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
@@ -354,39 +579,138 @@ impl Core {
     }
 
     fn pong(&mut self, id: ConnId) {
-        self.reply(id, Outbound::push_pong);
+        let nats = matches!(self.conns.get(id).map(|c| &c.wire), Some(Wire::Nats(_)));
+        if nats {
+            self.reply(id, |out, _| {
+                out.push(nats::PONG.len(), |b| b.extend_from_slice(nats::PONG))
+            });
+        } else {
+            self.reply(id, Outbound::push_pong);
+        }
+    }
+
+    /// A new subscription `to`: into this shard's index, and announced to
+    /// the others.
+    fn enlist(&mut self, to: SubRef, subject: &[u8], group: Option<&[u8]>) {
+        self.router.subscribe(to, subject, group);
+        broadcast_interest(&mut self.outlets, true, subject, group);
+        self.stats.subscriptions.add(1);
+        if let Some(conn) = self.conns.get_mut(to.conn) {
+            conn.dirty_subs = true;
+        }
+    }
+
+    /// The subscription `to` ends: out of this shard's index, and the
+    /// others are told. (The caller updates the connection's own table.)
+    fn withdraw(&mut self, to: SubRef, subject: &[u8], group: Option<&[u8]>) {
+        self.router.unsubscribe(to, subject, group);
+        broadcast_interest(&mut self.outlets, false, subject, group);
     }
 
     fn subscribe(&mut self, id: ConnId, subject: &[u8], group: Option<&[u8]>) {
         make_key(&mut self.key, subject, group);
-        let Some(conn) = self.conns.get_mut(id) else {
+        let Some(Conn {
+            wire: Wire::Line { subs },
+            ..
+        }) = self.conns.get_mut(id)
+        else {
             return;
         };
-        if conn.subs.contains(&self.key[..]) {
+        if subs.contains(&self.key[..]) {
             return;
         }
-        if conn.subs.len() >= self.limits.max_subs {
+        if subs.len() >= self.limits.max_subs {
             self.refuse(id, ProtoError::TooManySubscriptions, &[]);
             return;
         }
-        conn.subs.insert(self.key.as_slice().into());
-        conn.dirty_subs = true;
-        self.router.subscribe(SubRef::whole(id), subject, group);
-        broadcast_interest(&mut self.outlets, true, subject, group);
-        self.stats.subscriptions.add(1);
+        subs.insert(self.key.as_slice().into());
+        self.enlist(SubRef::whole(id), subject, group);
     }
 
     fn unsubscribe(&mut self, id: ConnId, subject: &[u8], group: Option<&[u8]>) {
         make_key(&mut self.key, subject, group);
-        let Some(conn) = self.conns.get_mut(id) else {
+        let Some(Conn {
+            wire: Wire::Line { subs },
+            dirty_subs,
+            ..
+        }) = self.conns.get_mut(id)
+        else {
             return;
         };
-        if !conn.subs.remove(&self.key[..]) {
+        if !subs.remove(&self.key[..]) {
             return;
         }
+        *dirty_subs = true;
+        self.withdraw(SubRef::whole(id), subject, group);
+        self.stats.subscriptions.sub(1);
+    }
+
+    fn subscribe_sid(&mut self, id: ConnId, subject: &[u8], group: Option<&[u8]>, sid: &[u8]) {
+        let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) else {
+            return;
+        };
+        if n.subs.number(sid).is_some() {
+            // nats-server keeps the first subscription under a sid.
+            return;
+        }
+        if n.subs.len() >= self.limits.max_subs {
+            self.refuse_nats(id, NatsError::MaxSubscriptions);
+            return;
+        }
+        let number = n
+            .subs
+            .insert(NatsSub {
+                sid: sid.into(),
+                subject: subject.into(),
+                queue: group.map(Into::into),
+                left: None,
+            })
+            .expect("the sid is free");
+        self.enlist(
+            SubRef {
+                conn: id,
+                sub: number,
+            },
+            subject,
+            group,
+        );
+    }
+
+    fn unsubscribe_sid(&mut self, id: ConnId, sid: &[u8], max_msgs: Option<u64>) {
+        let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) else {
+            return;
+        };
+        // An unknown sid is no error.
+        let Some(number) = n.subs.number(sid) else {
+            return;
+        };
+        if let Some(max) = max_msgs {
+            // nats-server counts what was delivered before the UNSUB too;
+            // tern counts from the UNSUB on.
+            if let Some(sub) = n.subs.get_mut(number) {
+                sub.left = Some(max);
+            }
+            return;
+        }
+        self.end_nats_sub(SubRef {
+            conn: id,
+            sub: number,
+        });
+    }
+
+    /// Ends NATS subscription `to` (unsubscribed, or its `max_msgs` reached).
+    fn end_nats_sub(&mut self, to: SubRef) {
+        let Some(conn) = self.conns.get_mut(to.conn) else {
+            return;
+        };
+        let Wire::Nats(n) = &mut conn.wire else {
+            return;
+        };
+        let Some(sub) = n.subs.remove(to.sub) else {
+            return;
+        };
         conn.dirty_subs = true;
-        self.router.unsubscribe(SubRef::whole(id), subject, group);
-        broadcast_interest(&mut self.outlets, false, subject, group);
+        self.withdraw(to, &sub.subject, sub.queue.as_deref());
         self.stats.subscriptions.sub(1);
     }
 
@@ -426,11 +750,19 @@ impl Core {
                 MeshMsg::Forward(run) => {
                     let mut plan = std::mem::take(&mut self.forward_plan);
                     for f in &run.items {
-                        let subject = run.subject(f);
-                        self.router
-                            .route_forward(subject, f.plain, &f.groups, &mut plan);
+                        let delivery = Delivery {
+                            msg: run.message(f),
+                            publisher: None,
+                            line_ok: Cell::new(f.from_line.then_some(true)),
+                        };
+                        self.router.route_forward(
+                            delivery.msg.subject,
+                            f.plain,
+                            &f.groups,
+                            &mut plan,
+                        );
                         for &to in &plan.local {
-                            self.deliver(to, subject, run.payload(f));
+                            self.deliver(to, &delivery);
                         }
                     }
                     self.forward_plan = plan;
@@ -451,7 +783,6 @@ impl Core {
             }
         }
     }
-
     fn barrier_acked(&mut self, token: u64) {
         let Some(b) = self.barriers.get_mut(&token) else {
             return;
@@ -531,9 +862,18 @@ impl Core {
             .iter()
             .map(|(_, c)| ConnectionInfo {
                 shard: self.id,
+                cid: c.cid,
                 peer: c.peer,
+                client: match &c.wire {
+                    Wire::Line { .. } => ClientInfo::Line,
+                    Wire::Nats(n) => ClientInfo::Nats {
+                        name: n.options.name.clone(),
+                        lang: n.options.lang.clone(),
+                        version: n.options.version.clone(),
+                    },
+                },
                 age: now.saturating_duration_since(c.since),
-                subscriptions: c.subs.len(),
+                subscriptions: c.subscriptions(),
                 msgs_in: c.msgs_in,
                 msgs_out: c.msgs_out,
                 pending_bytes: c.out.pending(),
@@ -551,36 +891,61 @@ impl Core {
     }
 }
 
-/// Where a message's subject and payload lie in a chunk, as a [`Forward`]
-/// records them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Place {
-    subject: u32,
-    subject_len: u16,
-    payload: u32,
-    payload_end: u32,
+/// A copy of `msg` in a chunk of its own, and the message as places in it.
+fn copy_message(msg: &Message<'_>) -> (Bytes, OwnedParts) {
+    let mut buf = Vec::new();
+    let mut take = |part: &[u8]| {
+        let start = buf.len();
+        buf.extend_from_slice(part);
+        start..buf.len()
+    };
+    let parts = OwnedParts {
+        subject: take(msg.subject),
+        reply: msg.reply.map(&mut take),
+        headers: msg.headers.map(&mut take),
+        payload: take(msg.payload),
+    };
+    (Bytes::from(buf), parts)
 }
 
-impl Place {
-    /// `None` unless both slices lie inside `chunk` at offsets a `u32`
-    /// holds.
-    fn of(chunk: &[u8], subject: &[u8], payload: &[u8]) -> Option<Place> {
-        let subject_at = offset_in(chunk, subject)?;
-        let payload_at = offset_in(chunk, payload)?;
-        Some(Place {
-            subject: u32::try_from(subject_at).ok()?,
-            subject_len: u16::try_from(subject.len()).ok()?,
-            payload: u32::try_from(payload_at).ok()?,
-            payload_end: u32::try_from(payload_at + payload.len()).ok()?,
-        })
+/// Where [`copy_message`] put each part.
+struct OwnedParts {
+    subject: std::ops::Range<usize>,
+    reply: Option<std::ops::Range<usize>>,
+    headers: Option<std::ops::Range<usize>>,
+    payload: std::ops::Range<usize>,
+}
+
+impl OwnedParts {
+    fn message<'a>(&self, chunk: &'a [u8]) -> Message<'a> {
+        Message {
+            subject: &chunk[self.subject.clone()],
+            reply: self.reply.clone().map(|r| &chunk[r]),
+            headers: self.headers.clone().map(|h| &chunk[h]),
+            payload: &chunk[self.payload.clone()],
+        }
     }
 }
 
-/// The offset of `part` in `whole`, if `part` is a slice of it. Compares
-/// addresses only; nothing is dereferenced.
-fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    (start + part.len() <= whole.len()).then_some(start)
+/// Queues a NATS delivery: `HMSG` when `headers` are to be sent, else `MSG`
+/// of the payload alone.
+#[inline]
+fn push_nats_msg(
+    out: &mut Outbound,
+    msg: &Message<'_>,
+    sid: &[u8],
+    headers: Option<&[u8]>,
+) -> Result<(), SlowConsumer> {
+    match headers {
+        None => out.push(
+            nats::msg_len(msg.subject, sid, msg.reply, msg.payload.len()),
+            |b| nats::encode_msg(b, msg.subject, sid, msg.reply, msg.payload),
+        ),
+        Some(h) => out.push(
+            nats::hmsg_len(msg.subject, sid, msg.reply, h.len(), msg.payload.len()),
+            |b| nats::encode_hmsg(b, msg.subject, sid, msg.reply, h, msg.payload),
+        ),
+    }
 }
 
 /// Tells every other shard that this shard gained (`add`) or lost one
@@ -666,7 +1031,12 @@ mod tests {
         }
 
         fn open(&mut self, shard: usize) -> ConnId {
-            self.cores[shard].open(SocketAddr::from(([127, 0, 0, 1], 9)), Instant::now())
+            self.open_as(shard, Wire::line())
+        }
+
+        fn open_as(&mut self, shard: usize, wire: Wire) -> ConnId {
+            let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+            self.cores[shard].open(peer, 1, wire, Instant::now())
         }
 
         /// Feeds one line-protocol frame of connection `id` on `shard`.
@@ -754,16 +1124,12 @@ mod tests {
             panic!("a forward run, not {:?}", batch[0]);
         };
         assert_eq!(run.chunk.as_ptr(), chunk.as_ptr(), "no copy");
-        assert_eq!(run.subject(&run.items[0]), b"s");
-        assert_eq!(run.payload(&run.items[0]), b"one");
+        assert_eq!(run.message(&run.items[0]), Message::plain(b"s", b"one"));
         // Slices outside the chunk are copied into one of their own.
         let elsewhere = Bytes::from_static(b"unrelated");
         r.cores[0].handle(
             publisher,
-            Command::Pub {
-                subject: b"s",
-                payload: b"two",
-            },
+            Command::Pub(Message::plain(b"s", b"two")),
             &elsewhere,
         );
         r.pump();
@@ -918,23 +1284,5 @@ mod tests {
         let mut on = Relay::new(1, |c| c.panic_frame = true);
         let a = on.open(0);
         on.send(0, a, std::str::from_utf8(PANIC_FRAME).unwrap());
-    }
-
-    #[test]
-    fn offsets_are_found_only_inside_the_chunk() {
-        let chunk = b"PUB s hi".to_vec();
-        assert_eq!(offset_in(&chunk, &chunk[4..5]), Some(4));
-        assert_eq!(offset_in(&chunk, &chunk[8..]), Some(8), "empty at the end");
-        let other = b"s".to_vec();
-        assert_eq!(offset_in(&chunk, &other), None);
-        assert_eq!(
-            Place::of(&chunk, &chunk[4..5], &chunk[6..]),
-            Some(Place {
-                subject: 4,
-                subject_len: 1,
-                payload: 6,
-                payload_end: 8
-            })
-        );
     }
 }

@@ -22,7 +22,7 @@ mod tasks;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,11 @@ pub enum Control {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
     pub shard: ShardId,
+    /// Its id, unique in the process.
+    pub cid: u64,
     pub peer: SocketAddr,
+    /// The protocol it speaks, and what a NATS client said of itself.
+    pub client: ClientInfo,
     /// Time since it was accepted.
     pub age: Duration,
     pub subscriptions: usize,
@@ -60,17 +64,61 @@ pub struct ConnectionInfo {
     pub pending_bytes: usize,
 }
 
+/// A listening socket and the protocol spoken on it.
+pub struct Listener {
+    pub fd: OwnedFd,
+    pub protocol: Protocol,
+    /// The address it is bound to (NATS `INFO` names it).
+    pub addr: SocketAddr,
+}
+
+/// The protocols a listener can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// tern's line protocol (`docs/protocol.md`).
+    Line,
+    /// The NATS client protocol.
+    Nats,
+}
+
+/// The relay as NATS clients see it: the constant part of `INFO`.
+#[derive(Debug, Clone)]
+pub struct NatsIdentity {
+    /// Random per process, in nats-server's format.
+    pub server_id: String,
+    pub server_name: String,
+    /// Largest payload a publish may carry (`--max-frame`).
+    pub max_payload: usize,
+}
+
+/// A connection's protocol, as monitoring shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientInfo {
+    Line,
+    /// A NATS client, with the `name`, `lang` and `version` of its
+    /// `CONNECT` (empty until then).
+    Nats {
+        name: String,
+        lang: String,
+        version: String,
+    },
+}
+
 /// Everything a shard needs, built by [`crate::relay`] on the main thread.
 pub struct ShardSpec {
     pub id: ShardId,
     pub shards: usize,
     pub config: Arc<Config>,
     /// Bound, listening sockets this shard accepts on.
-    pub listeners: Vec<OwnedFd>,
+    pub listeners: Vec<Listener>,
     pub endpoint: Endpoint,
     pub stats: Arc<ShardStats>,
     /// Open connections on the whole relay, for `--max-connections`.
     pub open: Arc<AtomicUsize>,
+    /// The next connection id (`cid`), shared by every shard.
+    pub next_cid: Arc<AtomicU64>,
+    /// What every NATS client is told of this server.
+    pub nats: Arc<NatsIdentity>,
     /// Requests from the relay and its [`crate::relay::Monitor`].
     pub control: crossbeam_channel::Receiver<Control>,
 }

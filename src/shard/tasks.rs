@@ -35,24 +35,26 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 
-use super::conns::Conn;
+use super::conns::{Conn, Wire};
 use super::core::{Core, Next};
 use super::shutdown::Shutdown;
-use super::{Control, ShardSpec};
+use super::{Control, Listener, NatsIdentity, Protocol, ShardSpec};
 use crate::config::Config;
 use crate::framing::{FrameError, Framer};
 use crate::mesh::{self, Doorbell, Endpoint};
 use crate::outbound::Outbound;
-use crate::protocol::{line, ProtoError};
+use crate::protocol::nats::{self, Decoder, Op, ServerInfo};
+use crate::protocol::{line, Command, Message, ProtoError};
 use crate::router::ConnId;
 use crate::stats::ShardStats;
 
@@ -69,6 +71,10 @@ struct Shard {
     stats: Arc<ShardStats>,
     /// Open connections on the whole relay, for `--max-connections`.
     open: Arc<AtomicUsize>,
+    /// The next connection id, shared by every shard.
+    next_cid: Arc<AtomicU64>,
+    /// What NATS clients are told of the relay.
+    nats: Arc<NatsIdentity>,
     core: RefCell<Core>,
     /// Each connection's socket, by [`ConnId`]: the core never sees them.
     sockets: RefCell<Vec<Option<TcpStream>>>,
@@ -88,6 +94,8 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         endpoint,
         stats,
         open,
+        next_cid,
+        nats,
         control,
     } = spec;
     let Endpoint {
@@ -101,17 +109,25 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         config,
         stats,
         open,
+        next_cid,
+        nats,
         sockets: RefCell::new(Vec::new()),
         mesh_waiters: RefCell::new(Vec::new()),
         shutdown: Shutdown::default(),
     });
     let gate = Gate::new();
-    for fd in listeners {
+    for Listener { fd, protocol, addr } in listeners {
         // SAFETY: `fd` is an open, bound, listening TCP socket that we own
         // (an `OwnedFd` from the relay); ownership moves into the listener,
         // which closes it on drop.
         let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
-        let task = gate.spawn(accept_loop(shard.clone(), listener, gate.clone()));
+        let task = gate.spawn(accept_loop(
+            shard.clone(),
+            listener,
+            protocol,
+            addr,
+            gate.clone(),
+        ));
         match task {
             Ok(task) => {
                 task.detach();
@@ -121,6 +137,9 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
                 return;
             }
         }
+    }
+    if let Ok(task) = gate.spawn(keep_alive(shard.clone())) {
+        task.detach();
     }
     ready(Ok(()));
     let serve = mesh_loop(shard.clone(), inlets, doorbell, control);
@@ -145,7 +164,13 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
     futures_lite::future::or(serve, drain).await;
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Gate) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    protocol: Protocol,
+    addr: SocketAddr,
+    gate: Gate,
+) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.shutdown.wait().await;
@@ -170,12 +195,12 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Gate) {
             shard.open.fetch_sub(1, Ordering::Relaxed);
             shard.stats.count_error(ProtoError::TooManyConnections);
             tracing::warn!(%peer, limit, "connection refused: --max-connections reached");
-            refuse_connection(&stream, shard.config.terminator.as_bytes());
+            refuse_connection(&stream, protocol, shard.config.terminator.as_bytes());
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let id = shard.add(stream, peer);
-        match gate.spawn(connection(shard.clone(), id)) {
+        let id = shard.add(stream, peer, protocol, addr);
+        match gate.spawn(connection(shard.clone(), id, protocol)) {
             Ok(task) => {
                 task.detach();
             }
@@ -185,27 +210,76 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, gate: Gate) {
     }
 }
 
-/// Tells a connection refused at accept why, best effort: one non-blocking
-/// send into its fresh (empty) socket buffer, then close.
-fn refuse_connection(stream: &TcpStream, terminator: &[u8]) {
+/// Tells a connection refused at accept why, in its protocol, best effort:
+/// one non-blocking send into its fresh (empty) socket buffer, then close.
+fn refuse_connection(stream: &TcpStream, protocol: Protocol, terminator: &[u8]) {
     let mut msg = Vec::new();
-    line::encode_err(&mut msg, ProtoError::TooManyConnections, terminator);
+    match protocol {
+        Protocol::Line => line::encode_err(&mut msg, ProtoError::TooManyConnections, terminator),
+        Protocol::Nats => nats::encode_err(
+            &mut msg,
+            nats::NatsError::MaxConnections.text().unwrap_or_default(),
+        ),
+    }
     // SAFETY: the descriptor belongs to `stream`, which is borrowed for
     // longer than `fd` lives (glommio's stream implements only `AsRawFd`).
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let _ = crate::sys::send_now(fd, &msg);
 }
 
+/// Every `--nats-ping-interval`, pings the NATS clients and closes the
+/// stale ones (see [`Core::ping_nats_clients`]).
+async fn keep_alive(shard: Rc<Shard>) {
+    let interval = shard.config.nats_ping_interval;
+    loop {
+        let stop = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(interval).await;
+                false
+            },
+            async {
+                shard.shutdown.wait().await;
+                true
+            },
+        )
+        .await;
+        if stop {
+            return;
+        }
+        shard.core.borrow_mut().ping_nats_clients();
+        shard.flush();
+    }
+}
+
+/// How a connection's frames are decoded.
+enum Session {
+    Line,
+    /// The NATS decoder's state (mode, options, the publish in progress).
+    Nats(Box<Decoder>),
+}
+
 /// Drives one connection from accept to close.
-async fn connection(shard: Rc<Shard>, id: ConnId) {
-    let mut framer = Framer::with_read_size(
-        shard.config.terminator.clone(),
-        shard.config.max_frame,
-        shard.config.read_size,
-    );
+async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
+    let (mut framer, mut session) = match protocol {
+        Protocol::Line => (
+            Framer::with_read_size(
+                shard.config.terminator.clone(),
+                shard.config.max_frame,
+                shard.config.read_size,
+            ),
+            Session::Line,
+        ),
+        Protocol::Nats => (
+            nats::new_framer(shard.config.max_frame),
+            Session::Nats(Box::new(Decoder::new(shard.config.max_frame))),
+        ),
+    };
     let mut eof = false;
     loop {
-        let next = shard.process(id, &mut framer, eof);
+        let next = match &mut session {
+            Session::Line => shard.process(id, &mut framer, eof),
+            Session::Nats(decoder) => shard.process_nats(id, &mut framer, decoder, eof),
+        };
         shard.flush();
         match next {
             Next::Close => break,
@@ -286,8 +360,42 @@ impl Shard {
         waiters.into_iter().for_each(Waker::wake);
     }
 
-    fn add(&self, stream: TcpStream, peer: SocketAddr) -> ConnId {
-        let id = self.core.borrow_mut().open(peer, Instant::now());
+    /// Admits a connection accepted on a `protocol` listener bound to
+    /// `local`; a NATS client is greeted with `INFO`.
+    fn add(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        protocol: Protocol,
+        local: SocketAddr,
+    ) -> ConnId {
+        let cid = self.next_cid.fetch_add(1, Ordering::Relaxed);
+        let wire = match protocol {
+            Protocol::Line => Wire::line(),
+            Protocol::Nats => Wire::nats(),
+        };
+        let mut core = self.core.borrow_mut();
+        let id = core.open(peer, cid, wire, Instant::now());
+        if protocol == Protocol::Nats {
+            let info = ServerInfo {
+                server_id: self.nats.server_id.clone(),
+                server_name: self.nats.server_name.clone(),
+                version: nats::SERVER_VERSION.to_string(),
+                proto: nats::PROTO,
+                host: local.ip().to_string(),
+                port: local.port(),
+                headers: true,
+                auth_required: false,
+                tls_required: false,
+                max_payload: self.nats.max_payload as u64,
+                client_id: cid,
+                client_ip: peer.ip().to_string(),
+            };
+            let mut greeting = Vec::with_capacity(nats::info_len(&info));
+            nats::encode_info(&mut greeting, &info);
+            core.greet(id, &greeting);
+        }
+        drop(core);
         let mut sockets = self.sockets.borrow_mut();
         let slot = id as usize;
         if sockets.len() <= slot {
@@ -334,6 +442,72 @@ impl Shard {
                 // The rest stays buffered until the connection goes on.
                 return next;
             }
+        }
+        Next::Read
+    }
+
+    /// Handles every complete NATS operation buffered for `id`.
+    fn process_nats(
+        &self,
+        id: ConnId,
+        framer: &mut Framer,
+        decoder: &mut Decoder,
+        eof: bool,
+    ) -> Next {
+        let mut core = self.core.borrow_mut();
+        let ready = core.readiness(id, eof);
+        if ready != Next::Read {
+            return ready;
+        }
+        let mut frames = framer.frames();
+        while let Some(item) = decoder.next(&mut frames) {
+            let next = match item {
+                Ok(Op::Pub(p)) => {
+                    let msg = Message {
+                        subject: p.subject,
+                        reply: p.reply,
+                        headers: p.headers,
+                        payload: p.payload,
+                    };
+                    core.handle(id, Command::Pub(msg), p.chunk)
+                }
+                Ok(Op::Sub {
+                    subject,
+                    queue,
+                    sid,
+                }) => core.handle(
+                    id,
+                    Command::SubSid {
+                        subject,
+                        group: queue,
+                        sid,
+                    },
+                    &Bytes::new(),
+                ),
+                Ok(Op::Unsub { sid, max_msgs }) => {
+                    core.handle(id, Command::UnsubSid { sid, max_msgs }, &Bytes::new())
+                }
+                Ok(Op::Ping) => core.handle(id, Command::Ping, &Bytes::new()),
+                Ok(Op::Pong) => core.handle(id, Command::Pong, &Bytes::new()),
+                Ok(Op::Connect(options)) => {
+                    core.connect(id, options);
+                    Next::Read
+                }
+                Err(e) => {
+                    core.refuse_nats(id, e);
+                    Next::Read
+                }
+            };
+            let next = core.after_frame(id, next);
+            if next != Next::Read {
+                return next;
+            }
+        }
+        // A control line that is already too long is refused before its
+        // end arrives, as nats-server does.
+        if let Err(e) = decoder.check_partial(framer) {
+            core.refuse_nats(id, e);
+            return Next::Close;
         }
         Next::Read
     }

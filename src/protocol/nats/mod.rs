@@ -100,6 +100,10 @@ pub const MAX_CONTROL_LINE: usize = 4096;
 /// nats-server's default `max_payload`, 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 
+/// The nats-server version whose client protocol tern implements,
+/// announced in `INFO` (`version`): clients enable features by it.
+pub const SERVER_VERSION: &str = "2.10.0";
+
 /// The protocol level announced in `INFO` (`proto`): async `INFO`
 /// capable, as nats-server 2.x.
 pub const PROTO: u32 = 1;
