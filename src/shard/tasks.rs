@@ -284,7 +284,7 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
         match next {
             Next::Close => break,
             Next::WaitBarrier => {
-                poll_fn(|cx| shard.poll_conn(id, cx, |c| !c.waiting_barrier || c.dead)).await;
+                poll_fn(|cx| shard.poll_conn(id, cx, |c| !c.waiting_barrier || c.leaving())).await;
                 continue;
             }
             Next::WaitMesh => {
@@ -577,7 +577,7 @@ impl Shard {
     }
 
     fn poll_mesh_space(&self, id: ConnId, cx: &mut Context<'_>) -> Poll<()> {
-        if self.poll_conn(id, cx, |c| c.dead).is_ready() || !self.core.borrow().mesh_full() {
+        if self.poll_conn(id, cx, |c| c.leaving()).is_ready() || !self.core.borrow().mesh_full() {
             return Poll::Ready(());
         }
         let mut waiters = self.mesh_waiters.borrow_mut();
@@ -595,7 +595,7 @@ impl Shard {
         cx: &mut Context<'_>,
         framer: &mut Framer,
     ) -> Poll<Option<usize>> {
-        if self.poll_conn(id, cx, |c| c.dead).is_ready() || self.core.borrow().stopping() {
+        if self.poll_conn(id, cx, |c| c.leaving()).is_ready() || self.core.borrow().stopping() {
             return Poll::Ready(None);
         }
         let mut sockets = self.sockets.borrow_mut();
