@@ -24,6 +24,10 @@ pub struct Options {
     /// connections over a relay's per-shard listeners.
     pub targets: Vec<SocketAddr>,
     pub protocol: Protocol,
+    /// Subscribers speak this protocol to these addresses instead (a mixed
+    /// run: e.g. line publishers, NATS subscribers on one tern); `None`:
+    /// like the publishers. Subscriber `s` uses `sub_targets[s % len]`.
+    pub subscriber: Option<(Protocol, Vec<SocketAddr>)>,
     /// Frame terminator (line protocol only).
     pub terminator: Terminator,
     pub publishers: usize,
@@ -71,6 +75,7 @@ impl Default for Options {
         Options {
             targets: vec!["127.0.0.1:7000".parse().expect("valid")],
             protocol: Protocol::Line,
+            subscriber: None,
             terminator: Terminator::default(),
             publishers: 1,
             subscribers: 1,
@@ -102,10 +107,32 @@ impl Options {
         self.targets[index % self.targets.len()]
     }
 
-    /// The targets as written on the command line.
+    /// The protocol subscribers speak.
+    pub fn subscriber_protocol(&self) -> Protocol {
+        self.subscriber.as_ref().map_or(self.protocol, |(p, _)| *p)
+    }
+
+    /// The address subscriber `s` connects to.
+    pub fn subscriber_target(&self, s: usize) -> SocketAddr {
+        match &self.subscriber {
+            Some((_, targets)) => targets[s % targets.len()],
+            None => self.target_for(self.publishers + s),
+        }
+    }
+
+    /// The targets as written on the command line, and the subscribers'
+    /// protocol and targets in a mixed run.
     pub fn targets_display(&self) -> String {
-        let v: Vec<String> = self.targets.iter().map(|a| a.to_string()).collect();
-        v.join(",")
+        let list = |t: &[SocketAddr]| {
+            t.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match &self.subscriber {
+            None => list(&self.targets),
+            Some((p, t)) => format!("{} (subscribers: {p} {})", list(&self.targets), list(t)),
+        }
     }
 
     /// The subjects publishers use, in order.
@@ -144,6 +171,16 @@ impl Options {
         }
         if let Err(e) = tern::config::check_terminator(&self.terminator) {
             return bad(e.to_string());
+        }
+        if let Some((protocol, targets)) = &self.subscriber {
+            if targets.is_empty() {
+                return bad("--subscriber-target: give at least one address".into());
+            }
+            if (*protocol == Protocol::Redis) != (self.protocol == Protocol::Redis) {
+                return bad(
+                    "--subscriber-protocol: Redis pub/sub mixes with no other protocol".into(),
+                );
+            }
         }
         if let Some(g) = &self.group {
             if self.protocol == Protocol::Redis {
@@ -214,6 +251,15 @@ pub struct Args {
     /// Frame terminator, line protocol only (escapes \n \r \t \0 \\ \xHH).
     #[arg(long, value_name = "T", default_value = r"\n")]
     pub terminator: String,
+    /// Subscribers speak this protocol instead (a mixed run, e.g. line
+    /// publishers and NATS subscribers on one tern; needs
+    /// --subscriber-target).
+    #[arg(long, value_enum, requires = "subscriber_target")]
+    pub subscriber_protocol: Option<Protocol>,
+    /// Subscribers connect here instead (comma-separated list, spread
+    /// round-robin); with --subscriber-protocol.
+    #[arg(long, value_name = "ADDR", requires = "subscriber_protocol")]
+    pub subscriber_target: Option<String>,
     /// Publishing connections.
     #[arg(long, value_name = "P", default_value_t = 1)]
     pub publishers: usize,
@@ -273,17 +319,11 @@ pub struct Args {
 impl Args {
     /// The options these flags describe, validated.
     pub fn into_options(self) -> Result<Options, Error> {
-        let targets = self
-            .target
-            .split(',')
-            .map(|t| {
-                t.trim()
-                    .to_socket_addrs()
-                    .map_err(|e| Error::Options(format!("--target {t}: {e}")))?
-                    .next()
-                    .ok_or_else(|| Error::Options(format!("--target {t}: no address")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let targets = parse_targets("--target", &self.target)?;
+        let subscriber = match (self.subscriber_protocol, &self.subscriber_target) {
+            (Some(p), Some(t)) => Some((p, parse_targets("--subscriber-target", t)?)),
+            _ => None,
+        };
         let terminator = Terminator::parse(&self.terminator)
             .map_err(|e| Error::Options(format!("--terminator: {e}")))?;
         let cores = self
@@ -295,6 +335,7 @@ impl Args {
         let opts = Options {
             targets,
             protocol: self.protocol,
+            subscriber,
             terminator,
             publishers: self.publishers,
             subscribers: self.subscribers,
@@ -319,6 +360,19 @@ impl Args {
     }
 }
 
+/// A comma-separated list of `host:port`, for `flag`.
+fn parse_targets(flag: &str, list: &str) -> Result<Vec<SocketAddr>, Error> {
+    list.split(',')
+        .map(|t| {
+            t.trim()
+                .to_socket_addrs()
+                .map_err(|e| Error::Options(format!("{flag} {t}: {e}")))?
+                .next()
+                .ok_or_else(|| Error::Options(format!("{flag} {t}: no address")))
+        })
+        .collect()
+}
+
 /// `50000`, `50k`, `1.5M`.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -340,6 +394,45 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mixed_run_names_the_subscribers_protocol_and_targets() {
+        let o = args(&[
+            "--target",
+            "127.0.0.1:7000",
+            "--subscriber-protocol",
+            "nats",
+            "--subscriber-target",
+            "127.0.0.1:4222,127.0.0.1:4223",
+        ])
+        .unwrap();
+        assert_eq!(o.protocol, Protocol::Line);
+        assert_eq!(o.subscriber_protocol(), Protocol::Nats);
+        assert_eq!(o.subscriber_target(1).port(), 4223);
+        assert_eq!(
+            o.targets_display(),
+            "127.0.0.1:7000 (subscribers: nats 127.0.0.1:4222,127.0.0.1:4223)"
+        );
+        // One without the other is refused by the command line.
+        let parse = |extra: &[&str]| {
+            let mut v = vec!["tern-loadgen"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v)
+        };
+        assert!(parse(&["--subscriber-protocol", "nats"]).is_err());
+        assert!(parse(&["--subscriber-target", "127.0.0.1:1"]).is_err());
+        let redis = parse(&[
+            "--protocol",
+            "redis",
+            "--subscriber-protocol",
+            "nats",
+            "--subscriber-target",
+            "127.0.0.1:1",
+        ])
+        .unwrap()
+        .into_options();
+        assert!(redis.is_err(), "Redis does not mix");
+    }
 
     fn args(extra: &[&str]) -> Result<Options, Error> {
         let mut v = vec!["tern-loadgen"];

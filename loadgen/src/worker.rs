@@ -378,7 +378,10 @@ struct Worker {
     shared: Arc<Shared>,
     poller: Poller,
     conns: Vec<Conn>,
+    /// The publishers' protocol.
     codec: Codec,
+    /// The subscribers' protocol (the publishers' unless a mixed run).
+    sub_codec: Codec,
     payload: PayloadCodec,
     meter: Meter,
     busy_ns: u64,
@@ -397,9 +400,13 @@ impl Worker {
     ) -> Result<Self, Error> {
         let opts = &shared.opts;
         let codec = Codec::new(opts.protocol, opts.terminator.clone());
-        let alphabet = match opts.protocol {
-            Protocol::Line => Alphabet::for_terminator(opts.terminator.as_bytes()),
-            _ => Alphabet::decimal(),
+        let sub_codec = Codec::new(opts.subscriber_protocol(), opts.terminator.clone());
+        // Payloads every receiving protocol can carry.
+        let line_involved = [opts.protocol, opts.subscriber_protocol()].contains(&Protocol::Line);
+        let alphabet = if line_involved {
+            Alphabet::for_terminator(opts.terminator.as_bytes())
+        } else {
+            Alphabet::decimal()
         };
         let payload = PayloadCodec::new(alphabet, opts.size);
         let subjects = opts.subject_names();
@@ -415,9 +422,9 @@ impl Worker {
         for &s in subscribers {
             let who = format!("subscriber {s}");
             let mut hello = Vec::new();
-            let expect = codec.subscriber_hello(&mut hello, &subjects, opts.group.as_deref());
-            let addr = opts.target_for(opts.publishers + s);
-            let (stream, leftover) = handshake(&who, addr, opts, &codec, &hello, expect)?;
+            let expect = sub_codec.subscriber_hello(&mut hello, &subjects, opts.group.as_deref());
+            let addr = opts.subscriber_target(s);
+            let (stream, leftover) = handshake(&who, addr, opts, &sub_codec, &hello, expect)?;
             let role = Role::Subscriber(SubState {
                 id: s,
                 result: SubscriberResult {
@@ -469,6 +476,7 @@ impl Worker {
             poller,
             conns,
             codec,
+            sub_codec,
             payload,
             meter: Meter {
                 progress: new_histogram(),
@@ -770,9 +778,13 @@ impl Worker {
                 ..
             } = conn;
             let conn_addr = *conn_addr;
+            let codec = match role {
+                Role::Subscriber(_) => &self.sub_codec,
+                Role::Publisher(_) => &self.codec,
+            };
             loop {
                 let buf = &inbuf.buf[inbuf.start..inbuf.end];
-                let (event, used) = match self.codec.decode(buf) {
+                let (event, used) = match codec.decode(buf) {
                     Ok(Some(x)) => x,
                     Ok(None) => break,
                     Err(e) => {
@@ -800,7 +812,7 @@ impl Worker {
                             })
                         }
                     },
-                    Event::Ping => self.codec.pong(&mut reply),
+                    Event::Ping => codec.pong(&mut reply),
                     Event::Pong
                     | Event::Ok
                     | Event::Info

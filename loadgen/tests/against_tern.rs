@@ -237,3 +237,31 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn nats_and_mixed_runs_against_tern_lose_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let relay = relay();
+    // All NATS, publishers and subscribers on different shards.
+    let nats = Options {
+        protocol: Protocol::Nats,
+        publishers: 2,
+        subscribers: 2,
+        rate: 20_000,
+        ..short(relay.shard_nats_addrs())
+    };
+    assert_clean(&run(nats).expect("NATS run succeeds"));
+    // Line publishers on shard 0, NATS subscribers in a queue group on
+    // both shards: each message once, across protocols.
+    let mixed = Options {
+        publishers: 1,
+        subscribers: 2,
+        group: Some("g".into()),
+        subscriber: Some((Protocol::Nats, relay.shard_nats_addrs().to_vec())),
+        rate: 20_000,
+        ..short(&relay.shard_addrs()[..1])
+    };
+    let report = run(mixed).expect("mixed run succeeds");
+    assert_clean(&report);
+    assert!(report.target.contains("(subscribers: nats "), "{}", report.target);
+}
