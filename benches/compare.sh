@@ -12,6 +12,11 @@
 #   (b) fan-out,        1 publisher -> 8 subscribers  (--rate 0 --window W)
 #   (c) latency at $LAT_RATE msgs/s, 1 -> 1: p50 / p99 / p99.9, corrected
 #       for coordinated omission (receive - intended send)
+#   (m) mixed, tern only: (b) with a line-protocol publisher and 8 NATS
+#       subscribers, against tern's all-NATS (b)
+# tern is measured on both of its listeners: "tern" (line protocol) and
+# "tern-nats" (the NATS front door, same process); a second table sets
+# tern's NATS listener against nats-server.
 # Each workload runs $RUNS times, the servers interleaved (the order rotates
 # every run), and the table shows medians. A run during which the generator
 # got less than 90% of its CPU or fell behind its schedule (other work on the
@@ -79,7 +84,7 @@ cargo build --release --quiet -p tern -p tern-loadgen
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/latency-*.svg "$OUT"/latency-*.hlog
 
-SERVERS=(tern)
+SERVERS=(tern tern-nats)
 NOTES=()
 if command -v nats-server >/dev/null; then SERVERS+=(nats); else NOTES+=("nats-server is not installed: skipped (apt-get install nats-server)"); fi
 if command -v redis-server >/dev/null; then SERVERS+=(redis); else NOTES+=("redis-server is not installed: skipped (apt-get install redis-server)"); fi
@@ -124,14 +129,19 @@ for s in "${SERVERS[@]}"; do
     case $s in
         # One shard pinned to SERVER_CPU (`--cores` alone means one shard
         # per listed CPU).
-        tern) start_server tern "$port" "$TERN" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" ;;
+        tern)
+            nats_port=$(free_port)
+            start_server tern "$port" "$TERN" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" --nats-listen "127.0.0.1:$nats_port"
+            ;;
+        # The same process, its NATS listener.
+        tern-nats) PORT[tern-nats]=$nats_port; PID[tern-nats]=${PID[tern]}; port=$nats_port ;;
         nats) start_server nats "$port" env GOMAXPROCS=1 taskset -c "$SERVER_CPU" nats-server -a 127.0.0.1 -p "$port" ;;
         redis) start_server redis "$port" taskset -c "$SERVER_CPU" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no ;;
     esac
     log "started $s (pid ${PID[$s]}) on 127.0.0.1:$port"
 done
 
-protocol_of() { case $1 in tern) echo line ;; nats) echo nats ;; redis) echo redis ;; esac; }
+protocol_of() { case $1 in tern) echo line ;; tern-nats | nats) echo nats ;; redis) echo redis ;; esac; }
 
 # --- JSON access without jq: the generator writes one key per line --------
 # jtop FILE KEY: a top-level number. jlat FILE PCT: latency_us.PCT.
@@ -145,12 +155,13 @@ median() { # numbers on stdin -> median (mean of the middle two if even)
         if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-WORKLOADS=(a b c)
+WORKLOADS=(a b c m)
 workload_args() {
     case $1 in
         a) echo "--rate 0 --window $WINDOW --publishers 1 --subscribers 1" ;;
         b) echo "--rate 0 --window $WINDOW --publishers 1 --subscribers 8" ;;
         c) echo "--rate $LAT_RATE --publishers 1 --subscribers 1" ;;
+        m) echo "--rate 0 --window $WINDOW --publishers 1 --subscribers 8 --subscriber-protocol nats --subscriber-target 127.0.0.1:${PORT[tern-nats]}" ;;
     esac
 }
 
@@ -162,6 +173,8 @@ for run in $(seq "$RUNS"); do
     for w in "${WORKLOADS[@]}"; do
         for i in $(seq 0 $(( n - 1 ))); do
             s=${SERVERS[$(( (i + run - 1) % n ))]}
+            # The mixed workload is tern's alone (its line listener).
+            [[ $w == m && $s != tern ]] && continue
             json=$OUT/$w-$s-$run.json
             extra=()
             if [[ $w == c && $run == "$RUNS" && ( $s == tern || $s == nats ) ]]; then
@@ -227,7 +240,7 @@ ratio() { # peer / tern
     awk -v p="$1" -v t="$2" 'BEGIN { if (t > 0) printf " (%.2f×)", p / t }'
 }
 
-name_of() { case $1 in tern) echo tern ;; nats) echo nats-server ;; redis) echo redis-server ;; esac; }
+name_of() { case $1 in tern) echo tern ;; tern-nats) echo "tern (NATS)" ;; nats) echo nats-server ;; redis) echo redis-server ;; esac; }
 
 header="| workload | tern"
 rule="| --- | ---:"
@@ -280,7 +293,30 @@ row "(c) latency @ $(fmt_num "$LAT_RATE")/s 1→1, p50" c p50 fmt_us
 row "(c) p99" c p99 fmt_us
 row "(c) p99.9" c p999 fmt_us
 echo
-echo "Ratios are the peer's figure divided by tern's: below 1 means fewer msgs/s (a, b) or lower latency (c) than tern."
+echo "Ratios are the peer's figure divided by tern's (line listener): below 1 means fewer msgs/s (a, b) or lower latency (c) than tern."
+# The NATS protocol alone: tern's NATS listener against nats-server.
+if [[ " ${SERVERS[*]} " == *" nats "* ]]; then
+    echo
+    echo "| NATS protocol | tern (NATS) | nats-server | tern ÷ nats-server |"
+    echo "| --- | ---: | ---: | ---: |"
+    nats_row() { # label workload metric formatter
+        local t v
+        t=$(figure "$2" tern-nats "$3")
+        v=$(figure "$2" nats "$3")
+        echo "| $1 | $($4 "$t")$(flags "$2" tern-nats) | $($4 "$v")$(flags "$2" nats) | $(ratio "$t" "$v" | tr -d ' ()') |"
+    }
+    nats_row "(a) 1→1, msgs/s" a tput fmt_num
+    nats_row "(b) 1→8, deliveries/s" b tput fmt_num
+    nats_row "(c) p50" c p50 fmt_us
+    nats_row "(c) p99" c p99 fmt_us
+    nats_row "(c) p99.9" c p999 fmt_us
+fi
+mixed=$(figure m tern tput)
+all_nats=$(figure b tern-nats tput)
+if [[ -n $mixed ]]; then
+    echo
+    echo "Mixed (m): line publisher → 8 NATS subscribers on tern: $(fmt_num "$mixed") deliveries/s$(flags m tern), $(ratio "$mixed" "$all_nats" | tr -d ' ()') of tern's all-NATS (b)."
+fi
 all_flags=$(for w in "${WORKLOADS[@]}"; do for s in "${SERVERS[@]}"; do flags "$w" "$s"; done; done)
 if grep -q "‡" <<<"$all_flags"; then
     echo "‡ The generator's worker was more than 80% busy (median): the figure may be the generator's limit, not the server's."
