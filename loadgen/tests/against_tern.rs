@@ -263,5 +263,9 @@ fn nats_and_mixed_runs_against_tern_lose_nothing() {
     };
     let report = run(mixed).expect("mixed run succeeds");
     assert_clean(&report);
-    assert!(report.target.contains("(subscribers: nats "), "{}", report.target);
+    assert!(
+        report.target.contains("(subscribers: nats "),
+        "{}",
+        report.target
+    );
 }

@@ -144,8 +144,11 @@ pub struct NatsSub {
     pub sid: Box<[u8]>,
     pub subject: Box<[u8]>,
     pub queue: Option<Box<[u8]>>,
-    /// Deliveries left before it ends by itself (`UNSUB <sid> <max>`).
-    pub left: Option<u64>,
+    /// Deliveries made to it so far.
+    pub delivered: u64,
+    /// It ends by itself once `delivered` reaches this (`UNSUB <sid>
+    /// <max>`).
+    pub max: Option<u64>,
 }
 
 /// A NATS connection's subscriptions, by number (the `sub` of a
@@ -344,7 +347,8 @@ mod tests {
             sid: sid.as_bytes().into(),
             subject: b"s".as_slice().into(),
             queue: None,
-            left: None,
+            delivered: 0,
+            max: None,
         }
     }
 

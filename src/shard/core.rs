@@ -508,13 +508,10 @@ impl Core {
                     return;
                 };
                 let pushed = push_nats_msg(&mut conn.out, msg, &sub.sid, headers);
-                let ended = match (&pushed, &mut sub.left) {
-                    (Ok(()), Some(left)) => {
-                        *left -= 1;
-                        *left == 0
-                    }
-                    _ => false,
-                };
+                if pushed.is_ok() {
+                    sub.delivered += 1;
+                }
+                let ended = sub.max.is_some_and(|max| sub.delivered >= max);
                 (pushed, ended)
             }
         };
@@ -663,7 +660,8 @@ impl Core {
                 sid: sid.into(),
                 subject: subject.into(),
                 queue: group.map(Into::into),
-                left: None,
+                delivered: 0,
+                max: None,
             })
             .expect("the sid is free");
         self.enlist(
@@ -684,13 +682,13 @@ impl Core {
         let Some(number) = n.subs.number(sid) else {
             return;
         };
-        if let Some(max) = max_msgs {
-            // nats-server counts what was delivered before the UNSUB too;
-            // tern counts from the UNSUB on.
-            if let Some(sub) = n.subs.get_mut(number) {
-                sub.left = Some(max);
+        if let (Some(max), Some(sub)) = (max_msgs, n.subs.get_mut(number)) {
+            // Deliveries made before the UNSUB count too (as nats-server
+            // counts them): a maximum already reached ends it now.
+            sub.max = Some(max);
+            if sub.delivered < max {
+                return;
             }
-            return;
         }
         self.end_nats_sub(SubRef {
             conn: id,
