@@ -139,6 +139,21 @@ pub fn is_valid_subject(s: &[u8], wildcards: bool) -> bool {
     token_ok(&s[token_start..], wildcards, true)
 }
 
+/// Whether the subject index takes `pattern`: what every protocol's
+/// subscriptions have in common (the NATS rule, looser than
+/// [`is_valid_subject`]): no empty token, and a token that is exactly `>`
+/// only last. Any other bytes are allowed, and there is no length limit.
+pub fn is_index_pattern(pattern: &[u8]) -> bool {
+    let mut after_full_wildcard = false;
+    for token in pattern.split(|&b| b == SEP) {
+        if token.is_empty() || after_full_wildcard {
+            return false;
+        }
+        after_full_wildcard = token == b">";
+    }
+    true
+}
+
 /// Whether `g` is a valid queue group name: 1..=64 bytes of printable ASCII
 /// (0x21..=0x7e). Dots and `*`/`>` carry no meaning in a group name.
 pub fn is_valid_group(g: &[u8]) -> bool {
@@ -582,9 +597,9 @@ impl<V: Copy + Eq + Hash> Sublist<V> {
     /// Adds `weight` to the triple `(pattern, group, value)` and returns its
     /// new weight.
     ///
-    /// `pattern` must satisfy [`is_valid_subject`]`(pattern, true)` and
-    /// `group`, if any, [`is_valid_group`]; the caller validates (the
-    /// protocol answers `-ERR` first). Invalid input is a bug in the
+    /// `pattern` must satisfy [`is_index_pattern`] and `group`, if any, be
+    /// non-empty; the caller validates (each protocol answers `-ERR` by its
+    /// own, stricter or equal, rules first). Invalid input is a bug in the
     /// caller: it panics in debug builds and is ignored, returning 0, in
     /// release builds. A `weight` of 0 changes nothing and returns the
     /// current weight.
@@ -695,11 +710,9 @@ impl<V: Copy + Eq + Hash> Sublist<V> {
     /// The cache miss: walk the trie and remember the answer.
     #[cold]
     fn matches_slow(&mut self, subject: &[u8]) -> Rc<Matches<V>> {
-        debug_assert!(
-            is_valid_subject(subject, false),
-            "Sublist::matches on invalid subject {:?}",
-            String::from_utf8_lossy(subject)
-        );
+        // Any bytes are matched token by token: a subject with an empty
+        // token matches only what its tokens match, and a `*` or `>` token
+        // in a published subject (NATS allows them) is an ordinary token.
         let mut out = Matches {
             plain: Vec::new(),
             groups: Vec::new(),
@@ -740,7 +753,7 @@ impl<V: Copy + Eq + Hash> Sublist<V> {
 
     /// Validates what insert/remove are given (see [`insert`](Self::insert)).
     fn check_input(&self, pattern: &[u8], group: Option<&[u8]>) -> bool {
-        let ok = is_valid_subject(pattern, true) && group.is_none_or(is_valid_group);
+        let ok = is_index_pattern(pattern) && group.is_none_or(|g| !g.is_empty());
         debug_assert!(
             ok,
             "Sublist given invalid pattern {:?} or group {:?}",

@@ -396,3 +396,22 @@ fn line_and_nats_clients_share_subjects_and_queue_groups() {
         "both members served: {from_line} of 40 to line"
     );
 }
+
+#[test]
+fn subjects_nats_allows_and_the_line_protocol_does_not_are_indexed() {
+    let relay = TestRelay::start();
+    let mut c = nats(relay.nats_addrs()[0], "");
+    let long = "t".repeat(300);
+    let queue = "q".repeat(100);
+    c.send_raw(format!("SUB café.> 1\r\nSUB {long} {queue} 2\r\n").as_bytes());
+    c.send_raw("PUB café.crème 1\r\na\r\n".as_bytes());
+    c.send_raw(format!("PUB {long} 1\r\nb\r\n").as_bytes());
+    c.expect("MSG café.crème 1 1".as_bytes());
+    c.expect("a");
+    c.expect(format!("MSG {long} 2 1"));
+    c.expect("b");
+    assert_eq!(relay.stats().subscriptions, 2);
+    c.send_raw(b"UNSUB 1\r\nUNSUB 2\r\n");
+    fence_nats(&mut c);
+    assert_eq!(relay.stats().subscriptions, 0);
+}

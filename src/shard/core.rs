@@ -991,6 +991,7 @@ mod tests {
     use super::*;
     use crate::mesh::{Endpoint, Inlet};
     use crate::protocol::line;
+    use crate::protocol::nats::ConnectOptions;
     use crate::wake_counter::WakeCounter;
 
     /// Cores of a relay with `n` shards, wired by a real mesh whose
@@ -1282,5 +1283,104 @@ mod tests {
         let mut on = Relay::new(1, |c| c.panic_frame = true);
         let a = on.open(0);
         on.send(0, a, std::str::from_utf8(PANIC_FRAME).unwrap());
+    }
+
+    /// Feeds a NATS command of connection `id` on `shard`.
+    fn nats_cmd(r: &mut Relay, shard: usize, id: ConnId, command: Command<'_>) -> Next {
+        r.cores[shard].handle(id, command, &Bytes::new())
+    }
+
+    fn nats_conn(r: &mut Relay, shard: usize, options: &str) -> ConnId {
+        let id = r.open_as(shard, Wire::nats());
+        let mut o = ConnectOptions::default();
+        let sep = if options.is_empty() { "" } else { "," };
+        o.merge_json(format!("{{\"verbose\":false{sep}{options}}}").as_bytes())
+            .unwrap();
+        r.cores[shard].connect(id, &o);
+        id
+    }
+
+    #[test]
+    fn nats_gets_one_delivery_per_sid_and_line_one_per_connection() {
+        let mut r = Relay::new(2, |_| {});
+        let n = nats_conn(&mut r, 1, r#""headers":true"#);
+        for (subject, sid) in [("a.*", "1"), ("a.>", "2")] {
+            nats_cmd(
+                &mut r,
+                1,
+                n,
+                Command::SubSid {
+                    subject: subject.as_bytes(),
+                    group: None,
+                    sid: sid.as_bytes(),
+                },
+            );
+        }
+        let l = r.open(1);
+        r.send(1, l, "SUB a.*");
+        r.send(1, l, "SUB a.>");
+        r.pump();
+        let publisher = nats_conn(&mut r, 0, r#""headers":true"#);
+        let msg = Message {
+            subject: b"a.b",
+            reply: Some(b"r"),
+            headers: Some(b"NATS/1.0\r\n\r\n"),
+            payload: b"hi",
+        };
+        nats_cmd(&mut r, 0, publisher, Command::Pub(msg));
+        r.pump();
+        let got = r.take(1, n);
+        assert_eq!(got.matches("HMSG a.b ").count(), 2, "{got}");
+        assert!(
+            got.contains("HMSG a.b 1 r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"),
+            "{got}"
+        );
+        assert!(got.contains("HMSG a.b 2 r 12 14\r\n"), "{got}");
+        assert_eq!(r.take(1, l), "MSG a.b hi\n", "no reply, no headers, once");
+    }
+
+    #[test]
+    fn a_line_receiver_is_not_sent_what_it_cannot_frame() {
+        let mut r = Relay::new(1, |_| {});
+        let l = r.open(0);
+        r.send(0, l, "SUB >");
+        let n = nats_conn(&mut r, 0, "");
+        for (subject, payload) in [
+            (&b"s"[..], &b"two\nlines"[..]),
+            (b"s", b"fine"),
+            (b"caf\xc3\xa9", b"x"),
+        ] {
+            nats_cmd(&mut r, 0, n, Command::Pub(Message::plain(subject, payload)));
+        }
+        assert_eq!(r.take(0, l), "MSG s fine\n");
+        assert_eq!(r.stats[0].undeliverable_to_line.get(), 2);
+    }
+
+    #[test]
+    fn nats_echo_off_and_no_responders() {
+        let mut r = Relay::new(1, |_| {});
+        let n = nats_conn(
+            &mut r,
+            0,
+            r#""echo":false,"headers":true,"no_responders":true"#,
+        );
+        let sub = |subject: &'static [u8], sid: &'static [u8]| Command::SubSid {
+            subject,
+            group: None,
+            sid,
+        };
+        nats_cmd(&mut r, 0, n, sub(b"me", b"1"));
+        nats_cmd(&mut r, 0, n, sub(b"_INBOX.1", b"2"));
+        nats_cmd(&mut r, 0, n, Command::Pub(Message::plain(b"me", b"x")));
+        assert_eq!(r.take(0, n), "", "its own message is not echoed");
+        let request = Message {
+            reply: Some(b"_INBOX.1"),
+            ..Message::plain(b"nobody", b"?")
+        };
+        nats_cmd(&mut r, 0, n, Command::Pub(request));
+        assert_eq!(
+            r.take(0, n),
+            "HMSG _INBOX.1 2 16 16\r\nNATS/1.0 503\r\n\r\n\r\n"
+        );
     }
 }

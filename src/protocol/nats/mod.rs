@@ -347,14 +347,8 @@ impl NatsError {
 /// and a token is a wildcard only when it is exactly `*` or `>`; there is no
 /// length limit beyond the control line's.
 pub fn is_valid_sub_subject(subject: &[u8]) -> bool {
-    let mut after_full_wildcard = false;
-    for token in subject.split(|&b| b == b'.') {
-        if token.is_empty() || after_full_wildcard {
-            return false;
-        }
-        after_full_wildcard = token == b">";
-    }
-    true
+    // The shared subject index takes exactly what nats-server's does.
+    crate::subject::is_index_pattern(subject)
 }
 
 /// Whether `subject` is a valid literal subject (the pedantic check of
