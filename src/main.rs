@@ -79,7 +79,7 @@ struct Cli {
     #[arg(long, value_name = "T", default_value = r"\n", value_parser = Terminator::parse)]
     terminator: Terminator,
 
-    /// Longest frame accepted, in bytes (without the terminator)
+    /// Longest frame accepted, in bytes (without the terminator); also the largest NATS payload (max_payload)
     #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_FRAME, value_parser = units::parse_size)]
     max_frame: usize,
 
