@@ -25,6 +25,8 @@
 //! * `connections` — the `/connections` query string, sorting and JSON;
 //! * `varz` — nats-server's `/varz` page: the server, its limits, its
 //!   memory and CPU, and the counters summed over shards;
+//! * `connz` — nats-server's `/connz` page: its query string, sort orders
+//!   and JSON;
 //! * `clock` — times and durations as nats-server's pages write them.
 //!
 //! # Off the shards
@@ -34,7 +36,7 @@
 //!
 //! * `/metrics` reads the shards' single-writer atomic counters
 //!   ([`Monitor::shard_stats`]), which costs the shards nothing;
-//! * `/connections` asks each shard over its control channel
+//! * `/connections` and `/connz` ask each shard over its control channel
 //!   ([`Monitor::connections`]); the shard answers between two batches of
 //!   work, and a shard that is too busy to answer in time is left out;
 //! * `/varz` reads the counters as `/metrics` does, and this process's
@@ -65,12 +67,14 @@
 //! * `/connections` — JSON, one object per open connection;
 //!   `?sort=pending|msgs_in|msgs_out|age|subscriptions` (largest or oldest
 //!   first; default `pending`) and `&limit=N`.
-//! * `/varz` — nats-server 2.10's monitoring page, with its field names,
-//!   for what tern has, so that NATS tooling that reads it works against
-//!   tern (the `varz` module lists what is served and what is left out).
+//! * `/varz` and `/connz` — nats-server 2.10's monitoring pages, with its
+//!   field names and query parameters, for what tern has, so that NATS
+//!   tooling that reads them works against tern (the `varz` and `connz`
+//!   modules list what is served and what is left out).
 
 mod clock;
 mod connections;
+mod connz;
 mod http;
 mod prometheus;
 mod request;
@@ -89,6 +93,7 @@ use crate::relay::Monitor;
 use crate::shard::ConnectionInfo;
 use crate::stats::Totals;
 use connections::{encode_connections, ConnectionsQuery};
+use connz::{encode_connz, ConnzQuery};
 use request::Request;
 use response::Response;
 use varz::{encode_varz, CpuGauge, ProcessUsage, ServerInfo, VarzPage};
@@ -111,7 +116,7 @@ pub struct Options {
     pub request_timeout: Duration,
     /// Time a client has to take the response.
     pub write_timeout: Duration,
-    /// How long `/connections` waits for the shards to answer.
+    /// How long `/connections` and `/connz` wait for the shards to answer.
     pub shard_timeout: Duration,
 }
 
@@ -154,7 +159,7 @@ trait Source: Send + 'static {
     fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo>;
     /// Whether the relay serves, for `/healthz`: `Err` says why not.
     fn health(&self) -> Result<(), String>;
-    /// What the server is and its limits, for `/varz`.
+    /// What the server is and its limits, for `/varz` and `/connz`.
     fn server(&self) -> ServerInfo;
     /// Time since the relay started, on the monotonic clock (`/varz`'
     /// `uptime`, and its `cpu` window).
@@ -284,7 +289,7 @@ struct Context<S> {
     source: S,
     /// The CPU of each shard, for `tern_shard_cpu` and `/varz`.
     cores: Vec<usize>,
-    /// How long `/connections` waits for the shards.
+    /// How long `/connections` and `/connz` wait for the shards.
     shard_timeout: Duration,
     /// The endpoint's own address: `/varz`' `http_host` and `http_port`.
     addr: SocketAddr,
@@ -337,17 +342,31 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
             Err(e) => Response::text(400, format!("bad request: {e}\n")),
         },
         "/varz" => Response::new(200, JSON, varz(ctx)),
+        "/connz" => match ConnzQuery::parse(&request.query) {
+            Ok(query) => Response::new(
+                200,
+                JSON,
+                encode_connz(
+                    &ctx.source.server().server_id,
+                    ctx.source.connections(ctx.shard_timeout),
+                    &query,
+                    SystemTime::now(),
+                ),
+            ),
+            Err(e) => Response::text(400, format!("bad request: {e}\n")),
+        },
         "/" => Response::text(
             200,
             "tern metrics endpoint\n\
              /metrics      Prometheus text format\n\
              /healthz      ok while the relay serves; 503 and the reason when it does not\n\
              /connections  open connections as JSON; ?sort=pending|msgs_in|msgs_out|age|subscriptions&limit=N\n\
-             /varz         nats-server's server information (JSON)\n",
+             /varz         nats-server's server information (JSON)\n\
+             /connz        nats-server's connection list (JSON); ?sort=cid|start|subs|pending|msgs_to|msgs_from|uptime&offset=N&limit=N&cid=N\n",
         ),
         _ => Response::text(
             404,
-            "not found: try /metrics, /healthz, /connections or /varz\n",
+            "not found: try /metrics, /healthz, /connections, /varz or /connz\n",
         ),
     }
 }
@@ -547,6 +566,7 @@ mod tests {
                 "GET /connections?sort=age&limit=2 HTTP/1.1\r\n\r\n",
                 "HEAD /healthz HTTP/1.0\r\nAccept: */*\r\n\r\n",
                 "GET /varz HTTP/1.1\r\n\r\n",
+                "GET /connz?sort=pending&offset=1&limit=2&subs=1 HTTP/1.1\r\n\r\n",
             ]),
             at in 0usize..64,
             insert in proptest::collection::vec(any::<u8>(), 0..16),
@@ -563,7 +583,7 @@ mod tests {
         /// Any query string is parsed or refused, never a panic.
         #[test]
         fn any_query_is_answered(query in "[a-z_=&0-9%+>-]{0,40}") {
-            for path in ["/connections", "/varz"] {
+            for path in ["/connections", "/connz", "/varz"] {
                 let r = respond(&get(&format!("{path}?{query}")), &ctx());
                 prop_assert!(r.status == 200 || r.status == 400);
             }
@@ -577,7 +597,7 @@ mod tests {
         assert_eq!(body(&respond(&get("/healthz"), &c)), "ok\n");
         assert_eq!(respond(&get("/"), &c).status, 200);
         assert_eq!(respond(&get("/nope"), &c).status, 404);
-        assert!(body(&respond(&get("/"), &c)).contains("/varz"));
+        assert!(body(&respond(&get("/"), &c)).contains("/connz"));
         assert!(body(&respond(&get("/nope"), &c)).contains("/varz"));
         let post = parse_request(b"POST /metrics HTTP/1.1\r\n\r\n")
             .unwrap()
@@ -638,6 +658,26 @@ mod tests {
         // Query parameters change nothing (nats-server's are for its
         // account and JetStream details).
         assert_eq!(json(&respond(&get("/varz?x=1"), &c))["in_msgs"], 7);
+    }
+
+    #[test]
+    fn connz_lists_the_sources_connections_and_refuses_what_it_cannot_serve() {
+        let c = ctx();
+        let v = json(&respond(&get("/connz?sort=pending&limit=2"), &c));
+        assert_eq!(v["server_id"], "NSERVERIDFORTHETESTS");
+        assert_eq!((&v["total"], &v["num_connections"]), (&3.into(), &2.into()));
+        assert_eq!(v["connections"][0]["cid"], 1001);
+        for (query, reason) in [
+            ("sort=fastest", "invalid sorting option: fastest"),
+            ("sort=bytes_to", "bytes per connection"),
+            ("limit=lots", "invalid limit `lots`"),
+            ("state=closed", "closed connections"),
+        ] {
+            let r = respond(&get(&format!("/connz?{query}")), &c);
+            assert_eq!(r.status, 400, "{query}");
+            assert!(body(&r).starts_with("bad request: "), "{}", body(&r));
+            assert!(body(&r).contains(reason), "{query}: {}", body(&r));
+        }
     }
 
     #[test]
