@@ -210,8 +210,8 @@ pub(super) fn encode_varz(page: &VarzPage<'_>) -> Vec<u8> {
             shard_cpus: page.shard_cpus,
         },
     };
-    // Plain strings and numbers (a NaN `cpu` cannot arise: it is a ratio
-    // of durations with a non-zero divisor) always serialise.
+    // Plain strings and numbers always serialise (serde_json writes even a
+    // non-finite float, as `null`).
     let mut out = serde_json::to_vec_pretty(&json).expect("/varz serialises");
     out.push(b'\n');
     out
