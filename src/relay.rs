@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use glommio::{
@@ -105,6 +105,17 @@ pub struct Monitor {
     bells: Vec<Arc<Doorbell>>,
     /// The first shard failure, once there is one.
     failure: Arc<OnceLock<String>>,
+    /// What NATS clients are told of this server: `/varz`' `server_id`,
+    /// `server_name` and `max_payload`.
+    nats: Arc<NatsIdentity>,
+    /// The NATS listen addresses, port 0 resolved: `/varz`' `host` and
+    /// `port` name the first.
+    nats_addrs: Arc<[SocketAddr]>,
+    /// The settings the relay runs with: `/varz` reports its limits.
+    config: Arc<Config>,
+    /// When the relay started, on the wall clock (`/varz`' `start`) and on
+    /// the monotonic one (its `uptime`, which a clock step must not skew).
+    started: (SystemTime, Instant),
 }
 
 impl Monitor {
@@ -130,6 +141,31 @@ impl Monitor {
     /// Counters summed over shards.
     pub fn stats(&self) -> Totals {
         crate::stats::sum(self.stats.iter().map(|s| &**s))
+    }
+
+    /// What NATS clients are told of this server in `INFO`.
+    pub fn nats_identity(&self) -> &NatsIdentity {
+        &self.nats
+    }
+
+    /// The addresses NATS clients connect to (see [`Relay::nats_addrs`]).
+    pub fn nats_addrs(&self) -> &[SocketAddr] {
+        &self.nats_addrs
+    }
+
+    /// The settings the relay runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// When the relay started (wall clock).
+    pub fn started(&self) -> SystemTime {
+        self.started.0
+    }
+
+    /// How long the relay has been running (monotonic clock).
+    pub fn uptime(&self) -> Duration {
+        self.started.1.elapsed()
     }
 
     /// Counters of each shard (index = shard).
@@ -215,6 +251,10 @@ impl Relay {
             controls,
             bells,
             failure: Arc::default(),
+            nats: nats.clone(),
+            nats_addrs: nats_addrs.as_slice().into(),
+            config: config.clone(),
+            started: (SystemTime::now(), Instant::now()),
         };
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded::<usize>();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();

@@ -1,6 +1,7 @@
 //! tern's calls into Linux that std does not wrap: CPU affinity, resource
 //! limits, CPU-time clocks, the io_uring probe, a non-blocking send, and the
-//! `/proc` files that say what the kernel allows this process.
+//! `/proc` files that say what the kernel allows this process and how much
+//! memory it holds.
 //!
 //! Every `unsafe` block of the crate's start-up and pinning code is here,
 //! each with the reasoning that makes it sound, and each exercised by a
@@ -289,6 +290,22 @@ pub fn under_seccomp_filter() -> bool {
     status_field(&status, "Seccomp").is_some_and(|v| v == "2")
 }
 
+/// This process's resident set size in bytes (`VmRSS` in
+/// `/proc/self/status`): the memory it holds in RAM now, what `/varz`
+/// reports as `mem`. `None` if the file cannot be read or lacks the line.
+pub fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_rss_bytes(&status)
+}
+
+/// [`resident_memory`] from the text of `/proc/<pid>/status`, whose
+/// `VmRSS` line is in kibibytes (`VmRSS:\t  1234 kB`).
+fn vm_rss_bytes(status: &str) -> Option<u64> {
+    let value = status_field(status, "VmRSS")?;
+    let kib: u64 = value.strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// `CAP_IPC_LOCK` from `<linux/capability.h>`: lets a process lock memory
 /// past `RLIMIT_MEMLOCK`; io_uring then skips its accounting.
 const CAP_IPC_LOCK: u32 = 14;
@@ -430,6 +447,26 @@ mod tests {
             assert!(v <= 2, "{v}");
         }
         let _ = io_uring_group();
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_vm_rss() {
+        // This test process holds at least its own code and heap in RAM.
+        let rss = resident_memory().expect("VmRSS is readable");
+        assert!(rss >= 1 << 20, "{rss}");
+        // Memory touched now shows up (with slack for what the allocator
+        // and the other tests running in parallel do meanwhile).
+        let block = vec![1u8; 64 << 20];
+        let grown = resident_memory().unwrap();
+        assert!(grown >= 32 << 20, "{grown}");
+        drop(std::hint::black_box(block));
+
+        let status = "Name:\ttern\nVmHWM:\t    9000 kB\nVmRSS:\t    1234 kB\n";
+        assert_eq!(vm_rss_bytes(status), Some(1234 * 1024));
+        assert_eq!(vm_rss_bytes("VmRSS:\t0 kB\n"), Some(0));
+        assert_eq!(vm_rss_bytes("Name:\ttern\n"), None);
+        assert_eq!(vm_rss_bytes("VmRSS:\t12 MB\n"), None);
+        assert_eq!(vm_rss_bytes("VmRSS:\tlots kB\n"), None);
     }
 
     #[test]

@@ -56,6 +56,23 @@ impl Fixture {
         Scrape::parse(&r.body)
     }
 
+    /// A nats-server monitoring page (`/varz`, `/connz?...`) as JSON.
+    fn nats_page(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        serde_json::from_str(&r.body).expect("valid JSON")
+    }
+
+    /// `/connz?query`'s connections.
+    fn connz(&self, query: &str) -> Vec<serde_json::Value> {
+        let page = self.nats_page(&format!("/connz{query}"));
+        page["connections"]
+            .as_array()
+            .expect("a JSON array")
+            .clone()
+    }
+
     fn connections(&self, query: &str) -> Vec<serde_json::Value> {
         let r = self.get(&format!("/connections{query}"));
         assert_eq!(r.status, 200, "{}", r.body);
@@ -139,6 +156,23 @@ impl Scrape {
 /// The relay-side address of `client`: what `/connections` calls its peer.
 fn peer_of(client: &Client) -> String {
     client.stream().local_addr().unwrap().to_string()
+}
+
+/// A NATS client over a raw socket to `addr`, as a NATS library would
+/// connect: it reads `INFO`, sends `CONNECT` with a name, a language and a
+/// version, and waits for the `PONG` that proves the relay has taken them.
+/// It stays verbose (nats-server's default): every accepted command is
+/// answered `+OK`. Returns the client and the JSON of `INFO`.
+fn nats_client(addr: std::net::SocketAddr) -> (Client, serde_json::Value) {
+    let mut c = Client::connect(addr, b"\r\n");
+    let info = c.read_frame();
+    let json = info.strip_prefix(b"INFO ").expect("INFO first");
+    let info = serde_json::from_slice(json).expect("INFO carries JSON");
+    c.send(r#"CONNECT {"name":"x","lang":"raw","version":"1"}"#);
+    c.send("PING");
+    c.expect("+OK");
+    c.expect("PONG");
+    (c, info)
 }
 
 #[test]
@@ -382,6 +416,160 @@ fn a_slow_consumer_is_named_by_connections_and_counted_once() {
 }
 
 #[test]
+fn varz_and_connz_describe_nats_and_line_clients_and_follow_the_traffic() {
+    let f = Fixture::start();
+    let (mut nats, info) = nats_client(f.relay.shard_nats_addrs()[0]);
+    let mut line = f.relay.on(1);
+    line.ping();
+    let nats_port = nats.stream().local_addr().unwrap().port();
+    let line_port = line.stream().local_addr().unwrap().port();
+
+    // Who the server is, as /varz says and as NATS clients are told.
+    let varz = f.nats_page("/varz");
+    assert_eq!(varz["server_id"], info["server_id"]);
+    assert_eq!(varz["server_name"], info["server_name"]);
+    assert_eq!(varz["version"], tern::protocol::nats::SERVER_VERSION);
+    assert_eq!(varz["version"], info["version"]);
+    assert_eq!(varz["proto"], 1);
+    assert_eq!(varz["max_payload"], info["max_payload"]);
+    let nats_addr = f.relay.nats_addrs()[0];
+    assert_eq!(varz["host"], nats_addr.ip().to_string());
+    assert_eq!(varz["port"], nats_addr.port());
+    assert_eq!(varz["http_port"], f.metrics.local_addr().port());
+    assert_eq!(varz["cores"], f.relay.cores().len());
+    assert_eq!(varz["connections"], 2);
+    assert_eq!(varz["total_connections"], 2);
+    assert_eq!(varz["in_msgs"], 0);
+    assert!(varz["mem"].as_u64().unwrap() > 1 << 20, "{varz}");
+    assert!(varz["cpu"].as_f64().unwrap() >= 0.0, "{varz}");
+    for time in ["start", "now"] {
+        let t = varz[time].as_str().unwrap();
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{time}: {t}");
+    }
+    assert!(varz["uptime"].as_str().unwrap().ends_with('s'), "{varz}");
+
+    // Both clients are listed, in connection order, each as it is.
+    let page = f.nats_page("/connz");
+    assert_eq!(page["server_id"], info["server_id"]);
+    assert_eq!(
+        (&page["total"], &page["num_connections"]),
+        (&2.into(), &2.into())
+    );
+    assert_eq!((&page["offset"], &page["limit"]), (&0.into(), &1024.into()));
+    let conns = page["connections"].as_array().unwrap();
+    let (n, l) = (&conns[0], &conns[1]);
+    assert!(n["cid"].as_u64() < l["cid"].as_u64(), "{page}");
+    assert_eq!(n["cid"], info["client_id"]);
+    assert_eq!(
+        (&n["ip"], &n["port"]),
+        (&"127.0.0.1".into(), &nats_port.into())
+    );
+    assert_eq!(
+        (&n["name"], &n["lang"], &n["version"], &n["type"]),
+        (&"x".into(), &"raw".into(), &"1".into(), &"nats".into())
+    );
+    assert_eq!(n["shard"], 0);
+    assert_eq!(l["port"], line_port);
+    assert_eq!(
+        (&l["lang"], &l["type"]),
+        (&"tern-line".into(), &"line".into())
+    );
+    assert!(l.get("name").is_none(), "{l}");
+    assert_eq!(l["shard"], 1);
+
+    // Traffic: the NATS client subscribes, the line client publishes to
+    // it twice, the NATS client publishes once to nobody.
+    nats.send("SUB greet 1");
+    nats.expect("+OK");
+    nats.send("PING");
+    nats.expect("PONG");
+    line.publish("greet", "hello");
+    line.publish("greet", "world");
+    for payload in ["hello", "world"] {
+        nats.expect("MSG greet 1 5");
+        nats.expect(payload);
+    }
+    nats.send("PUB nobody 2");
+    nats.send("hi");
+    nats.expect("+OK");
+    nats.send("PING");
+    nats.expect("PONG");
+    line.ping();
+
+    let varz = f.nats_page("/varz");
+    for (field, value) in [
+        ("in_msgs", 3),
+        ("in_bytes", 12),
+        ("out_msgs", 2),
+        ("out_bytes", 10),
+        ("subscriptions", 1),
+        ("slow_consumers", 0),
+    ] {
+        assert_eq!(varz[field], value, "{field}: {varz}");
+    }
+    let by = |sort: &str| -> Vec<u64> {
+        f.connz(&format!("?sort={sort}"))
+            .iter()
+            .map(|c| c["port"].as_u64().unwrap())
+            .collect()
+    };
+    let (n, l) = (u64::from(nats_port), u64::from(line_port));
+    assert_eq!(by("msgs_from"), [l, n]);
+    assert_eq!(by("msgs_to"), [n, l]);
+    assert_eq!(by("subs"), [n, l]);
+    let listed = f.connz("?sort=cid");
+    assert_eq!(
+        (
+            &listed[0]["in_msgs"],
+            &listed[0]["out_msgs"],
+            &listed[0]["subscriptions"]
+        ),
+        (&1.into(), &2.into(), &1.into())
+    );
+    assert_eq!(
+        (
+            &listed[1]["in_msgs"],
+            &listed[1]["out_msgs"],
+            &listed[1]["subscriptions"]
+        ),
+        (&2.into(), &0.into(), &0.into())
+    );
+
+    // Paging and picking one connection.
+    let second = f.nats_page("/connz?offset=1&limit=1");
+    assert_eq!(
+        (&second["total"], &second["num_connections"]),
+        (&2.into(), &1.into())
+    );
+    assert_eq!(second["connections"][0]["port"], line_port);
+    let cid = &listed[1]["cid"];
+    let one = f.connz(&format!("?cid={cid}"));
+    assert_eq!((one.len(), &one[0]["cid"]), (1, cid));
+    // What tern cannot honour is refused with the reason.
+    let r = f.get("/connz?sort=bytes_to");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("bytes per connection"), "{}", r.body);
+    assert_eq!(f.get("/connz?sort=nosuch").status, 400);
+
+    // A closed connection leaves the list; the totals remember it.
+    drop(line);
+    let deadline = Instant::now() + DEADLINE;
+    while f.nats_page("/connz")["total"] != 1 {
+        assert!(Instant::now() < deadline, "closed connection still listed");
+        thread::yield_now();
+    }
+    let varz = f.nats_page("/varz");
+    assert_eq!(
+        (&varz["connections"], &varz["total_connections"]),
+        (&1.into(), &2.into())
+    );
+    nats.send("PING");
+    nats.expect("PONG");
+    f.metrics.stop();
+    f.relay.shutdown();
+}
+
+#[test]
 fn healthz_answers_and_garbage_gets_400_without_stopping_the_server() {
     let f = Fixture::start();
     let addr = f.metrics.local_addr();
@@ -409,6 +597,8 @@ fn healthz_answers_and_garbage_gets_400_without_stopping_the_server() {
         (b"GET /nope HTTP/1.1\r\n\r\n", 404),
         (b"GET /connections?sort=fastest HTTP/1.1\r\n\r\n", 400),
         (b"GET /connections?limit=lots HTTP/1.1\r\n\r\n", 400),
+        (b"GET /connz?limit=lots HTTP/1.1\r\n\r\n", 400),
+        (b"GET /connz?state=closed HTTP/1.1\r\n\r\n", 400),
     ] {
         let r = http::raw(addr, raw);
         assert_eq!(
@@ -449,6 +639,20 @@ fn the_endpoint_answers_after_the_relay_has_stopped() {
     relay.shutdown();
     let r = http::get(metrics.local_addr(), "/connections");
     assert_eq!((r.status, r.body.as_str()), (200, "[\n]\n"));
+    let r = http::get(metrics.local_addr(), "/connz");
+    assert_eq!(r.status, 200);
+    let connz: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (&connz["total"], &connz["connections"]),
+        (&0.into(), &serde_json::json!([]))
+    );
+    let r = http::get(metrics.local_addr(), "/varz");
+    assert_eq!(r.status, 200);
+    let varz: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (&varz["connections"], &varz["total_connections"]),
+        (&0.into(), &1.into())
+    );
     let s = http::get(metrics.local_addr(), "/metrics");
     assert_eq!(s.status, 200);
     assert_eq!(

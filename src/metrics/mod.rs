@@ -1,5 +1,6 @@
 //! The metrics endpoint (`--metrics ADDR`): Prometheus counters, a health
-//! check, and the list of open connections, over plain HTTP/1.1.
+//! check, the list of open connections, and nats-server's monitoring pages
+//! `/varz` and `/connz`, over plain HTTP/1.1.
 //!
 //! ```no_run
 //! use tern::{config::Config, metrics, relay::Relay};
@@ -21,7 +22,12 @@
 //! * `response` — a response and its bytes on the wire;
 //! * `prometheus` — the `/metrics` page in the text exposition format
 //!   0.0.4;
-//! * `connections` — the `/connections` query string, sorting and JSON.
+//! * `connections` — the `/connections` query string, sorting and JSON;
+//! * `varz` — nats-server's `/varz` page: the server, its limits, its
+//!   memory and CPU, and the counters summed over shards;
+//! * `connz` — nats-server's `/connz` page: its query string, sort orders
+//!   and JSON;
+//! * `clock` — times and durations as nats-server's pages write them.
 //!
 //! # Off the shards
 //!
@@ -30,9 +36,11 @@
 //!
 //! * `/metrics` reads the shards' single-writer atomic counters
 //!   ([`Monitor::shard_stats`]), which costs the shards nothing;
-//! * `/connections` asks each shard over its control channel
+//! * `/connections` and `/connz` ask each shard over its control channel
 //!   ([`Monitor::connections`]); the shard answers between two batches of
-//!   work, and a shard that is too busy to answer in time is left out.
+//!   work, and a shard that is too busy to answer in time is left out;
+//! * `/varz` reads the counters as `/metrics` does, and this process's
+//!   memory and CPU time from the kernel.
 //!
 //! When the process may use CPUs that no shard is pinned to, these threads
 //! are pinned to those, so that a scrape does not preempt a shard.
@@ -59,16 +67,24 @@
 //! * `/connections` — JSON, one object per open connection;
 //!   `?sort=pending|msgs_in|msgs_out|age|subscriptions` (largest or oldest
 //!   first; default `pending`) and `&limit=N`.
+//! * `/varz` and `/connz` — nats-server 2.10's monitoring pages, with its
+//!   field names and query parameters, for what tern has, so that NATS
+//!   tooling that reads them works against tern (the `varz` and `connz`
+//!   modules list what is served and what is left out).
 
+mod clock;
 mod connections;
+mod connz;
 mod http;
 mod prometheus;
 mod request;
 mod response;
+mod varz;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 pub use connections::{sort_connections, SortKey};
 pub use prometheus::{encode_metrics, METRICS_CONTENT_TYPE};
@@ -77,8 +93,13 @@ use crate::relay::Monitor;
 use crate::shard::ConnectionInfo;
 use crate::stats::Totals;
 use connections::{encode_connections, ConnectionsQuery};
+use connz::{encode_connz, ConnzQuery};
 use request::Request;
 use response::Response;
+use varz::{encode_varz, CpuGauge, ProcessUsage, ServerInfo, VarzPage};
+
+/// The content type of the JSON pages.
+const JSON: &str = "application/json";
 
 /// Limits of the endpoint. The defaults suit a Prometheus server and a few
 /// operators with curl.
@@ -95,7 +116,7 @@ pub struct Options {
     pub request_timeout: Duration,
     /// Time a client has to take the response.
     pub write_timeout: Duration,
-    /// How long `/connections` waits for the shards to answer.
+    /// How long `/connections` and `/connz` wait for the shards to answer.
     pub shard_timeout: Duration,
 }
 
@@ -138,6 +159,13 @@ trait Source: Send + 'static {
     fn connections(&self, timeout: Duration) -> Vec<ConnectionInfo>;
     /// Whether the relay serves, for `/healthz`: `Err` says why not.
     fn health(&self) -> Result<(), String>;
+    /// What the server is and its limits, for `/varz` and `/connz`.
+    fn server(&self) -> ServerInfo;
+    /// Time since the relay started, on the monotonic clock (`/varz`'
+    /// `uptime`, and its `cpu` window).
+    fn uptime(&self) -> Duration;
+    /// The process's memory and CPU time, for `/varz`.
+    fn process(&self) -> ProcessUsage;
 }
 
 impl Source for Monitor {
@@ -153,6 +181,33 @@ impl Source for Monitor {
         match self.failure() {
             Some(reason) => Err(reason),
             None => Ok(()),
+        }
+    }
+
+    fn server(&self) -> ServerInfo {
+        let nats = self.nats_identity();
+        let config = self.config();
+        ServerInfo {
+            server_id: nats.server_id.clone(),
+            server_name: nats.server_name.clone(),
+            nats_addr: self.nats_addrs().first().copied(),
+            max_payload: nats.max_payload,
+            max_connections: config.max_connections,
+            max_subscriptions: config.max_subs,
+            max_pending: config.max_pending,
+            ping_interval: config.nats_ping_interval,
+            start: self.started(),
+        }
+    }
+
+    fn uptime(&self) -> Duration {
+        Monitor::uptime(self)
+    }
+
+    fn process(&self) -> ProcessUsage {
+        ProcessUsage {
+            rss: crate::sys::resident_memory(),
+            cpu_time: crate::sys::cpu_time(crate::sys::CpuClock::Process),
         }
     }
 }
@@ -232,10 +287,14 @@ impl MetricsServer {
 struct Context<S> {
     /// Where the figures come from.
     source: S,
-    /// The CPU of each shard, for `tern_shard_cpu`.
+    /// The CPU of each shard, for `tern_shard_cpu` and `/varz`.
     cores: Vec<usize>,
-    /// How long `/connections` waits for the shards.
+    /// How long `/connections` and `/connz` wait for the shards.
     shard_timeout: Duration,
+    /// The endpoint's own address: `/varz`' `http_host` and `http_port`.
+    addr: SocketAddr,
+    /// `/varz`' `cpu`, measured between requests.
+    cpu: Mutex<CpuGauge>,
 }
 
 fn start<S: Source>(
@@ -249,6 +308,8 @@ fn start<S: Source>(
         source,
         cores: cores.to_vec(),
         shard_timeout: options.shard_timeout,
+        addr,
+        cpu: Mutex::default(),
     };
     let server = http::start(listener, addr, cores, options, move |request| {
         respond(request, &ctx)
@@ -275,8 +336,22 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
         "/connections" => match ConnectionsQuery::parse(&request.query) {
             Ok(query) => Response::new(
                 200,
-                "application/json",
+                JSON,
                 encode_connections(ctx.source.connections(ctx.shard_timeout), query),
+            ),
+            Err(e) => Response::text(400, format!("bad request: {e}\n")),
+        },
+        "/varz" => Response::new(200, JSON, varz(ctx)),
+        "/connz" => match ConnzQuery::parse(&request.query) {
+            Ok(query) => Response::new(
+                200,
+                JSON,
+                encode_connz(
+                    &ctx.source.server().server_id,
+                    ctx.source.connections(ctx.shard_timeout),
+                    &query,
+                    SystemTime::now(),
+                ),
             ),
             Err(e) => Response::text(400, format!("bad request: {e}\n")),
         },
@@ -285,13 +360,42 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
             "tern metrics endpoint\n\
              /metrics      Prometheus text format\n\
              /healthz      ok while the relay serves; 503 and the reason when it does not\n\
-             /connections  open connections as JSON; ?sort=pending|msgs_in|msgs_out|age|subscriptions&limit=N\n",
+             /connections  open connections as JSON; ?sort=pending|msgs_in|msgs_out|age|subscriptions&limit=N\n\
+             /varz         nats-server's server information (JSON)\n\
+             /connz        nats-server's connection list (JSON); ?sort=cid|start|subs|pending|msgs_to|msgs_from|uptime&offset=N&limit=N&cid=N\n",
         ),
         _ => Response::text(
             404,
-            "not found: try /metrics, /healthz or /connections\n",
+            "not found: try /metrics, /healthz, /connections, /varz or /connz\n",
         ),
     }
+}
+
+/// The `/varz` body, from the source's figures now.
+fn varz<S: Source>(ctx: &Context<S>) -> Vec<u8> {
+    let mut totals = Totals::default();
+    for shard in ctx.source.shard_stats() {
+        totals += shard;
+    }
+    let process = ctx.source.process();
+    let uptime = ctx.source.uptime();
+    let cpu = ctx
+        .cpu
+        .lock()
+        // The gauge is three plain fields, valid whatever a panicking
+        // holder left in them.
+        .unwrap_or_else(PoisonError::into_inner)
+        .read(uptime, process.cpu_time);
+    encode_varz(&VarzPage {
+        server: &ctx.source.server(),
+        totals: &totals,
+        now: SystemTime::now(),
+        uptime,
+        mem: process.rss,
+        cpu,
+        http: ctx.addr,
+        shard_cpus: &ctx.cores,
+    })
 }
 
 #[cfg(test)]
@@ -312,6 +416,9 @@ mod tests {
         pub(super) conns: Vec<ConnectionInfo>,
         /// What `/healthz` reports.
         pub(super) health: Result<(), String>,
+        pub(super) server: ServerInfo,
+        pub(super) uptime: Duration,
+        pub(super) process: ProcessUsage,
     }
 
     impl Source for Fake {
@@ -323,6 +430,31 @@ mod tests {
         }
         fn health(&self) -> Result<(), String> {
             self.health.clone()
+        }
+        fn server(&self) -> ServerInfo {
+            self.server.clone()
+        }
+        fn uptime(&self) -> Duration {
+            self.uptime
+        }
+        fn process(&self) -> ProcessUsage {
+            self.process
+        }
+    }
+
+    /// A server listening for NATS on 0.0.0.0:4222 with small limits,
+    /// started at 2024-05-01T12:00:03.0004Z.
+    pub(super) fn fake_server() -> ServerInfo {
+        ServerInfo {
+            server_id: "NSERVERIDFORTHETESTS".into(),
+            server_name: "tern".into(),
+            nats_addr: Some(SocketAddr::from(([0, 0, 0, 0], 4222))),
+            max_payload: 1 << 20,
+            max_connections: 100,
+            max_subscriptions: 10,
+            max_pending: 64 << 20,
+            ping_interval: Duration::from_secs(120),
+            start: std::time::UNIX_EPOCH + Duration::new(1_714_564_803, 400_000),
         }
     }
 
@@ -346,7 +478,8 @@ mod tests {
         }
     }
 
-    /// Two shards with a few counters set, three connections, healthy.
+    /// Two shards with a few counters set, three connections (the third a
+    /// NATS client), healthy, up for 2 s using a quarter of a CPU.
     pub(super) fn fake() -> Fake {
         let a = ShardStats::default();
         a.msgs_in.add(5);
@@ -354,14 +487,24 @@ mod tests {
         let b = ShardStats::default();
         b.msgs_in.add(2);
         b.pending_bytes.add(100);
+        let nats = ConnectionInfo {
+            client: crate::shard::ClientInfo::Nats {
+                name: "x".into(),
+                lang: "raw".into(),
+                version: "1".into(),
+            },
+            ..conn(0, 1002, 0, 9, 9000)
+        };
         Fake {
             shards: vec![a.snapshot(), b.snapshot()],
-            conns: vec![
-                conn(0, 1000, 10, 3, 1500),
-                conn(1, 1001, 999, 0, 20),
-                conn(0, 1002, 0, 9, 9000),
-            ],
+            conns: vec![conn(0, 1000, 10, 3, 1500), conn(1, 1001, 999, 0, 20), nats],
             health: Ok(()),
+            server: fake_server(),
+            uptime: Duration::from_secs(2),
+            process: ProcessUsage {
+                rss: Some(30 << 20),
+                cpu_time: Duration::from_millis(500),
+            },
         }
     }
 
@@ -370,7 +513,26 @@ mod tests {
             source: fake(),
             cores: vec![0, 1],
             shard_timeout: Options::default().shard_timeout,
+            addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            cpu: Mutex::default(),
         }
+    }
+
+    /// The keys of an indented JSON text's objects at depth `depth` (1:
+    /// the top level), in the order written: `serde_json::Value` sorts
+    /// them.
+    pub(super) fn keys_in_order(text: &str, depth: usize) -> Vec<String> {
+        let indent = " ".repeat(2 * depth);
+        text.lines()
+            .filter_map(|line| line.strip_prefix(&indent))
+            .filter_map(|rest| rest.strip_prefix('"'))
+            .filter_map(|rest| rest.split_once("\": ").map(|(key, _)| key.to_string()))
+            .collect()
+    }
+
+    fn json(r: &Response) -> serde_json::Value {
+        assert_eq!(r.content_type, JSON);
+        serde_json::from_slice(&r.body).unwrap()
     }
 
     /// `GET path`, parsed.
@@ -403,6 +565,8 @@ mod tests {
                 "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
                 "GET /connections?sort=age&limit=2 HTTP/1.1\r\n\r\n",
                 "HEAD /healthz HTTP/1.0\r\nAccept: */*\r\n\r\n",
+                "GET /varz HTTP/1.1\r\n\r\n",
+                "GET /connz?sort=pending&offset=1&limit=2&subs=1 HTTP/1.1\r\n\r\n",
             ]),
             at in 0usize..64,
             insert in proptest::collection::vec(any::<u8>(), 0..16),
@@ -418,9 +582,11 @@ mod tests {
 
         /// Any query string is parsed or refused, never a panic.
         #[test]
-        fn any_query_is_answered(query in "[a-z_=&0-9%]{0,40}") {
-            let r = respond(&get(&format!("/connections?{query}")), &ctx());
-            prop_assert!(r.status == 200 || r.status == 400);
+        fn any_query_is_answered(query in "[a-z_=&0-9%+>-]{0,40}") {
+            for path in ["/connections", "/connz", "/varz"] {
+                let r = respond(&get(&format!("{path}?{query}")), &ctx());
+                prop_assert!(r.status == 200 || r.status == 400);
+            }
         }
     }
 
@@ -431,6 +597,8 @@ mod tests {
         assert_eq!(body(&respond(&get("/healthz"), &c)), "ok\n");
         assert_eq!(respond(&get("/"), &c).status, 200);
         assert_eq!(respond(&get("/nope"), &c).status, 404);
+        assert!(body(&respond(&get("/"), &c)).contains("/connz"));
+        assert!(body(&respond(&get("/nope"), &c)).contains("/varz"));
         let post = parse_request(b"POST /metrics HTTP/1.1\r\n\r\n")
             .unwrap()
             .unwrap();
@@ -469,6 +637,47 @@ mod tests {
         let bad = respond(&get("/connections?sort=x"), &c);
         assert_eq!(bad.status, 400);
         assert!(body(&bad).starts_with("bad request: unknown sort `x`"));
+    }
+
+    #[test]
+    fn varz_is_served_from_the_sources_figures() {
+        let c = ctx();
+        let v = json(&respond(&get("/varz"), &c));
+        assert_eq!(v["server_id"], "NSERVERIDFORTHETESTS");
+        assert_eq!(v["port"], 4222);
+        assert_eq!(v["http_host"], "127.0.0.1");
+        assert_eq!(v["http_port"], 9100);
+        assert_eq!(v["uptime"], "2s");
+        assert_eq!(v["start"], "2024-05-01T12:00:03.0004Z");
+        assert_eq!(v["mem"], 30 << 20);
+        // 0.5 s of CPU in the 2 s since start.
+        assert_eq!(v["cpu"], 25.0);
+        assert_eq!(v["cores"], 2);
+        // The shards' counters, summed: 5 + 2 messages in.
+        assert_eq!(v["in_msgs"], 7);
+        // Query parameters change nothing (nats-server's are for its
+        // account and JetStream details).
+        assert_eq!(json(&respond(&get("/varz?x=1"), &c))["in_msgs"], 7);
+    }
+
+    #[test]
+    fn connz_lists_the_sources_connections_and_refuses_what_it_cannot_serve() {
+        let c = ctx();
+        let v = json(&respond(&get("/connz?sort=pending&limit=2"), &c));
+        assert_eq!(v["server_id"], "NSERVERIDFORTHETESTS");
+        assert_eq!((&v["total"], &v["num_connections"]), (&3.into(), &2.into()));
+        assert_eq!(v["connections"][0]["cid"], 1001);
+        for (query, reason) in [
+            ("sort=fastest", "invalid sorting option: fastest"),
+            ("sort=bytes_to", "bytes per connection"),
+            ("limit=lots", "invalid limit `lots`"),
+            ("state=closed", "closed connections"),
+        ] {
+            let r = respond(&get(&format!("/connz?{query}")), &c);
+            assert_eq!(r.status, 400, "{query}");
+            assert!(body(&r).starts_with("bad request: "), "{}", body(&r));
+            assert!(body(&r).contains(reason), "{query}: {}", body(&r));
+        }
     }
 
     #[test]

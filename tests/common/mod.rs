@@ -448,16 +448,6 @@ impl Rng {
 /// Resident set size of this process in bytes (`VmRSS` in
 /// `/proc/self/status`, Linux).
 pub fn rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS line");
-    let kib: usize = line
-        .split_whitespace()
-        .nth(1)
-        .expect("VmRSS value")
-        .parse()
-        .expect("VmRSS is a number");
-    kib * 1024
+    let rss = tern::sys::resident_memory().expect("VmRSS in /proc/self/status");
+    usize::try_from(rss).expect("fits in memory")
 }
