@@ -51,6 +51,24 @@ def pytest_pyfunc_call(pyfuncitem):
     return True
 
 
+def _die_with_parent():
+    """Run in the child before exec: SIGKILL it if pytest itself dies, so an
+    aborted run leaves no server behind (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _spawn(args) -> subprocess.Popen:
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=_die_with_parent,
+    )
+
+
 def _stop_pid(proc: subprocess.Popen) -> None:
     """SIGTERM by PID, a bounded wait, then SIGKILL by PID."""
     if proc.poll() is not None:
@@ -154,14 +172,20 @@ class Tern:
             "--shard-listen", "127.0.0.1:0",
             "--max-connections", "1000",
             *extra_args,
-        ]  # fmt: skip
+        ]
         if not Path(self.args[0]).is_file():
             pytest.fail(f"no tern binary at {self.args[0]}: run `cargo build --bin tern` or set TERN_BIN")
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = _spawn(self.args)
+        try:
+            self._read_addresses()
+        except BaseException:
+            _stop_pid(self.proc)
+            raise
+
+    def _read_addresses(self):
         self.stderr = _Stderr(self.proc)
         m = self.stderr.wait_for(_STARTED, START_TIMEOUT_S)
         if m is None:
-            _stop_pid(self.proc)
             raise RuntimeError(f"tern did not print its start-up line within {START_TIMEOUT_S} s:\n{self.stderr.text()}")
         line_shared, line_private = _split_addrs(m["line"])
         nats_shared, nats_private = _split_addrs(m["nats"])
@@ -195,18 +219,16 @@ class NatsServer:
     LISTENING = re.compile(r"Listening for client connections on (\S+)")
 
     def __init__(self, binary: str, config_path: Path):
-        self.proc = subprocess.Popen(
-            [binary, "-c", str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.stderr = _Stderr(self.proc)
-        m = self.stderr.wait_for(self.LISTENING, START_TIMEOUT_S)
-        if m is None:
+        self.proc = _spawn([binary, "-c", str(config_path)])
+        try:
+            self.stderr = _Stderr(self.proc)
+            m = self.stderr.wait_for(self.LISTENING, START_TIMEOUT_S)
+            if m is None:
+                raise RuntimeError(f"nats-server did not start within {START_TIMEOUT_S} s:\n{self.stderr.text()}")
+            self.nats_addr = m[1]
+        except BaseException:
             _stop_pid(self.proc)
-            raise RuntimeError(f"nats-server did not start within {START_TIMEOUT_S} s:\n{self.stderr.text()}")
-        self.nats_addr = m[1]
+            raise
 
     @property
     def nats_url(self) -> str:
