@@ -251,8 +251,13 @@ impl Core {
     pub fn handle(&mut self, id: ConnId, command: Command<'_>, chunk: &Bytes) -> Next {
         let next = match command {
             Command::Pub(msg) => {
+                // A verbose client's `+OK` comes before anything its publish
+                // delivers to itself (nats-server's order).
+                if self.verbose(id) {
+                    self.reply_ok(id);
+                }
                 self.publish(id, msg, chunk);
-                Next::Read
+                return Next::Read;
             }
             Command::Sub { subject, group } => {
                 self.subscribe(id, subject, group);
@@ -283,8 +288,8 @@ impl Core {
             }
             Command::Empty => return Next::Read,
         };
-        // NATS `verbose`: every accepted `PUB`, `SUB` and `UNSUB` is
-        // acknowledged (a refused one got its `-ERR` instead).
+        // NATS `verbose`: every accepted `SUB` and `UNSUB` is acknowledged
+        // (a refused one got its `-ERR` instead).
         if self.verbose(id) {
             self.reply_ok(id);
         }

@@ -251,39 +251,12 @@ def s_case_insensitive_ops(w):
     return [until_pong(a, b'connect {"verbose":false}\r\nsub c.x 1\r\npub c.x 2\r\nhi\r\nping\r\n')]
 
 
-UNSUB_MAX_FROM_UNSUB = (
-    "tern counts UNSUB max_msgs from the UNSUB instead of from the SUB (nats-server and the "
-    "spec: 'after max_msgs deliveries in total'): "
-)
-
 SCRIPTS = [
-    pytest.param(
-        s_verbose_ok,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="verbose: for `SUB v.x 1`, `PUB v.x 2 hi` on one connection tern answers "
-            "`+OK\\r\\nMSG v.x 1 2\\r\\nhi\\r\\n+OK\\r\\n` (the PUB's +OK after the MSG it "
-            "caused); nats-server `+OK\\r\\n+OK\\r\\nMSG v.x 1 2\\r\\nhi\\r\\n` (+OK first)",
-        ),
-    ),
+    s_verbose_ok,
     s_pub_sub_sids_reply,
     s_unsub_max_fresh,
-    pytest.param(
-        s_unsub_max_after_deliveries,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=UNSUB_MAX_FROM_UNSUB + "after 2 deliveries `UNSUB 1 3` lets through `MSG m.x 1 1\\r\\n0"
-            "\\r\\n` to `MSG m.x 1 1\\r\\n2\\r\\n` (3 more); nats-server sends only `MSG m.x 1 1\\r\\n0\\r\\n`",
-        ),
-    ),
-    pytest.param(
-        s_unsub_max_already_reached,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=UNSUB_MAX_FROM_UNSUB + "after 2 deliveries `UNSUB 1 2` still lets through "
-            "`MSG m.x 1 1\\r\\nc\\r\\n`; nats-server removes the subscription at once",
-        ),
-    ),
+    s_unsub_max_after_deliveries,
+    s_unsub_max_already_reached,
     s_headers,
     s_no_responders,
     s_no_responders_needs_headers,

@@ -314,12 +314,6 @@ async def test_unsubscribe_limit(tern):
         assert sub_nc.stats["in_msgs"] == 3 + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tern counts UNSUB max_msgs from the UNSUB, not from the SUB: after 2 deliveries "
-    "`UNSUB 2 3` lets 3 more MSG through; nats-server (and the spec: 'after max_msgs "
-    "deliveries in total') lets 1 more through",
-)
 async def test_unsubscribe_limit_counts_earlier_deliveries(tern):
     """`unsubscribe(limit=3)` on a subscription that already got 2 messages:
     max_msgs counts deliveries in total, so the server delivers 1 more and
