@@ -1,11 +1,13 @@
 //! The shard's glommio tasks: sockets in, the core in the middle, sockets
 //! out.
 //!
-//! * one **accept loop** per listener: admits a connection (or refuses it
-//!   with `-ERR too many connections` past `--max-connections`) and spawns
-//!   its task;
+//! * one **accept loop** per listener: admits a connection (or refuses it,
+//!   in its listener's protocol, past `--max-connections`), greets a NATS
+//!   client with `INFO`, and spawns its task;
 //! * one **connection task** per client: it reads into the connection's
-//!   [`Framer`], decodes every complete frame of the read and hands the
+//!   [`Framer`], decodes every complete frame of the read with its
+//!   protocol (the line parser, or the NATS [`Decoder`], which switches the
+//!   framer between control lines and counted payloads) and hands the
 //!   commands to the [`Core`], then writes out each connection the batch
 //!   touched, once (so under load many `MSG`s leave in one write, and at low
 //!   load a message leaves at once), and hands the batch's forwards to the
@@ -13,7 +15,9 @@
 //!   once: its waker is the one registered for the socket's writability;
 //! * one **mesh task** that applies batches from the other shards (never
 //!   waiting on anything) and answers the relay's [`Control`] requests,
-//!   among them the stop.
+//!   among them the stop;
+//! * one **keep-alive task** that pings NATS clients every
+//!   `--nats-ping-interval` and closes the stale ones.
 //!
 //! Every accept loop and connection task is spawned through one
 //! [`Gate`]: on stop, [`run`] triggers the [`Shutdown`], lets clients take
