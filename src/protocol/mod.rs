@@ -7,7 +7,7 @@
 //! behind the codec — the subject index, the mesh, the outbound queues — is
 //! shared by every protocol.
 //!
-//! * [`line`] — tern's own line protocol (`docs/protocol.md`).
+//! * [`line`](mod@line) — tern's own line protocol (`docs/protocol.md`).
 //! * [`nats`] — the NATS client protocol (the NATS front door).
 
 pub mod line;

@@ -18,7 +18,7 @@
 pub mod conns;
 pub mod core;
 pub mod shutdown;
-mod tasks;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
