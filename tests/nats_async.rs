@@ -313,6 +313,63 @@ async fn wildcards_star_and_full() {
     relay.shutdown();
 }
 
+/// Payloads of every size up to `max_payload`, with and without headers,
+/// arrive intact on both shards (large ones are read in several pieces,
+/// apart from their control line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn payloads_up_to_max_payload_arrive_intact() {
+    let relay = TestRelay::start();
+    let mut anchors = Anchors::new(&relay);
+    let publisher = on_shard(&relay, 0).await;
+    let near = on_shard(&relay, 0).await;
+    let far = on_shard(&relay, 1).await;
+    let mut subs = Vec::new();
+    for c in [&near, &far] {
+        subs.push(subscribe(c, "big").await);
+        anchors.settle(c).await;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Size", "varies");
+    let header_room = 64; // what async-nats adds for the header block
+    let sizes = [
+        0,
+        1,
+        4095,
+        4096,
+        65_537,
+        DEFAULT_MAX_FRAME - header_room,
+        DEFAULT_MAX_FRAME,
+    ];
+    let payload = |size: usize| -> Bytes { (0..size).map(|i| (i % 251) as u8).collect() };
+    for &size in &sizes {
+        within("publish", publisher.publish("big", payload(size)))
+            .await
+            .unwrap_or_else(|e| panic!("publish {size} bytes: {e}"));
+        if size + header_room <= DEFAULT_MAX_FRAME {
+            within(
+                "publish_with_headers",
+                publisher.publish_with_headers("big", headers.clone(), payload(size)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publish {size} bytes with headers: {e}"));
+        }
+    }
+    for sub in &mut subs {
+        for &size in &sizes {
+            let m = next(sub, &format!("{size} bytes")).await;
+            assert!(m.payload == payload(size), "{size} bytes altered");
+            assert_eq!(m.headers, None);
+            if size + header_room <= DEFAULT_MAX_FRAME {
+                let m = next(sub, &format!("{size} bytes with headers")).await;
+                assert!(m.payload == payload(size), "{size} bytes altered");
+                assert_eq!(m.headers.as_ref(), Some(&headers));
+            }
+        }
+    }
+    drop((publisher, near, far));
+    relay.shutdown();
+}
+
 /// Members of one queue group pinned to both shards, publishers on both:
 /// every message reaches exactly one member, and all of them arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
