@@ -379,30 +379,8 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let mut listening = relay
-        .local_addrs()
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    for (i, a) in relay.shard_addrs().iter().enumerate() {
-        listening.push_str(&format!(", {a} (shard {i} only)"));
-    }
-    let mut nats_at = relay
-        .nats_addrs()
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    for (i, a) in relay.shard_nats_addrs().iter().enumerate() {
-        nats_at.push_str(&format!(", {a} (NATS, shard {i} only)"));
-    }
-    if listening.is_empty() {
-        listening = "nothing".to_string();
-    }
-    if nats_at.is_empty() {
-        nats_at = "off".to_string();
-    }
+    let listening = addresses(relay.local_addrs(), relay.shard_addrs(), "");
+    let nats_at = addresses(relay.nats_addrs(), relay.shard_nats_addrs(), "NATS, ");
     let metrics_at = match &metrics {
         Some(m) => format!("http://{}/metrics", m.local_addr()),
         None => "off".to_string(),
@@ -457,6 +435,23 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
         count(t.slow_consumers, "slow consumer"),
     );
     ExitCode::SUCCESS
+}
+
+/// The start-up line's list of listen addresses: the shared ones, then
+/// each shard's private one (`ADDR (shard i only)`, with `tag` before
+/// `shard`), or `off`.
+fn addresses(shared: &[SocketAddr], private: &[SocketAddr], tag: &str) -> String {
+    let shared = shared.iter().map(|a| a.to_string());
+    let private = private
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{a} ({tag}shard {i} only)"));
+    let all: Vec<String> = shared.chain(private).collect();
+    if all.is_empty() {
+        "off".to_string()
+    } else {
+        all.join(", ")
+    }
 }
 
 /// `1 connection`, `2 connections`.

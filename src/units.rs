@@ -135,7 +135,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let whole_nanos = number(whole)? * nanos_per_unit;
     let fraction_scaled = number(fraction)? * nanos_per_unit;
     let scale = 10u128.pow(fraction.len() as u32);
-    if fraction_scaled % scale != 0 {
+    if !fraction_scaled.is_multiple_of(scale) {
         return Err(too_fine());
     }
     let nanos = whole_nanos + fraction_scaled / scale;

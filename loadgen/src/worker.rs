@@ -671,7 +671,7 @@ impl Worker {
             p.seq += 1;
             n += 1;
             // Keep the actual-send stamps honest in a long batch.
-            if n % 64 == 0 {
+            if n.is_multiple_of(64) {
                 now = shared.clock.now_ns();
             }
         }

@@ -58,7 +58,7 @@ use crate::framing::{FrameError, Framer};
 use crate::mesh::{self, Doorbell, Endpoint};
 use crate::outbound::Outbound;
 use crate::protocol::nats::{self, Decoder, Op, ServerInfo};
-use crate::protocol::{line, Command, Message, ProtoError};
+use crate::protocol::{line, Command, ProtoError};
 use crate::router::ConnId;
 use crate::stats::ShardStats;
 
@@ -466,15 +466,7 @@ impl Shard {
         let mut frames = framer.frames();
         while let Some(item) = decoder.next(&mut frames) {
             let next = match item {
-                Ok(Op::Pub(p)) => {
-                    let msg = Message {
-                        subject: p.subject,
-                        reply: p.reply,
-                        headers: p.headers,
-                        payload: p.payload,
-                    };
-                    core.handle(id, Command::Pub(msg), p.chunk)
-                }
+                Ok(Op::Pub(p)) => core.handle(id, Command::Pub(p.msg), p.chunk),
                 Ok(Op::Sub {
                     subject,
                     queue,

@@ -148,20 +148,10 @@ pub fn printable(bytes: &[u8]) -> String {
 }
 
 /// Appends `v` in decimal (no allocation, no formatting machinery: this
-/// runs for every NATS and Redis publish).
+/// runs for every NATS and Redis publish); tern's NATS encoder's.
 #[inline]
-pub(crate) fn push_usize(out: &mut Vec<u8>, mut v: usize) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
+pub(crate) fn push_usize(out: &mut Vec<u8>, v: usize) {
+    tern::protocol::nats::encode_decimal(out, v as u64);
 }
 
 /// A non-negative decimal number of at most 18 digits (no overflow).

@@ -10,6 +10,7 @@ use super::{
     MAX_CONTROL_LINE,
 };
 use crate::framing::{Frame, Framer, Frames, Mode, Terminator};
+use crate::protocol::Message;
 
 /// Slack over [`MAX_CONTROL_LINE`] for what precedes the arguments (verb
 /// and separators) and the `\r` before the `\n`, when judging a line that
@@ -467,10 +468,12 @@ impl Decoder {
         }
         let line = &self.line;
         Some(Ok(Op::Pub(Publish {
-            subject: &line[head.subject],
-            reply: head.reply.map(|r| &line[r]),
-            headers: (head.header_len > 0).then(|| &body[..head.header_len]),
-            payload: &body[head.header_len..size],
+            msg: Message {
+                subject: &line[head.subject],
+                reply: head.reply.map(|r| &line[r]),
+                headers: (head.header_len > 0).then(|| &body[..head.header_len]),
+                payload: &body[head.header_len..size],
+            },
             chunk,
         })))
     }
@@ -605,20 +608,20 @@ mod tests {
                     let c = p.chunk.as_ptr() as usize;
                     start >= c && start + part.len() <= c + p.chunk.len()
                 };
-                assert!(within(p.payload), "payload outside its chunk");
-                if let Some(h) = p.headers {
+                assert!(within(p.msg.payload), "payload outside its chunk");
+                if let Some(h) = p.msg.headers {
                     assert!(within(h), "headers outside their chunk");
-                    assert_eq!(p.body().len(), h.len() + p.payload.len());
+                    assert_eq!(p.body().len(), h.len() + p.msg.payload.len());
                     assert_eq!(&p.body()[..h.len()], h);
-                    assert_eq!(&p.body()[h.len()..], p.payload);
+                    assert_eq!(&p.body()[h.len()..], p.msg.payload);
                 } else {
-                    assert_eq!(p.body(), p.payload);
+                    assert_eq!(p.body(), p.msg.payload);
                 }
                 Ev::Pub {
-                    subject: p.subject.to_vec(),
-                    reply: p.reply.map(<[u8]>::to_vec),
-                    headers: p.headers.map(<[u8]>::to_vec),
-                    payload: p.payload.to_vec(),
+                    subject: p.msg.subject.to_vec(),
+                    reply: p.msg.reply.map(<[u8]>::to_vec),
+                    headers: p.msg.headers.map(<[u8]>::to_vec),
+                    payload: p.msg.payload.to_vec(),
                 }
             }
             Ok(Op::Sub {
@@ -1265,10 +1268,13 @@ mod tests {
                 let at = part.as_ptr() as usize;
                 chunk.contains(&at) && at + part.len() <= chunk.end
             };
-            assert!(inside(p.headers.unwrap()) && inside(p.payload));
-            let line_inside = inside(p.subject) && inside(p.reply.unwrap());
+            assert!(inside(p.msg.headers.unwrap()) && inside(p.msg.payload));
+            let line_inside = inside(p.msg.subject) && inside(p.msg.reply.unwrap());
             assert_eq!(line_inside, cut == stream.len(), "cut at {cut}");
-            assert_eq!((p.subject, p.reply), (&b"subj"[..], Some(&b"reply"[..])));
+            assert_eq!(
+                (p.msg.subject, p.msg.reply),
+                (&b"subj"[..], Some(&b"reply"[..]))
+            );
             if cut == stream.len() {
                 assert_eq!(&p.chunk[..], &stream[..]);
             }
@@ -1288,12 +1294,12 @@ mod tests {
         let Some(Ok(Op::Pub(p))) = d.next(&mut frames) else {
             panic!("no publish");
         };
-        assert_eq!(p.headers, Some(&headers[..]));
-        assert_eq!(p.payload, b"body");
+        assert_eq!(p.msg.headers, Some(&headers[..]));
+        assert_eq!(p.msg.payload, b"body");
         assert_eq!(p.body(), [&headers[..], b"body"].concat());
         // Headers, then payload, adjacent in the chunk, followed by CRLF.
-        let h_at = p.headers.unwrap().as_ptr() as usize - p.chunk.as_ptr() as usize;
-        let p_at = p.payload.as_ptr() as usize - p.chunk.as_ptr() as usize;
+        let h_at = p.msg.headers.unwrap().as_ptr() as usize - p.chunk.as_ptr() as usize;
+        let p_at = p.msg.payload.as_ptr() as usize - p.chunk.as_ptr() as usize;
         assert_eq!(p_at, h_at + headers.len());
         assert_eq!(&p.chunk[p_at + 4..p_at + 6], b"\r\n");
     }

@@ -69,7 +69,7 @@
 //!     other => panic!("{other:?}"),
 //! }
 //! match decoder.next(&mut frames) {
-//!     Some(Ok(Op::Pub(p))) => assert_eq!((p.subject, p.payload), (&b"a.b"[..], &b"hello"[..])),
+//!     Some(Ok(Op::Pub(p))) => assert_eq!((p.msg.subject, p.msg.payload), (&b"a.b"[..], &b"hello"[..])),
 //!     other => panic!("{other:?}"),
 //! }
 //! assert!(decoder.next(&mut frames).is_none());
@@ -81,6 +81,8 @@ mod encode;
 mod server_id;
 
 use bytes::Bytes;
+
+use super::Message;
 
 pub use connect::ConnectOptions;
 pub use decode::{framer_max_frame, new_framer, Decoder};
@@ -141,22 +143,17 @@ pub enum Op<'a> {
     Pong,
 }
 
-/// A message published by `PUB` or `HPUB`.
+/// A message published by `PUB` or `HPUB`, and the read chunk it lies in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Publish<'a> {
-    /// The subject, as sent (checked only when pedantic).
-    pub subject: &'a [u8],
-    /// The reply subject, if the publish has one.
-    pub reply: Option<&'a [u8]>,
-    /// The header block of an `HPUB` (`NATS/1.0…\r\n\r\n`, as sent, not
-    /// checked), `None` for `PUB` and for an `HPUB` whose header length is
-    /// 0 (nats-server delivers those as plain `MSG`s).
-    pub headers: Option<&'a [u8]>,
-    /// The payload, after the headers.
-    pub payload: &'a [u8],
-    /// The read chunk that `headers` and `payload` are slices of (and
-    /// `subject` and `reply` too when the control line came in the same
-    /// read): what a forwarded message shares instead of copying.
+    /// Subject (as sent: checked only when pedantic), reply subject, the
+    /// header block of an `HPUB` (`NATS/1.0…\r\n\r\n`, as sent, not
+    /// checked; `None` for `PUB` and for an `HPUB` whose header length is 0,
+    /// which nats-server delivers as a plain `MSG`), and payload.
+    pub msg: Message<'a>,
+    /// The read chunk that headers and payload are slices of (and subject
+    /// and reply too when the control line came in the same read): what a
+    /// forwarded message shares instead of copying.
     pub chunk: &'a Bytes,
 }
 
@@ -168,17 +165,17 @@ impl<'a> Publish<'a> {
     /// If `headers` and `payload` are not adjacent slices of `chunk` (they
     /// always are in a `Publish` the decoder made).
     pub fn body(&self) -> &'a [u8] {
-        let Some(headers) = self.headers else {
-            return self.payload;
+        let Some(headers) = self.msg.headers else {
+            return self.msg.payload;
         };
         let chunk: &'a [u8] = self.chunk;
         // Addresses only; nothing is read outside `chunk`.
         let start = (headers.as_ptr() as usize).checked_sub(chunk.as_ptr() as usize);
-        let end = start.map(|s| s + headers.len() + self.payload.len());
+        let end = start.map(|s| s + headers.len() + self.msg.payload.len());
         match (start, end) {
             (Some(start), Some(end))
                 if end <= chunk.len()
-                    && chunk[start + headers.len()..].as_ptr() == self.payload.as_ptr() =>
+                    && chunk[start + headers.len()..].as_ptr() == self.msg.payload.as_ptr() =>
             {
                 &chunk[start..end]
             }
@@ -422,24 +419,29 @@ mod tests {
     #[test]
     fn body_is_headers_then_payload() {
         let chunk = Bytes::from_static(b"xxHEADpayloadyy");
-        let p = Publish {
-            subject: b"s",
-            reply: None,
+        let msg = Message {
             headers: Some(&chunk[2..6]),
-            payload: &chunk[6..13],
-            chunk: &chunk,
+            ..Message::plain(b"s", &chunk[6..13])
         };
+        let p = Publish { msg, chunk: &chunk };
         assert_eq!(p.body(), b"HEADpayload");
-        let plain = Publish { headers: None, ..p };
-        assert_eq!(plain.body(), b"payload");
-        let apart = Publish {
+        let with = |msg| Publish { msg, chunk: &chunk };
+        assert_eq!(
+            with(Message {
+                headers: None,
+                ..msg
+            })
+            .body(),
+            b"payload"
+        );
+        let apart = with(Message {
             payload: &chunk[7..13],
-            ..p
-        };
-        let outside = Publish {
+            ..msg
+        });
+        let outside = with(Message {
             headers: Some(b"HEAD"),
-            ..p
-        };
+            ..msg
+        });
         for bad in [apart, outside] {
             assert!(std::panic::catch_unwind(|| bad.body().len()).is_err());
         }
