@@ -117,8 +117,9 @@ pub enum Op<'a> {
     /// `CONNECT {json}`, accepted: the connection's options now (the JSON
     /// merged over the earlier ones). Answer `+OK` if `verbose`.
     Connect(&'a ConnectOptions),
-    /// `PUB` or `HPUB` with its payload. Answer `+OK` if verbose (after
-    /// publishing, as nats-server does).
+    /// `PUB` or `HPUB` with its payload. Answer `+OK` if verbose, ahead of
+    /// anything the publish delivers to the same connection (nats-server's
+    /// order on the wire).
     Pub(Publish<'a>),
     /// `SUB <subject> [queue] <sid>`; the subject is valid by nats-server's
     /// rule ([`is_valid_sub_subject`]). The queue name is not checked
