@@ -2,10 +2,15 @@
 //!
 //! Everything a connection is owed (deliveries, `PONG`, `-ERR`) is appended
 //! to one contiguous buffer, so under load many frames leave in one write
-//! (nats-server coalesces the same way). The payload bytes are copied here
-//! once per receiver: for the small messages a relay mostly carries, one
-//! `memcpy` into a buffer that is written with one syscall is cheaper than
-//! a scatter list of shared slices.
+//! (nats-server coalesces the same way). A payload is copied there too when
+//! it is small: for the small messages a relay mostly carries, one `memcpy`
+//! into a buffer that is written with one syscall is cheaper than a scatter
+//! list of shared slices. A payload of [`SHARED_PAYLOAD_MIN`] bytes or more
+//! is not copied: the queue keeps a reference to the publisher's read chunk
+//! (a *splice* in the byte stream), so one large message to many receivers
+//! is held in memory once. The socket then takes the stream in pieces
+//! (glommio's TCP stream has no vectored write): the bytes before a splice,
+//! the splice, the bytes after it.
 //!
 //! The queue is bounded by `--max-pending`: a push that would take the unsent
 //! bytes past it fails with [`SlowConsumer`], and the shard closes that
@@ -17,7 +22,10 @@
 //! write, drop of unsent bytes (and the queue's own drop) adjusts it, so no
 //! caller can forget to.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::protocol::line::{self, ProtoError};
 use crate::stats::ShardStats;
@@ -30,6 +38,13 @@ pub struct SlowConsumer {
     pub max_pending: usize,
 }
 
+/// Payloads this long or longer are queued as references to the read
+/// chunk they arrived in, not copied per receiver: a 60 KB message to
+/// 10,000 receivers is held once instead of 10,000 times. Below it the copy
+/// (and one write for many frames) is cheaper than an extra write per
+/// payload.
+pub const SHARED_PAYLOAD_MIN: usize = 16 * 1024;
+
 /// Capacity kept after the queue drains; a burst that grew the buffer past
 /// this gives the memory back once it has been written.
 const RETAINED_CAPACITY: usize = 64 * 1024;
@@ -41,11 +56,26 @@ pub struct Outbound {
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already written to the socket.
     head: usize,
+    /// Shared payloads, in stream order: each goes before the byte of
+    /// `buf` at its `at` (see the module docs).
+    splices: VecDeque<Splice>,
+    /// Bytes of the front splice already written.
+    splice_done: usize,
+    /// Unsent bytes held in `splices`.
+    spliced: usize,
     /// `--max-pending`.
     max_pending: usize,
     /// The shard's counters: `pending_bytes` follows this queue's unsent
     /// bytes.
     stats: Arc<ShardStats>,
+}
+
+/// A shared payload in the stream.
+#[derive(Debug)]
+struct Splice {
+    /// Where in `buf` it goes: after `buf[..at]`.
+    at: usize,
+    bytes: Bytes,
 }
 
 impl Outbound {
@@ -55,6 +85,9 @@ impl Outbound {
         Outbound {
             buf: Vec::new(),
             head: 0,
+            splices: VecDeque::new(),
+            splice_done: 0,
+            spliced: 0,
             max_pending,
             stats,
         }
@@ -63,13 +96,13 @@ impl Outbound {
     /// Bytes queued and not yet written.
     #[inline]
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.head
+        self.buf.len() - self.head + self.spliced
     }
 
     /// Whether nothing is waiting to be written.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.head == self.buf.len()
+        self.head == self.buf.len() && self.splices.is_empty()
     }
 
     /// Queues `len` bytes written by `encode` (which must append exactly
@@ -93,14 +126,57 @@ impl Outbound {
         Ok(())
     }
 
+    /// Queues a frame whose payload is shared, not copied: `head_len`
+    /// bytes written by `head`, then `payload`, then `tail`.
+    pub fn push_shared(
+        &mut self,
+        head_len: usize,
+        head: impl FnOnce(&mut Vec<u8>),
+        payload: Bytes,
+        tail: &[u8],
+    ) -> Result<(), SlowConsumer> {
+        let len = head_len + payload.len() + tail.len();
+        if self.pending() + len > self.max_pending {
+            return Err(SlowConsumer {
+                max_pending: self.max_pending,
+            });
+        }
+        head(&mut self.buf);
+        self.spliced += payload.len();
+        self.splices.push_back(Splice {
+            at: self.buf.len(),
+            bytes: payload,
+        });
+        self.buf.extend_from_slice(tail);
+        self.stats.pending_bytes.add(len as u64);
+        Ok(())
+    }
+
     /// Queues `MSG <subject> <payload>` (see [`line::encode_msg`]).
+    /// `shared`, if given, is `payload` as a slice of its read chunk, queued
+    /// by reference instead of copied (the caller gives it for payloads of
+    /// [`SHARED_PAYLOAD_MIN`] bytes or more).
     #[inline]
     pub fn push_msg(
         &mut self,
         subject: &[u8],
         payload: &[u8],
+        shared: Option<Bytes>,
         terminator: &[u8],
     ) -> Result<(), SlowConsumer> {
+        if let Some(shared) = shared {
+            let head_len = line::msg_len(subject, b"", terminator) - terminator.len();
+            return self.push_shared(
+                head_len,
+                |buf| {
+                    buf.extend_from_slice(line::MSG_PREFIX);
+                    buf.extend_from_slice(subject);
+                    buf.push(b' ');
+                },
+                shared,
+                terminator,
+            );
+        }
         self.push(line::msg_len(subject, payload, terminator), |buf| {
             line::encode_msg(buf, subject, payload, terminator)
         })
@@ -127,30 +203,61 @@ impl Outbound {
     /// `--max-pending` if need be: it is the last frame).
     pub fn farewell(&mut self, terminator: &[u8]) {
         let before = self.pending();
-        // Queued frames never contain the terminator, so the first one at
-        // or after `head` ends the frame in flight (or, if `head` sits on a
-        // boundary, the next one: one whole frame more, still well-formed).
+        // Queued frames never contain the terminator (a shared payload
+        // neither), so the first one in `buf` at or after `head` ends the
+        // frame in flight (or, if `head` sits on a boundary, the next one:
+        // one whole frame more, still well-formed).
         let unsent = &self.buf[self.head..];
         let keep =
             memchr::memmem::find(unsent, terminator).map_or(unsent.len(), |i| i + terminator.len());
         self.buf.truncate(self.head + keep);
+        // Shared payloads of the dropped frames go too (each is followed by
+        // its frame's terminator in `buf`, so a kept one lies before `end`).
+        let end = self.buf.len();
+        while let Some(s) = self.splices.back() {
+            if s.at < end {
+                break;
+            }
+            let front = self.splices.len() == 1;
+            self.spliced -= s.bytes.len() - if front { self.splice_done } else { 0 };
+            if front {
+                self.splice_done = 0;
+            }
+            self.splices.pop_back();
+        }
         line::encode_err(&mut self.buf, ProtoError::SlowConsumer, terminator);
         self.account(before);
     }
 
-    /// The bytes to write next.
+    /// The bytes to write next: up to the next shared payload, or that
+    /// payload (what is left of it).
     #[inline]
     pub fn unsent(&self) -> &[u8] {
-        &self.buf[self.head..]
+        match self.splices.front() {
+            None => &self.buf[self.head..],
+            Some(s) if s.at == self.head => &s.bytes[self.splice_done..],
+            Some(s) => &self.buf[self.head..s.at],
+        }
     }
 
     /// Marks `n` bytes of [`Outbound::unsent`] as written.
     #[inline]
     pub fn consume(&mut self, n: usize) {
-        debug_assert!(n <= self.pending());
-        self.head += n;
+        debug_assert!(n <= self.unsent().len());
         self.stats.pending_bytes.sub(n as u64);
-        if self.head == self.buf.len() {
+        if let Some(s) = self.splices.front() {
+            if s.at == self.head {
+                self.splice_done += n;
+                self.spliced -= n;
+                if self.splice_done == s.bytes.len() {
+                    self.splices.pop_front();
+                    self.splice_done = 0;
+                }
+                return;
+            }
+        }
+        self.head += n;
+        if self.head == self.buf.len() && self.splices.is_empty() {
             self.head = 0;
             self.buf.clear();
             if self.buf.capacity() > RETAINED_CAPACITY {
@@ -160,6 +267,9 @@ impl Outbound {
             // Most of the buffer is written: move the rest to the front so
             // a queue that never fully drains does not grow without bound.
             self.buf.drain(..self.head);
+            for s in self.splices.iter_mut() {
+                s.at -= self.head;
+            }
             self.head = 0;
         }
     }
@@ -170,6 +280,9 @@ impl Outbound {
         let n = self.pending();
         self.buf = Vec::new();
         self.head = 0;
+        self.splices.clear();
+        self.splice_done = 0;
+        self.spliced = 0;
         self.account(n);
         n
     }
@@ -203,7 +316,7 @@ mod tests {
     #[test]
     fn queues_and_drains_in_order() {
         let (mut q, stats) = queue(1024);
-        q.push_msg(b"a", b"x", b"\n").unwrap();
+        q.push_msg(b"a", b"x", None, b"\n").unwrap();
         q.push_pong(b"\n").unwrap();
         q.push_err(ProtoError::UnknownVerb, b"\n").unwrap();
         assert_eq!(q.unsent(), b"MSG a x\nPONG\n-ERR unknown verb\n");
@@ -222,17 +335,17 @@ mod tests {
         let payload = [b'x'; 38];
         // "MSG " + "s" + " " + 38 + "\n" = 45 bytes: two fit, the third
         // would not.
-        assert_eq!(q.push_msg(b"s", &payload, b"\n"), Ok(()));
-        assert_eq!(q.push_msg(b"s", &payload, b"\n"), Ok(()));
+        assert_eq!(q.push_msg(b"s", &payload, None, b"\n"), Ok(()));
+        assert_eq!(q.push_msg(b"s", &payload, None, b"\n"), Ok(()));
         assert_eq!(
-            q.push_msg(b"s", &payload, b"\n"),
+            q.push_msg(b"s", &payload, None, b"\n"),
             Err(SlowConsumer { max_pending: 100 })
         );
         assert_eq!(q.pending(), 90);
         assert_eq!(stats.pending_bytes.get(), 90);
         // Writing some makes room again.
         q.consume(45);
-        assert!(q.push_msg(b"s", &payload, b"\n").is_ok());
+        assert!(q.push_msg(b"s", &payload, None, b"\n").is_ok());
         // The farewell keeps the frame in flight and drops the rest.
         q.consume(3);
         q.farewell(b"\n");
@@ -251,7 +364,7 @@ mod tests {
     #[test]
     fn clear_drops_everything_and_the_gauge_follows() {
         let (mut q, stats) = queue(1024);
-        q.push_msg(b"a", b"b", b"\n").unwrap();
+        q.push_msg(b"a", b"b", None, b"\n").unwrap();
         q.push_pong(b"\n").unwrap();
         assert_eq!(q.clear(), b"MSG a b\nPONG\n".len());
         assert!(q.is_empty());
@@ -263,7 +376,7 @@ mod tests {
         let (mut q, stats) = queue(1 << 30);
         let payload = vec![b'y'; 1000];
         for _ in 0..1000 {
-            q.push_msg(b"s", &payload, b"\n").unwrap();
+            q.push_msg(b"s", &payload, None, b"\n").unwrap();
             // Write all but a little each time.
             let n = q.pending() - 10;
             q.consume(n);
@@ -277,9 +390,125 @@ mod tests {
     fn gives_memory_back_after_a_burst() {
         let (mut q, _) = queue(1 << 30);
         let payload = vec![b'z'; 1 << 20];
-        q.push_msg(b"s", &payload, b"\n").unwrap();
+        q.push_msg(b"s", &payload, None, b"\n").unwrap();
         let n = q.pending();
         q.consume(n);
         assert!(q.buf.capacity() <= RETAINED_CAPACITY);
+    }
+
+    /// Writes everything out `step` bytes at a time, as a socket taking
+    /// small pieces would; returns the stream.
+    fn drain(q: &mut Outbound, step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            let piece = q.unsent();
+            assert!(!piece.is_empty(), "a non-empty queue offers bytes");
+            let n = piece.len().min(step);
+            out.extend_from_slice(&piece[..n]);
+            q.consume(n);
+        }
+        out
+    }
+
+    #[test]
+    fn a_shared_payload_is_written_in_place_without_a_copy() {
+        let big = Bytes::from(vec![b'p'; SHARED_PAYLOAD_MIN]);
+        for step in [1, 7, 4096, usize::MAX] {
+            let (mut q, stats) = queue(1 << 20);
+            q.push_msg(b"a", b"x", None, b"\n").unwrap();
+            q.push_msg(b"b", &big, Some(big.clone()), b"\n").unwrap();
+            q.push_pong(b"\n").unwrap();
+            q.push_msg(b"c", &big, Some(big.clone()), b"\n").unwrap();
+            let mut want = b"MSG a x\nMSG b ".to_vec();
+            want.extend_from_slice(&big);
+            want.extend_from_slice(b"\nPONG\nMSG c ");
+            want.extend_from_slice(&big);
+            want.push(b'\n');
+            assert_eq!(q.pending(), want.len());
+            assert_eq!(stats.pending_bytes.get(), want.len() as u64);
+            if step == usize::MAX {
+                // The payload is offered straight from the shared chunk.
+                q.consume(b"MSG a x\nMSG b ".len());
+                assert_eq!(q.unsent().as_ptr(), big.as_ptr());
+                let mut rest = drain(&mut q, step);
+                let mut all = b"MSG a x\nMSG b ".to_vec();
+                all.append(&mut rest);
+                assert_eq!(all, want);
+            } else {
+                assert_eq!(drain(&mut q, step), want, "step {step}");
+            }
+            assert_eq!(stats.pending_bytes.get(), 0);
+            assert!(q.splices.is_empty() && q.buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn shared_payloads_count_against_max_pending_and_survive_compaction() {
+        let big = Bytes::from(vec![b'q'; SHARED_PAYLOAD_MIN]);
+        let (mut q, _) = queue(4 * SHARED_PAYLOAD_MIN);
+        let mut refused = false;
+        for _ in 0..8 {
+            if q.push_msg(b"s", &big, Some(big.clone()), b"\n").is_err() {
+                refused = true;
+            }
+        }
+        assert!(refused, "the limit counts shared bytes");
+        assert!(q.pending() <= 4 * SHARED_PAYLOAD_MIN);
+        // A queue that never fully drains, with copied and shared frames.
+        let (mut q, stats2) = queue(1 << 30);
+        let small = vec![b'y'; 1000];
+        let mut written = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..300 {
+            q.push_msg(b"s", &small, None, b"\n").unwrap();
+            want.extend_from_slice(b"MSG s ");
+            want.extend_from_slice(&small);
+            want.push(b'\n');
+            if i % 10 == 0 {
+                q.push_msg(b"t", &big, Some(big.clone()), b"\n").unwrap();
+                want.extend_from_slice(b"MSG t ");
+                want.extend_from_slice(&big);
+                want.push(b'\n');
+            }
+            // Write all but a little each time.
+            let mut budget = q.pending().saturating_sub(10);
+            while budget > 0 {
+                let n = q.unsent().len().min(budget);
+                written.extend_from_slice(&q.unsent()[..n]);
+                q.consume(n);
+                budget -= n;
+            }
+        }
+        written.extend(drain(&mut q, 4096));
+        assert_eq!(written, want, "compaction keeps the stream in order");
+        assert_eq!(stats2.pending_bytes.get(), 0);
+    }
+
+    #[test]
+    fn a_slow_consumers_farewell_keeps_a_shared_frame_in_flight_whole() {
+        let big = Bytes::from(vec![b'z'; SHARED_PAYLOAD_MIN]);
+        let (mut q, stats) = queue(1 << 20);
+        q.push_msg(b"a", &big, Some(big.clone()), b"\n").unwrap();
+        q.push_msg(b"b", &big, Some(big.clone()), b"\n").unwrap();
+        q.push_msg(b"c", b"x", None, b"\n").unwrap();
+        // Mid-way through the first payload.
+        q.consume(b"MSG a ".len());
+        q.consume(100);
+        q.farewell(b"\n");
+        assert_eq!(stats.pending_bytes.get(), q.pending() as u64);
+        let mut want = vec![b'z'; SHARED_PAYLOAD_MIN - 100];
+        want.extend_from_slice(b"\n-ERR slow consumer\n");
+        assert_eq!(drain(&mut q, 333), want);
+        assert_eq!(stats.pending_bytes.get(), 0);
+        // At a frame boundary: one whole frame more, its payload included.
+        let (mut q, stats) = queue(1 << 20);
+        q.push_msg(b"a", &big, Some(big.clone()), b"\n").unwrap();
+        q.push_msg(b"b", &big, Some(big.clone()), b"\n").unwrap();
+        q.farewell(b"\n");
+        let mut want = b"MSG a ".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"\n-ERR slow consumer\n");
+        assert_eq!(drain(&mut q, 4096), want);
+        assert_eq!(stats.pending_bytes.get(), 0);
     }
 }

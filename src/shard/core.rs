@@ -31,8 +31,8 @@ use rustc_hash::FxHashMap;
 use super::conns::{Conn, ConnTable, NatsSub, Wire};
 use super::{ClientInfo, ConnectionInfo};
 use crate::config::Config;
-use crate::mesh::{self, Forward, MeshMsg, Outlet, Place, ShardId};
-use crate::outbound::{Outbound, SlowConsumer};
+use crate::mesh::{self, Forward, MeshMsg, Outlet, Place, ShardId, Span};
+use crate::outbound::{Outbound, SlowConsumer, SHARED_PAYLOAD_MIN};
 use crate::protocol::nats::{self, ConnectOptions, NatsError};
 use crate::protocol::{Command, Message, ProtoError};
 use crate::router::{ConnId, Plan, RemoteTarget, Router, SubRef};
@@ -85,6 +85,9 @@ struct Limits {
 /// A message on its way to this shard's receivers.
 struct Delivery<'a> {
     msg: Message<'a>,
+    /// The read chunk the message lies in, if it does: a large payload is
+    /// then queued to each receiver by reference.
+    chunk: Option<&'a Bytes>,
     /// The local connection that published it (for NATS `echo: false`).
     publisher: Option<ConnId>,
     /// Whether a line receiver may be sent it: known up front for a line
@@ -93,6 +96,18 @@ struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
+    /// The payload as a shared slice of its chunk, if it is large enough to
+    /// be queued by reference ([`SHARED_PAYLOAD_MIN`]) and lies in one.
+    #[inline]
+    fn shared_payload(&self) -> Option<Bytes> {
+        if self.msg.payload.len() < SHARED_PAYLOAD_MIN {
+            return None;
+        }
+        let chunk = self.chunk?;
+        let span = Span::of(chunk, self.msg.payload)?;
+        Some(chunk.slice(span.start as usize..span.end as usize))
+    }
+
     fn line_ok(&self, terminator: &[u8]) -> bool {
         if let Some(ok) = self.line_ok.get() {
             return ok;
@@ -405,6 +420,7 @@ impl Core {
         self.router.route_publish(msg.subject, &mut plan);
         let delivery = Delivery {
             msg,
+            chunk: Some(chunk),
             publisher: Some(id),
             line_ok: Cell::new(from_line.then_some(true)),
         };
@@ -498,11 +514,11 @@ impl Core {
                     self.stats.undeliverable_to_line.add(1);
                     return;
                 }
-                (
-                    conn.out
-                        .push_msg(msg.subject, msg.payload, &self.terminator),
-                    false,
-                )
+                let shared = d.shared_payload();
+                let pushed = conn
+                    .out
+                    .push_msg(msg.subject, msg.payload, shared, &self.terminator);
+                (pushed, false)
             }
             Wire::Nats(n) => {
                 if !n.options.echo && d.publisher == Some(to.conn) {
@@ -512,7 +528,8 @@ impl Core {
                 let Some(sub) = n.subs.get_mut(to.sub) else {
                     return;
                 };
-                let pushed = push_nats_msg(&mut conn.out, msg, &sub.sid, headers);
+                let pushed =
+                    push_nats_msg(&mut conn.out, msg, &sub.sid, headers, d.shared_payload());
                 if pushed.is_ok() {
                     sub.delivered += 1;
                 }
@@ -755,6 +772,7 @@ impl Core {
                     for f in &run.items {
                         let delivery = Delivery {
                             msg: run.message(f),
+                            chunk: Some(&run.chunk),
                             publisher: None,
                             line_ok: Cell::new(f.from_line.then_some(true)),
                         };
@@ -931,23 +949,43 @@ impl OwnedParts {
 }
 
 /// Queues a NATS delivery: `HMSG` when `headers` are to be sent, else `MSG`
-/// of the payload alone.
+/// of the payload alone; `shared` is the payload by reference, for a large
+/// one (see [`Outbound::push_msg`]).
 #[inline]
 fn push_nats_msg(
     out: &mut Outbound,
     msg: &Message<'_>,
     sid: &[u8],
     headers: Option<&[u8]>,
+    shared: Option<Bytes>,
 ) -> Result<(), SlowConsumer> {
-    match headers {
-        None => out.push(
-            nats::msg_len(msg.subject, sid, msg.reply, msg.payload.len()),
-            |b| nats::encode_msg(b, msg.subject, sid, msg.reply, msg.payload),
+    let (subject, reply, payload) = (msg.subject, msg.reply, msg.payload);
+    match (headers, shared) {
+        (None, None) => out.push(nats::msg_len(subject, sid, reply, payload.len()), |b| {
+            nats::encode_msg(b, subject, sid, reply, payload)
+        }),
+        (Some(h), None) => out.push(
+            nats::hmsg_len(subject, sid, reply, h.len(), payload.len()),
+            |b| nats::encode_hmsg(b, subject, sid, reply, h, payload),
         ),
-        Some(h) => out.push(
-            nats::hmsg_len(msg.subject, sid, msg.reply, h.len(), msg.payload.len()),
-            |b| nats::encode_hmsg(b, msg.subject, sid, msg.reply, h, msg.payload),
+        (None, Some(shared)) => out.push_shared(
+            nats::msg_head_len(subject, sid, reply, payload.len()),
+            |b| nats::encode_msg_head(b, subject, sid, reply, payload.len()),
+            shared,
+            nats::CRLF,
         ),
+        (Some(h), Some(shared)) => {
+            let total = h.len() + payload.len();
+            out.push_shared(
+                nats::hmsg_head_len(subject, sid, reply, h.len(), total) + h.len(),
+                |b| {
+                    nats::encode_hmsg_head(b, subject, sid, reply, h.len(), total);
+                    b.extend_from_slice(h);
+                },
+                shared,
+                nats::CRLF,
+            )
+        }
     }
 }
 
@@ -1387,5 +1425,51 @@ mod tests {
             r.take(0, n),
             "HMSG _INBOX.1 2 16 16\r\nNATS/1.0 503\r\n\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_large_payload_is_held_once_for_every_receiver() {
+        let mut r = Relay::new(2, |_| {});
+        let line = r.open(0);
+        r.send(0, line, "SUB big");
+        let remote = r.open(1);
+        r.send(1, remote, "SUB big");
+        let n = nats_conn(&mut r, 0, "");
+        nats_cmd(
+            &mut r,
+            0,
+            n,
+            Command::SubSid {
+                subject: b"big",
+                group: None,
+                sid: b"1",
+            },
+        );
+        r.pump();
+        let mut frame = b"PUB big ".to_vec();
+        frame.extend(std::iter::repeat_n(b'p', SHARED_PAYLOAD_MIN));
+        let chunk = Bytes::from(frame);
+        let publisher = r.open(0);
+        let command = line::parse(&chunk).unwrap();
+        r.cores[0].handle(publisher, command, &chunk);
+        r.pump();
+        let payload_at = chunk[8..].as_ptr();
+        // Each receiver's queue offers the payload straight from the
+        // publisher's chunk once its own header is written.
+        for (shard, id, head) in [
+            (0, line, &b"MSG big "[..]),
+            (1, remote, b"MSG big "),
+            (
+                0,
+                n,
+                format!("MSG big 1 {SHARED_PAYLOAD_MIN}\r\n").as_bytes(),
+            ),
+        ] {
+            let out = &mut r.cores[shard].conns_mut().get_mut(id).unwrap().out;
+            assert_eq!(out.unsent(), head);
+            out.consume(head.len());
+            assert_eq!(out.unsent().as_ptr(), payload_at, "shard {shard} conn {id}");
+            assert_eq!(out.unsent().len(), SHARED_PAYLOAD_MIN);
+        }
     }
 }
