@@ -266,6 +266,24 @@ impl ConnTable {
         self.slots.get_mut(id as usize)?.as_mut()
     }
 
+    /// The NATS state of `id`, if it is a NATS connection.
+    #[inline]
+    pub fn nats(&self, id: ConnId) -> Option<&NatsConn> {
+        match &self.get(id)?.wire {
+            Wire::Nats(n) => Some(n),
+            Wire::Line { .. } => None,
+        }
+    }
+
+    /// [`Self::nats`], to change.
+    #[inline]
+    pub fn nats_mut(&mut self, id: ConnId) -> Option<&mut NatsConn> {
+        match &mut self.get_mut(id)?.wire {
+            Wire::Nats(n) => Some(n),
+            Wire::Line { .. } => None,
+        }
+    }
+
     /// The connection in slot `id` if it is still the one of `generation`.
     pub fn get_current(&mut self, id: ConnId, generation: u64) -> Option<&mut Conn> {
         self.get_mut(id).filter(|c| c.generation == generation)

@@ -266,11 +266,6 @@ impl Core {
     pub fn handle(&mut self, id: ConnId, command: Command<'_>, chunk: &Bytes) -> Next {
         let next = match command {
             Command::Pub(msg) => {
-                // A verbose client's `+OK` comes before anything its publish
-                // delivers to itself (nats-server's order).
-                if self.verbose(id) {
-                    self.reply_ok(id);
-                }
                 self.publish(id, msg, chunk);
                 return Next::Read;
             }
@@ -296,7 +291,7 @@ impl Core {
             }
             Command::Ping => return self.ping(id),
             Command::Pong => {
-                if let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) {
+                if let Some(n) = self.conns.nats_mut(id) {
                     n.pings_out = 0;
                 }
                 return Next::Read;
@@ -351,7 +346,7 @@ impl Core {
     /// A NATS `CONNECT` was accepted: `options` (merged by the decoder) are
     /// in force from now on.
     pub fn connect(&mut self, id: ConnId, options: &ConnectOptions) {
-        let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) else {
+        let Some(n) = self.conns.nats_mut(id) else {
             return;
         };
         n.options = options.clone();
@@ -382,7 +377,7 @@ impl Core {
             self.refuse_nats(id, NatsError::StaleConnection);
         }
         for id in ping {
-            if let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) {
+            if let Some(n) = self.conns.nats_mut(id) {
                 n.pings_out += 1;
             }
             self.reply(id, |out, _| {
@@ -392,7 +387,7 @@ impl Core {
     }
 
     fn verbose(&self, id: ConnId) -> bool {
-        matches!(self.conns.get(id).map(|c| &c.wire), Some(Wire::Nats(n)) if n.options.verbose)
+        self.conns.nats(id).is_some_and(|n| n.options.verbose)
     }
 
     fn reply_ok(&mut self, id: ConnId) {
@@ -403,16 +398,25 @@ impl Core {
 
     #[inline]
     fn publish(&mut self, id: ConnId, msg: Message<'_>, chunk: &Bytes) {
-        let (from_line, no_responders) = match self.conns.get_mut(id) {
+        let (from_line, verbose, no_responders) = match self.conns.get_mut(id) {
             Some(c) => {
                 c.msgs_in += 1;
                 match &c.wire {
-                    Wire::Line { .. } => (true, false),
-                    Wire::Nats(n) => (false, n.options.no_responders && n.options.headers),
+                    Wire::Line { .. } => (true, false, false),
+                    Wire::Nats(n) => (
+                        false,
+                        n.options.verbose,
+                        n.options.no_responders && n.options.headers,
+                    ),
                 }
             }
-            None => (true, false),
+            None => (true, false, false),
         };
+        // A verbose client's `+OK` comes before anything its publish
+        // delivers to itself (nats-server's order).
+        if verbose {
+            self.reply_ok(id);
+        }
         self.stats.msgs_in.add(1);
         let size = msg.payload.len() + msg.headers.map_or(0, <[u8]>::len);
         self.stats.bytes_in.add(size as u64);
@@ -440,7 +444,7 @@ impl Core {
     /// A request nobody can answer: the requester's subscription that
     /// matches the reply subject gets nats-server's `503` status message.
     fn no_responders(&mut self, id: ConnId, reply: &[u8]) {
-        let Some(Wire::Nats(n)) = self.conns.get(id).map(|c| &c.wire) else {
+        let Some(n) = self.conns.nats(id) else {
             return;
         };
         let Some(sid) = n
@@ -475,10 +479,8 @@ impl Core {
                 // Not all in the chunk (a NATS control line read apart
                 // from its payload), or past what a `u32` offset reaches
                 // (a huge --max-frame): copy this message.
-                own = copy_message(msg);
-                let place =
-                    Place::of(&own.0, &own.1.message(&own.0)).expect("a message under 4 GiB");
-                (&own.0, place)
+                own = copy_message(msg).expect("a message under 4 GiB");
+                (&own.0, own.1)
             }
         };
         for t in targets.iter_mut() {
@@ -598,8 +600,7 @@ impl Core {
     }
 
     fn pong(&mut self, id: ConnId) {
-        let nats = matches!(self.conns.get(id).map(|c| &c.wire), Some(Wire::Nats(_)));
-        if nats {
+        if self.conns.nats(id).is_some() {
             self.reply(id, |out, _| {
                 out.push(nats::PONG.len(), |b| b.extend_from_slice(nats::PONG))
             });
@@ -665,7 +666,7 @@ impl Core {
     }
 
     fn subscribe_sid(&mut self, id: ConnId, subject: &[u8], group: Option<&[u8]>, sid: &[u8]) {
-        let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) else {
+        let Some(n) = self.conns.nats_mut(id) else {
             return;
         };
         if n.subs.number(sid).is_some() {
@@ -697,7 +698,7 @@ impl Core {
     }
 
     fn unsubscribe_sid(&mut self, id: ConnId, sid: &[u8], max_msgs: Option<u64>) {
-        let Some(Wire::Nats(n)) = self.conns.get_mut(id).map(|c| &mut c.wire) else {
+        let Some(n) = self.conns.nats_mut(id) else {
             return;
         };
         // An unknown sid is no error.
@@ -912,40 +913,32 @@ impl Core {
     }
 }
 
-/// A copy of `msg` in a chunk of its own, and the message as places in it.
-fn copy_message(msg: &Message<'_>) -> (Bytes, OwnedParts) {
+/// A copy of `msg` in a chunk of its own, and where its parts lie in it;
+/// `None` past what a `u32` offset reaches.
+fn copy_message(msg: &Message<'_>) -> Option<(Bytes, Place)> {
     let mut buf = Vec::new();
     let mut take = |part: &[u8]| {
-        let start = buf.len();
+        let start = u32::try_from(buf.len()).ok()?;
         buf.extend_from_slice(part);
-        start..buf.len()
+        let end = u32::try_from(buf.len()).ok()?;
+        Some(Span { start, end })
     };
-    let parts = OwnedParts {
-        subject: take(msg.subject),
-        reply: msg.reply.map(&mut take),
-        headers: msg.headers.map(&mut take),
-        payload: take(msg.payload),
+    let subject = take(msg.subject)?;
+    let reply = match msg.reply {
+        Some(r) => Some(take(r)?),
+        None => None,
     };
-    (Bytes::from(buf), parts)
-}
-
-/// Where [`copy_message`] put each part.
-struct OwnedParts {
-    subject: std::ops::Range<usize>,
-    reply: Option<std::ops::Range<usize>>,
-    headers: Option<std::ops::Range<usize>>,
-    payload: std::ops::Range<usize>,
-}
-
-impl OwnedParts {
-    fn message<'a>(&self, chunk: &'a [u8]) -> Message<'a> {
-        Message {
-            subject: &chunk[self.subject.clone()],
-            reply: self.reply.clone().map(|r| &chunk[r]),
-            headers: self.headers.clone().map(|h| &chunk[h]),
-            payload: &chunk[self.payload.clone()],
-        }
-    }
+    let headers = match msg.headers {
+        Some(h) => Some(take(h)?),
+        None => None,
+    };
+    let place = Place {
+        subject,
+        reply,
+        headers,
+        payload: take(msg.payload)?,
+    };
+    Some((Bytes::from(buf), place))
 }
 
 /// Queues a NATS delivery: `HMSG` when `headers` are to be sent, else `MSG`

@@ -77,6 +77,12 @@ impl Head<'_> {
     #[inline]
     fn write(&self, out: &mut Vec<u8>) {
         out.reserve(self.len());
+        self.put(out);
+    }
+
+    /// [`Self::write`] without reserving (the caller has).
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.verb);
         out.push(b' ');
         out.extend_from_slice(self.subject);
@@ -97,7 +103,7 @@ impl Head<'_> {
     #[inline]
     fn write_with(&self, out: &mut Vec<u8>, parts: &[&[u8]]) {
         out.reserve(self.len() + self.total_len + CRLF.len());
-        self.write(out);
+        self.put(out);
         for p in parts {
             out.extend_from_slice(p);
         }
