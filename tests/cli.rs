@@ -5,6 +5,8 @@
 //! without serving, so each finishes on its own; a run that does not within
 //! [`DEADLINE`] is killed and the test fails.
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
@@ -41,11 +43,7 @@ fn tern(args: &[&str]) -> Output {
 /// [`tern`] with environment variables (and without the caller's
 /// `RUST_LOG`).
 fn tern_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    // Tests run side by side, and the default NATS port can be had once.
-    let mut args = args.to_vec();
-    if !args.iter().any(|a| a.starts_with("--nats-listen")) {
-        args.extend(["--nats-listen", "127.0.0.1:0"]);
-    }
+    let args = common::with_free_nats_port(args);
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(&args)
         .env_remove("RUST_LOG")

@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{http, Client};
+use common::{http, with_free_nats_port, Client};
 
 /// Longest a start or a stop may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -160,16 +160,6 @@ fn tern_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
     cmd.args(with_free_nats_port(args));
     cmd
-}
-
-/// `args`, with the NATS listener on a free port unless they say where:
-/// tests run side by side, and the default port 4222 can be had once.
-fn with_free_nats_port<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut args = args.to_vec();
-    if !args.iter().any(|a| a.starts_with("--nats-listen")) {
-        args.extend(["--nats-listen", "127.0.0.1:0"]);
-    }
-    args
 }
 
 /// Two shards if this process may use two CPUs, else one.

@@ -451,3 +451,14 @@ pub fn rss_bytes() -> usize {
     let rss = tern::sys::resident_memory().expect("VmRSS in /proc/self/status");
     usize::try_from(rss).expect("fits in memory")
 }
+
+/// Arguments for the `tern` binary: `args`, with the NATS listener on a
+/// free port unless they say where (tests run side by side, and the
+/// default port 4222 can be had once).
+pub fn with_free_nats_port<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    if !args.iter().any(|a| a.starts_with("--nats-listen")) {
+        args.extend(["--nats-listen", "127.0.0.1:0"]);
+    }
+    args
+}
