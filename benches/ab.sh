@@ -7,8 +7,9 @@
 # e.g. build the old commit in a git worktree, then
 #   benches/ab.sh /tmp/old/target/release/tern target/release/tern 5 4s
 #
-# Each binary runs one shard on CPU $SERVER_CPU (line listener only); the
-# generator (target/release/tern-loadgen) runs on CPU $CLIENT_CPU with
+# Each binary runs one shard on CPU $SERVER_CPU, measured on its line
+# listener, or with PROTOCOL=nats on its NATS listener (both binaries must
+# have one); the generator (target/release/tern-loadgen) runs on CPU $CLIENT_CPU with
 # 128-byte payloads at full speed, 1→1 and 1→8, the binaries alternating
 # first and second every round. Per run it prints messages delivered per
 # second and the server's CPU time per delivery (utime + stime from
@@ -21,6 +22,8 @@ OLD=${1:?usage: benches/ab.sh OLD_TERN NEW_TERN [RUNS] [DURATION]}
 NEW=${2:?usage: benches/ab.sh OLD_TERN NEW_TERN [RUNS] [DURATION]}
 RUNS=${3:-5}
 DURATION=${4:-4s}
+PROTOCOL=${PROTOCOL:-line}
+[[ $PROTOCOL == line || $PROTOCOL == nats ]] || { echo "ab.sh: PROTOCOL is line or nats, not $PROTOCOL" >&2; exit 1; }
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 cd "$(dirname "$0")/.."
@@ -39,10 +42,14 @@ trap cleanup EXIT
 port=$(( 20000 + RANDOM % 20000 ))
 for s in old new; do
     PORT[$s]=$port
-    # `--nats-listen off` where the binary knows the flag (older ones do not).
-    nats=()
-    "${BIN[$s]}" --help 2>/dev/null | grep -q -- --nats-listen && nats=(--nats-listen off)
-    taskset -c "$SERVER_CPU" "${BIN[$s]}" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" "${nats[@]}" \
+    if [[ $PROTOCOL == nats ]]; then
+        listen=(--listen "127.0.0.1:$(( port + 1000 ))" --nats-listen "127.0.0.1:$port")
+    else
+        # `--nats-listen off` where the binary knows the flag (older ones do not).
+        listen=(--listen "127.0.0.1:$port")
+        "${BIN[$s]}" --help 2>/dev/null | grep -q -- --nats-listen && listen+=(--nats-listen off)
+    fi
+    taskset -c "$SERVER_CPU" "${BIN[$s]}" --cores "$SERVER_CPU" "${listen[@]}" \
         >"$OUT/$s.log" 2>&1 &
     PID[$s]=$!
     port=$(( port + 1 ))
@@ -64,7 +71,7 @@ for run in $(seq "$RUNS"); do
         for s in $order; do
             json=$OUT/$subs-$s-$run.json
             t0=$(ticks "${PID[$s]}")
-            taskset -c "$CLIENT_CPU" "$LOADGEN" --target "127.0.0.1:${PORT[$s]}" --protocol line \
+            taskset -c "$CLIENT_CPU" "$LOADGEN" --target "127.0.0.1:${PORT[$s]}" --protocol "$PROTOCOL" \
                 --size 128 --duration "$DURATION" --warmup 1s --cores "$CLIENT_CPU" --quiet \
                 --rate 0 --window 1000 --publishers 1 --subscribers "$subs" --json "$json" >/dev/null 2>&1 || true
             t1=$(ticks "${PID[$s]}")

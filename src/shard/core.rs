@@ -84,6 +84,8 @@ struct Limits {
 
 /// A message on its way to this shard's receivers.
 struct Delivery<'a> {
+    /// Tells this message from the one before (see [`NatsHeads`]).
+    serial: u64,
     msg: Message<'a>,
     /// The read chunk the message lies in, if it does: a large payload is
     /// then queued to each receiver by reference.
@@ -119,6 +121,45 @@ impl Delivery<'_> {
     }
 }
 
+/// The NATS heads of the message being delivered ([`nats::MsgHead`]):
+/// each form is built at the message's first receiver of that form and
+/// reused for the others.
+#[derive(Debug, Default)]
+struct NatsHeads {
+    /// `MSG`: the payload alone (also for a receiver without headers).
+    msg: nats::MsgHead,
+    /// `HMSG`: headers and payload.
+    hmsg: nats::MsgHead,
+    /// The [`Delivery::serial`] each was built for (0: none yet).
+    msg_for: u64,
+    hmsg_for: u64,
+}
+
+impl NatsHeads {
+    /// The head of `d` in the form a receiver gets `headers` in.
+    #[inline]
+    fn of(&mut self, d: &Delivery<'_>, headers: Option<&[u8]>) -> &nats::MsgHead {
+        let m = &d.msg;
+        match headers {
+            None => {
+                if self.msg_for != d.serial {
+                    self.msg.build(m.subject, m.reply, None, m.payload.len());
+                    self.msg_for = d.serial;
+                }
+                &self.msg
+            }
+            Some(h) => {
+                if self.hmsg_for != d.serial {
+                    let total = h.len() + m.payload.len();
+                    self.hmsg.build(m.subject, m.reply, Some(h.len()), total);
+                    self.hmsg_for = d.serial;
+                }
+                &self.hmsg
+            }
+        }
+    }
+}
+
 /// One shard's state; see the module docs.
 pub struct Core {
     id: ShardId,
@@ -140,6 +181,10 @@ pub struct Core {
     next_token: u64,
     /// Reused key buffer for subscription lookups.
     key: Vec<u8>,
+    /// The last [`Delivery::serial`] given out.
+    serial: u64,
+    /// The NATS heads of the message being delivered.
+    nats_heads: NatsHeads,
     /// Shutdown has begun: connections are served only until they have
     /// taken what they are owed.
     stopping: bool,
@@ -173,6 +218,8 @@ impl Core {
             barriers: FxHashMap::default(),
             next_token: 0,
             key: Vec::new(),
+            serial: 0,
+            nats_heads: NatsHeads::default(),
             stopping: false,
         }
     }
@@ -423,6 +470,7 @@ impl Core {
         let mut plan = std::mem::take(&mut self.plan);
         self.router.route_publish(msg.subject, &mut plan);
         let delivery = Delivery {
+            serial: self.next_serial(),
             msg,
             chunk: Some(chunk),
             publisher: Some(id),
@@ -499,6 +547,13 @@ impl Core {
         }
     }
 
+    /// A new [`Delivery::serial`].
+    #[inline]
+    fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
     /// Queues a delivery for `to` in its protocol's shape, closing it if it
     /// is too far behind.
     #[inline]
@@ -530,8 +585,15 @@ impl Core {
                 let Some(sub) = n.subs.get_mut(to.sub) else {
                     return;
                 };
-                let pushed =
-                    push_nats_msg(&mut conn.out, msg, &sub.sid, headers, d.shared_payload());
+                let head = self.nats_heads.of(d, headers);
+                let pushed = push_nats_msg(
+                    &mut conn.out,
+                    head,
+                    &sub.sid,
+                    headers,
+                    msg.payload,
+                    d.shared_payload(),
+                );
                 if pushed.is_ok() {
                     sub.delivered += 1;
                 }
@@ -772,6 +834,7 @@ impl Core {
                     let mut plan = std::mem::take(&mut self.forward_plan);
                     for f in &run.items {
                         let delivery = Delivery {
+                            serial: self.next_serial(),
                             msg: run.message(f),
                             chunk: Some(&run.chunk),
                             publisher: None,
@@ -941,44 +1004,32 @@ fn copy_message(msg: &Message<'_>) -> Option<(Bytes, Place)> {
     Some((Bytes::from(buf), place))
 }
 
-/// Queues a NATS delivery: `HMSG` when `headers` are to be sent, else `MSG`
-/// of the payload alone; `shared` is the payload by reference, for a large
+/// Queues a NATS delivery under `head` (the message's `HMSG` head when
+/// `headers` are to be sent, else its `MSG` head, for the payload alone);
+/// `shared` is the payload by reference, for a large
 /// one (see [`Outbound::push_msg`]).
 #[inline]
 fn push_nats_msg(
     out: &mut Outbound,
-    msg: &Message<'_>,
+    head: &nats::MsgHead,
     sid: &[u8],
     headers: Option<&[u8]>,
+    payload: &[u8],
     shared: Option<Bytes>,
 ) -> Result<(), SlowConsumer> {
-    let (subject, reply, payload) = (msg.subject, msg.reply, msg.payload);
-    match (headers, shared) {
-        (None, None) => out.push(nats::msg_len(subject, sid, reply, payload.len()), |b| {
-            nats::encode_msg(b, subject, sid, reply, payload)
+    let headers = headers.unwrap_or_default();
+    let head_len = head.len_with(sid) + headers.len();
+    let put_head = |b: &mut Vec<u8>| {
+        head.put(b, sid);
+        b.extend_from_slice(headers);
+    };
+    match shared {
+        None => out.push(head_len + payload.len() + nats::CRLF.len(), |b| {
+            put_head(b);
+            b.extend_from_slice(payload);
+            b.extend_from_slice(nats::CRLF);
         }),
-        (Some(h), None) => out.push(
-            nats::hmsg_len(subject, sid, reply, h.len(), payload.len()),
-            |b| nats::encode_hmsg(b, subject, sid, reply, h, payload),
-        ),
-        (None, Some(shared)) => out.push_shared(
-            nats::msg_head_len(subject, sid, reply, payload.len()),
-            |b| nats::encode_msg_head(b, subject, sid, reply, payload.len()),
-            shared,
-            nats::CRLF,
-        ),
-        (Some(h), Some(shared)) => {
-            let total = h.len() + payload.len();
-            out.push_shared(
-                nats::hmsg_head_len(subject, sid, reply, h.len(), total) + h.len(),
-                |b| {
-                    nats::encode_hmsg_head(b, subject, sid, reply, h.len(), total);
-                    b.extend_from_slice(h);
-                },
-                shared,
-                nats::CRLF,
-            )
-        }
+        Some(shared) => out.push_shared(head_len, put_head, shared, nats::CRLF),
     }
 }
 

@@ -90,7 +90,7 @@ pub use encode::{
     decimal_len, encode_decimal, encode_err, encode_hmsg, encode_hmsg_head, encode_hpub,
     encode_info, encode_msg, encode_msg_head, encode_no_responders, encode_pub, err_len,
     hmsg_head_len, hmsg_len, hpub_len, info_len, msg_head_len, msg_len, no_responders_len, pub_len,
-    ServerInfo, CRLF, OK, PING, PONG,
+    MsgHead, ServerInfo, CRLF, OK, PING, PONG,
 };
 pub use server_id::new_server_id;
 
