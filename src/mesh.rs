@@ -147,6 +147,11 @@ pub enum MeshMsg {
     Barrier { token: u64 },
     /// The answer to a barrier.
     BarrierAck { token: u64 },
+    /// The sender has stopped (shutdown): it reads its clients no more, so
+    /// nothing it forwards comes after this. A shard closes its
+    /// connections once every other shard has said so and what they
+    /// forwarded is queued.
+    Stopped,
 }
 
 /// A batch of messages: the unit sent over a channel.

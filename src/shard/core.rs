@@ -188,6 +188,9 @@ pub struct Core {
     /// Shutdown has begun: connections are served only until they have
     /// taken what they are owed.
     stopping: bool,
+    /// Other shards that have stopped ([`MeshMsg::Stopped`]): once all
+    /// have, nothing more can arrive over the mesh.
+    peers_stopped: usize,
 }
 
 impl Core {
@@ -221,6 +224,7 @@ impl Core {
             serial: 0,
             nats_heads: NatsHeads::default(),
             stopping: false,
+            peers_stopped: 0,
         }
     }
 
@@ -865,6 +869,13 @@ impl Core {
                     }
                 }
                 MeshMsg::BarrierAck { token } => self.barrier_acked(token),
+                MeshMsg::Stopped => {
+                    self.peers_stopped += 1;
+                    if self.mesh_drained() {
+                        // Connections waiting for the last forwards may go.
+                        self.conns.iter_mut().for_each(|c| c.wake());
+                    }
+                }
             }
         }
     }
@@ -923,8 +934,28 @@ impl Core {
     /// Starts shutdown: connections stop reading and leave once they have
     /// taken what they are owed. Wakes every connection task.
     pub fn begin_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
         self.stopping = true;
+        // Behind everything this shard forwarded (the paths are FIFO).
+        for out in self.outlets.iter_mut().flatten() {
+            out.push(MeshMsg::Stopped);
+        }
         self.conns.iter_mut().for_each(|c| c.wake());
+    }
+
+    /// Shutdown has begun here and every other shard has stopped: what they
+    /// forwarded to this shard is queued to its connections.
+    pub fn mesh_drained(&self) -> bool {
+        self.stopping && self.peers_stopped + 1 >= self.shards
+    }
+
+    /// Whether connection `conn`, which handles no more input, is done:
+    /// closed by error or by its peer, or owed nothing, now or later (while
+    /// other shards still forward, a subscriber may be owed more).
+    pub fn is_done(&self, conn: &Conn) -> bool {
+        conn.dead || (conn.out.is_empty() && (!self.stopping || self.mesh_drained()))
     }
 
     /// Whether shutdown has begun.
@@ -1358,6 +1389,28 @@ mod tests {
         assert_eq!(r.cores[0].readiness(b, true), Next::Read, "eof: finish");
         r.cores[0].abandon_all();
         assert_eq!(r.cores[0].readiness(b, true), Next::Close);
+    }
+
+    #[test]
+    fn at_shutdown_a_subscriber_waits_for_what_other_shards_still_forward() {
+        let mut r = Relay::new(2, |_| {});
+        let (reader, publisher) = (r.open(1), r.open(0));
+        r.send(1, reader, "SUB s");
+        r.pump();
+        r.send(0, publisher, "PUB s late");
+        // Shard 1 stops first, with the message still on its way.
+        r.cores[1].begin_shutdown();
+        let done = |r: &Relay| {
+            let core = &r.cores[1];
+            core.is_done(core.conns.get(reader).unwrap())
+        };
+        assert!(!done(&r), "shard 0 may still forward");
+        r.cores[0].begin_shutdown();
+        r.pump();
+        assert!(r.cores[1].mesh_drained());
+        assert!(!done(&r), "owed the forwarded message");
+        assert_eq!(r.take(1, reader), "MSG s late\n");
+        assert!(done(&r));
     }
 
     #[test]

@@ -22,7 +22,10 @@
 //! Every accept loop and connection task is spawned through one
 //! [`Gate`]: on stop, [`run`] triggers the [`Shutdown`], lets clients take
 //! what they are owed for at most [`SHUTDOWN_FLUSH`], and returns once the
-//! gate reports every task finished.
+//! gate reports every task finished. A connection is owed what other shards
+//! still forward until each has said it stopped reading
+//! ([`crate::mesh::MeshMsg::Stopped`]), so no accepted message is dropped
+//! between shards.
 //!
 //! Back-pressure: a connection task stops reading while a mesh path has more
 //! than [`super::core::MAX_MESH_BACKLOG`] messages queued, so a full path
@@ -288,7 +291,8 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
         match next {
             Next::Close => break,
             Next::WaitBarrier => {
-                poll_fn(|cx| shard.poll_conn(id, cx, |c| !c.waiting_barrier || c.leaving())).await;
+                poll_fn(|cx| shard.poll_conn(id, cx, |_, c| !c.waiting_barrier || c.leaving()))
+                    .await;
                 continue;
             }
             Next::WaitMesh => {
@@ -307,8 +311,9 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
         }
         glommio::yield_if_needed().await;
     }
-    // Half-close or shutdown: hand over what the client is owed first.
-    poll_fn(|cx| shard.poll_conn(id, cx, |c| c.out.is_empty() || c.dead)).await;
+    // Half-close or shutdown: hand over what the client is owed first
+    // (at shutdown, also what other shards still forward).
+    poll_fn(|cx| shard.poll_conn(id, cx, Core::is_done)).await;
     shard.remove(id);
 }
 
@@ -359,6 +364,8 @@ impl Shard {
     /// core's state for the connections.
     fn stop(&self) {
         self.core.borrow_mut().begin_shutdown();
+        // Sends the mesh's `Stopped` marks now, not at the next flush.
+        self.flush();
         self.shutdown.trigger();
         let waiters = std::mem::take(&mut *self.mesh_waiters.borrow_mut());
         waiters.into_iter().for_each(Waker::wake);
@@ -552,7 +559,7 @@ impl Shard {
         &self,
         id: ConnId,
         cx: &mut Context<'_>,
-        done: impl Fn(&Conn) -> bool,
+        done: impl Fn(&Core, &Conn) -> bool,
     ) -> Poll<()> {
         let mut core = self.core.borrow_mut();
         core.set_waker(id, cx.waker());
@@ -567,13 +574,14 @@ impl Shard {
             core.peer_gone(id);
         }
         match core.conns().get(id) {
-            Some(conn) if !done(conn) => Poll::Pending,
+            Some(conn) if !done(&core, conn) => Poll::Pending,
             _ => Poll::Ready(()),
         }
     }
 
     fn poll_mesh_space(&self, id: ConnId, cx: &mut Context<'_>) -> Poll<()> {
-        if self.poll_conn(id, cx, |c| c.leaving()).is_ready() || !self.core.borrow().mesh_full() {
+        if self.poll_conn(id, cx, |_, c| c.leaving()).is_ready() || !self.core.borrow().mesh_full()
+        {
             return Poll::Ready(());
         }
         let mut waiters = self.mesh_waiters.borrow_mut();
@@ -591,7 +599,7 @@ impl Shard {
         cx: &mut Context<'_>,
         framer: &mut Framer,
     ) -> Poll<Option<usize>> {
-        if self.poll_conn(id, cx, |c| c.leaving()).is_ready() || self.core.borrow().stopping() {
+        if self.poll_conn(id, cx, |_, c| c.leaving()).is_ready() || self.core.borrow().stopping() {
             return Poll::Ready(None);
         }
         let mut sockets = self.sockets.borrow_mut();
