@@ -203,9 +203,7 @@ impl Router {
         }
         // Groups with members here (and maybe elsewhere).
         for lg in &local.groups {
-            let rg = remote
-                .as_ref()
-                .and_then(|r| r.groups.iter().find(|g| g.id == lg.id));
+            let rg = remote.as_ref().and_then(|r| r.group(lg.id));
             match rg {
                 None => plan.local.push(lg.pick()),
                 Some(rg) => {
@@ -224,7 +222,7 @@ impl Router {
         // Groups with members only elsewhere.
         if let Some(remote) = &remote {
             for rg in &remote.groups {
-                if !local.groups.iter().any(|lg| lg.id == rg.id) {
+                if local.group(rg.id).is_none() {
                     target(plan, rg.pick()).groups.push(rg.id);
                 }
             }
@@ -268,7 +266,7 @@ impl Router {
         for id in groups {
             // A group that emptied here since the sender chose us: at most
             // once delivery, the message is not redirected.
-            if let Some(g) = local.groups.iter().find(|g| g.id == *id) {
+            if let Some(g) = local.group(*id) {
                 plan.local.push(g.pick());
             }
         }

@@ -223,7 +223,8 @@ pub struct Matches<V> {
     /// weight. A value appears once per matching pattern, so it may appear
     /// more than once; delivering once per value is the caller's job.
     pub plain: Vec<(V, u32)>,
-    /// One entry per matching queue group, each with all of its members.
+    /// One entry per matching queue group, each with all of its members,
+    /// sorted by [`GroupMatch::id`] (see [`Self::group`]).
     pub groups: Vec<GroupMatch<V>>,
 }
 
@@ -231,6 +232,15 @@ impl<V> Matches<V> {
     /// Whether nothing matched.
     pub fn is_empty(&self) -> bool {
         self.plain.is_empty() && self.groups.is_empty()
+    }
+
+    /// The matching group with [`group_id`] `id`: a binary search, so
+    /// joining two answers' groups (a router's local and remote indexes)
+    /// costs n·log n, not n² (10,000 groups with members on two shards
+    /// took ~69 ms per publish with a linear search).
+    pub fn group(&self, id: u64) -> Option<&GroupMatch<V>> {
+        let i = self.groups.binary_search_by_key(&id, |g| g.id).ok()?;
+        Some(&self.groups[i])
     }
 }
 
@@ -720,6 +730,7 @@ impl<V: Copy + Eq + Hash> Sublist<V> {
         if !subject.is_empty() {
             collect(&self.root, subject, &mut out);
         }
+        out.groups.sort_unstable_by_key(|g| g.id);
         let out = Rc::new(out);
         if self.cache_capacity > 0 {
             if self.cache.len() >= self.cache_capacity {
@@ -1378,7 +1389,13 @@ mod tests {
             let mut plain = m.plain.clone();
             plain.sort_unstable();
             let mut groups = BTreeMap::new();
+            assert!(m.groups.is_sorted_by_key(|g| g.id), "groups sorted by id");
             for g in &m.groups {
+                assert!(
+                    m.group(g.id).is_some_and(|found| found.id == g.id),
+                    "group {:#x} found by id",
+                    g.id
+                );
                 let mut members = g.members.clone();
                 members.sort_unstable();
                 assert!(!members.is_empty());
