@@ -61,6 +61,12 @@ pub enum Next {
     /// A path to another shard is full: handle nothing more (and read
     /// nothing) until it drains.
     WaitMesh,
+    /// The task has used its time slice (the executor wants to preempt
+    /// it): let the shard's other tasks run, then handle the rest of what
+    /// is buffered before reading more. Keeps one client's expensive
+    /// frames (a publish matching thousands of patterns, a storm of
+    /// subscription changes) from stalling everyone else on the shard.
+    Yield,
     /// Stop serving this connection.
     Close,
 }
