@@ -31,6 +31,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// locked-memory limit most distributions give ordinary users; the relay
 /// does no file I/O, so it needs very little.
 pub const DEFAULT_IO_MEMORY: usize = 512 << 10;
+/// Default `--max-stall`: how long a publisher waits for a receiver on its
+/// way to being a slow consumer to catch up. A reader that reads at all
+/// drains a quarter of `--max-pending` in far less; one that does not, or
+/// barely, is left behind after this long (and closed if it reaches
+/// `--max-pending`), costing its publishers one such pause.
+pub const DEFAULT_MAX_STALL: Duration = Duration::from_millis(100);
 /// Default time a shard keeps polling before it parks its thread: none.
 /// Measured here (1 shard, 1→1 at 50,000 msgs/s, tern-loadgen): spinning
 /// 10–100 µs raised tern's CPU use from ~75% to ~100% of a core and made
@@ -58,6 +64,10 @@ pub struct Config {
     pub max_frame: usize,
     /// Unsent output per connection past which it is a slow consumer.
     pub max_pending: usize,
+    /// Longest a publisher is paused (not read) while a receiver it
+    /// delivered to has more than half of `max_pending` queued; zero: never
+    /// paused, receivers that fall behind are closed at `max_pending`.
+    pub max_stall: Duration,
     /// Subscriptions per connection.
     pub max_subs: usize,
     /// Open connections for the whole relay.
@@ -94,6 +104,7 @@ impl Default for Config {
             terminator: Terminator::default(),
             max_frame: DEFAULT_MAX_FRAME,
             max_pending: DEFAULT_MAX_PENDING,
+            max_stall: DEFAULT_MAX_STALL,
             max_subs: DEFAULT_MAX_SUBS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             spin_before_park: DEFAULT_SPIN_BEFORE_PARK,

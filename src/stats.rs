@@ -93,6 +93,9 @@ counters! {
     forwarded,
     /// Connections closed as slow consumers.
     slow_consumers,
+    /// Times a publisher was paused because a receiver it delivered to had
+    /// more than half of `--max-pending` queued (`--max-stall`).
+    stalls,
     /// Frames refused as longer than `--max-frame`.
     frames_too_long,
     /// Frames answered with `-ERR` for any other reason (the sum of the

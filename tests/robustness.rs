@@ -526,3 +526,58 @@ fn shutdown_delivers_what_the_mesh_carries() {
         "accepted messages lost at shutdown"
     );
 }
+
+#[test]
+fn readers_that_keep_reading_slow_a_fast_publisher_instead_of_being_cut() {
+    // A publisher writes as fast as it can to two subscribers (one on its
+    // shard, one on the other) whose tiny socket windows make them far
+    // slower than the relay: it is paused while they catch up, and they
+    // get every message instead of being closed as slow consumers. The
+    // stall limit is long here so that a test thread the machine leaves
+    // unscheduled for a while is still a reader that keeps reading.
+    const N: usize = 4_000;
+    let relay = TestRelay::start_with(|c| {
+        c.max_pending = 128 * 1024;
+        c.max_stall = Duration::from_secs(10);
+    });
+    let mut readers: Vec<Client> = (0..2)
+        .map(|shard| {
+            let mut c = Client::tiny_window(relay.shard_addrs()[shard], relay.term());
+            c.sub("fast");
+            c.sub_fence();
+            c
+        })
+        .collect();
+    let mut publisher = relay.on(0);
+    {
+        let mut refs: Vec<&mut Client> = readers.iter_mut().collect();
+        fence(&mut publisher, &mut refs, "ready");
+    }
+    let body = "b".repeat(1024);
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|mut c| {
+            let body = body.clone();
+            thread::spawn(move || {
+                for i in 0..N {
+                    assert_eq!(
+                        c.read_frame(),
+                        msg("fast", format!("{i} {body}")),
+                        "message {i}"
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut batch = String::new();
+    for i in 0..N {
+        batch.push_str(&format!("PUB fast {i} {body}\n"));
+    }
+    publisher.send_raw(batch.as_bytes());
+    for h in handles {
+        h.join().expect("every message, in order");
+    }
+    let totals = relay.stats();
+    assert_eq!(totals.slow_consumers, 0);
+    assert!(totals.stalls > 0, "the publisher was paused: {totals:?}");
+}

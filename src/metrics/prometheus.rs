@@ -121,6 +121,12 @@ const FAMILIES: &[Family] = &[
         help: "Connections closed because their unsent output passed --max-pending.",
     },
     Family {
+        field: "stalls",
+        name: "tern_publisher_stalls_total",
+        kind: Kind::Counter,
+        help: "Times a publisher was paused (up to --max-stall) because a receiver it delivered to had more than half of --max-pending queued.",
+    },
+    Family {
         field: "frames_too_long",
         name: "tern_frames_too_long_total",
         kind: Kind::Counter,

@@ -48,6 +48,13 @@ pub struct Conn {
     /// Reads no more: leaves once what it is owed is written (a protocol
     /// error that closes, after its `-ERR`).
     pub closing: bool,
+    /// More than half of `--max-pending` queued, and not yet back under a
+    /// quarter: publishers delivering to it pause (see
+    /// [`super::core::Core::stalled`]).
+    pub congested: bool,
+    /// Congested and did not get back under a quarter within a whole
+    /// `--max-stall`: publishers no longer wait for it.
+    pub stuck: bool,
     /// When it was accepted.
     pub since: Instant,
     /// Publishes received from it.
@@ -71,6 +78,8 @@ impl Conn {
             waiting_barrier: false,
             dead: false,
             closing: false,
+            congested: false,
+            stuck: false,
             since,
             msgs_in: 0,
             msgs_out: 0,

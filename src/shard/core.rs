@@ -22,7 +22,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -61,6 +61,11 @@ pub enum Next {
     /// A path to another shard is full: handle nothing more (and read
     /// nothing) until it drains.
     WaitMesh,
+    /// A receiver this connection just delivered to is more than half way
+    /// to being a slow consumer: read nothing more from it until the
+    /// receivers catch up, for at most `--max-stall` (see
+    /// [`Core::stalled`]).
+    Stall,
     /// The task has used its time slice (the executor wants to preempt
     /// it): let the shard's other tasks run, then handle the rest of what
     /// is buffered before reading more. Keeps one client's expensive
@@ -69,6 +74,31 @@ pub enum Next {
     Yield,
     /// Stop serving this connection.
     Close,
+}
+
+/// A batch from another shard and how far it has been applied (see
+/// [`Core::apply`]).
+pub struct InboundBatch {
+    /// The shard that sent it.
+    from: ShardId,
+    msgs: mesh::Batch,
+    /// The first message not fully applied.
+    next: usize,
+    /// Within `msgs[next]`, if it is a run of forwards, the first not
+    /// applied.
+    next_item: usize,
+}
+
+impl InboundBatch {
+    /// `msgs`, from shard `from`, none applied yet.
+    pub fn new(from: ShardId, msgs: mesh::Batch) -> Self {
+        InboundBatch {
+            from,
+            msgs,
+            next: 0,
+            next_item: 0,
+        }
+    }
 }
 
 /// A `PING` waiting for the other shards.
@@ -83,6 +113,11 @@ struct Barrier {
 #[derive(Debug, Clone)]
 struct Limits {
     max_pending: usize,
+    /// A receiver with more than this queued is congested (half of
+    /// `max_pending`; never, when `--max-stall` is 0).
+    congested_above: usize,
+    /// ... and stops being so at this (a quarter of `max_pending`).
+    congested_until: usize,
     max_subs: usize,
     /// Whether [`PANIC_FRAME`] panics the shard (tests only).
     panic_frame: bool,
@@ -197,6 +232,14 @@ pub struct Core {
     /// Other shards that have stopped ([`MeshMsg::Stopped`]): once all
     /// have, nothing more can arrive over the mesh.
     peers_stopped: usize,
+    /// Receivers that are congested and not stuck (see [`Conn::congested`]):
+    /// while there are any, the shard is [`stalled`](Self::stalled).
+    congested: Vec<ConnId>,
+    /// The frame just handled delivered to a congested receiver that is not
+    /// stuck: its publisher is told to [`Next::Stall`].
+    stall_publisher: bool,
+    /// Tasks waiting for the congestion to clear.
+    stall_waiters: Vec<Waker>,
 }
 
 impl Core {
@@ -214,6 +257,12 @@ impl Core {
             shards,
             limits: Limits {
                 max_pending: config.max_pending,
+                congested_above: if config.max_stall.is_zero() {
+                    usize::MAX
+                } else {
+                    config.max_pending / 2
+                },
+                congested_until: config.max_pending / 4,
                 max_subs: config.max_subs,
                 panic_frame: config.panic_frame,
             },
@@ -231,6 +280,9 @@ impl Core {
             nats_heads: NatsHeads::default(),
             stopping: false,
             peers_stopped: 0,
+            congested: Vec::new(),
+            stall_publisher: false,
+            stall_waiters: Vec::new(),
         }
     }
 
@@ -265,6 +317,9 @@ impl Core {
         let Some(conn) = self.conns.remove(id) else {
             return;
         };
+        if conn.congested {
+            self.uncongest(id);
+        }
         match &conn.wire {
             Wire::Line { subs } => {
                 for key in subs.iter() {
@@ -304,7 +359,8 @@ impl Core {
     /// What connection `id` does after a frame was handled with `next`:
     /// stop if it was closed, pause if a mesh path filled up.
     #[inline]
-    pub fn after_frame(&self, id: ConnId, next: Next) -> Next {
+    pub fn after_frame(&mut self, id: ConnId, next: Next) -> Next {
+        let stall = std::mem::take(&mut self.stall_publisher);
         if next != Next::Read {
             return next;
         }
@@ -314,7 +370,72 @@ impl Core {
         if self.mesh_full() {
             return Next::WaitMesh;
         }
+        if stall {
+            self.stats.stalls.add(1);
+            return Next::Stall;
+        }
         Next::Read
+    }
+
+    /// Whether a receiver on this shard is congested (more than half of
+    /// `--max-pending` queued, not yet back under a quarter) and not stuck:
+    /// publishers that delivered to one are paused, and the shard takes
+    /// nothing from the mesh, until it catches up or `--max-stall` passes.
+    /// Never during shutdown.
+    pub fn stalled(&self) -> bool {
+        !self.congested.is_empty() && !self.stopping
+    }
+
+    /// `Ready` once the shard is not [`stalled`](Self::stalled); until
+    /// then the task is woken when it stops being so.
+    pub fn poll_stall(&mut self, cx: &Context<'_>) -> Poll<()> {
+        if !self.stalled() {
+            return Poll::Ready(());
+        }
+        if !self.stall_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            self.stall_waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// A whole `--max-stall` passed while stalled: every receiver still
+    /// congested is stuck (publishers stop waiting for it; it is closed as
+    /// a slow consumer if it reaches `--max-pending`).
+    pub fn stall_timed_out(&mut self) {
+        for id in std::mem::take(&mut self.congested) {
+            if let Some(conn) = self.conns.get_mut(id) {
+                conn.stuck = true;
+            }
+        }
+        self.wake_stalled();
+    }
+
+    /// Output of `id` was written: a congested receiver that got back
+    /// under a quarter of `--max-pending` is not congested any more.
+    #[inline]
+    pub fn after_write(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.congested && conn.out.pending() <= self.limits.congested_until {
+            conn.congested = false;
+            conn.stuck = false;
+            self.uncongest(id);
+        }
+    }
+
+    /// `id` leaves the congested list (caught up, or closed).
+    fn uncongest(&mut self, id: ConnId) {
+        if let Some(i) = self.congested.iter().position(|&c| c == id) {
+            self.congested.swap_remove(i);
+            if self.congested.is_empty() {
+                self.wake_stalled();
+            }
+        }
+    }
+
+    fn wake_stalled(&mut self) {
+        self.stall_waiters.drain(..).for_each(Waker::wake);
     }
 
     /// Handles one command of connection `id`. `chunk` is the read buffer
@@ -614,6 +735,17 @@ impl Core {
         match pushed {
             Ok(()) => {
                 conn.msgs_out += 1;
+                if conn.out.pending() > self.limits.congested_above {
+                    if !conn.congested {
+                        conn.congested = true;
+                        self.congested.push(to.conn);
+                    }
+                    // A local publisher waits; a forwarded message's shard
+                    // waits in its mesh task (see `stalled`).
+                    if !conn.stuck && d.publisher.is_some() {
+                        self.stall_publisher = true;
+                    }
+                }
                 self.stats.msgs_out.add(1);
                 self.stats.bytes_out.add(msg.payload.len() as u64);
                 self.conns.touch(to.conn);
@@ -638,6 +770,7 @@ impl Core {
         }
         conn.dead = true;
         conn.wake();
+        let congested = std::mem::take(&mut conn.congested);
         match conn.wire {
             Wire::Line { .. } => conn.out.farewell(&self.terminator),
             Wire::Nats(_) => {
@@ -653,6 +786,9 @@ impl Core {
             "slow consumer closed"
         );
         self.conns.touch(id);
+        if congested {
+            self.uncongest(id);
+        }
     }
 
     /// Queues a reply built by `push` (given the line terminator) for
@@ -836,13 +972,23 @@ impl Core {
         Next::Read
     }
 
-    /// Applies a batch from shard `from`. Never waits.
-    pub fn apply(&mut self, from: ShardId, batch: mesh::Batch) {
-        for msg in batch {
+    /// Applies what is left of a batch from another shard, up to the end
+    /// (`true`) or until a receiver here is congested ([`Self::stalled`]):
+    /// then `false`, and the rest of the batch waits in `batch` (one batch
+    /// holds up to [`mesh::MAX_BATCH`] messages, far more than half of a
+    /// receiver's `--max-pending`). Never waits.
+    pub fn apply(&mut self, batch: &mut InboundBatch) -> bool {
+        let from = batch.from;
+        while let Some(msg) = batch.msgs.get(batch.next) {
             match msg {
                 MeshMsg::Forward(run) => {
                     let mut plan = std::mem::take(&mut self.forward_plan);
-                    for f in &run.items {
+                    while let Some(f) = run.items.get(batch.next_item) {
+                        if self.stalled() {
+                            self.forward_plan = plan;
+                            return false;
+                        }
+                        batch.next_item += 1;
                         let delivery = Delivery {
                             serial: self.next_serial(),
                             msg: run.message(f),
@@ -861,6 +1007,7 @@ impl Core {
                         }
                     }
                     self.forward_plan = plan;
+                    batch.next_item = 0;
                 }
                 MeshMsg::Interest {
                     add,
@@ -868,13 +1015,13 @@ impl Core {
                     group,
                 } => self
                     .router
-                    .remote_interest(from, add, &pattern, group.as_deref()),
+                    .remote_interest(from, *add, pattern, group.as_deref()),
                 MeshMsg::Barrier { token } => {
                     if let Some(out) = self.outlets[usize::from(from)].as_mut() {
-                        out.push(MeshMsg::BarrierAck { token });
+                        out.push(MeshMsg::BarrierAck { token: *token });
                     }
                 }
-                MeshMsg::BarrierAck { token } => self.barrier_acked(token),
+                MeshMsg::BarrierAck { token } => self.barrier_acked(*token),
                 MeshMsg::Stopped => {
                     self.peers_stopped += 1;
                     if self.mesh_drained() {
@@ -883,8 +1030,11 @@ impl Core {
                     }
                 }
             }
+            batch.next += 1;
         }
+        true
     }
+
     fn barrier_acked(&mut self, token: u64) {
         let Some(b) = self.barriers.get_mut(&token) else {
             return;
@@ -949,6 +1099,7 @@ impl Core {
             out.push(MeshMsg::Stopped);
         }
         self.conns.iter_mut().for_each(|c| c.wake());
+        self.wake_stalled();
     }
 
     /// Shutdown has begun here and every other shard has stopped: what they
@@ -1184,7 +1335,12 @@ mod tests {
                 for (to, inlets) in self.inlets.iter().enumerate() {
                     for inlet in inlets {
                         while let Some(batch) = inlet.try_recv() {
-                            self.cores[to].apply(inlet.from, batch);
+                            let mut batch = InboundBatch::new(inlet.from, batch);
+                            while !self.cores[to].apply(&mut batch) {
+                                // Stalled: the test plays the receivers
+                                // that catch up.
+                                self.cores[to].stall_timed_out();
+                            }
                             moved = true;
                         }
                     }
@@ -1256,7 +1412,7 @@ mod tests {
             &elsewhere,
         );
         r.pump();
-        r.cores[1].apply(0, batch);
+        assert!(r.cores[1].apply(&mut InboundBatch::new(0, batch)));
         assert_eq!(r.take(1, reader), "MSG s two\nMSG s one\n");
     }
 
@@ -1350,6 +1506,67 @@ mod tests {
         r.cores[0].close(reader);
         assert_eq!(stats.connections_open.get(), 1);
         assert_eq!(stats.subscriptions.get(), 0);
+    }
+
+    #[test]
+    fn a_publisher_stalls_while_its_receiver_is_congested_until_it_catches_up_or_is_left_behind() {
+        let mut r = Relay::new(2, |c| c.max_pending = 400);
+        let (reader, publisher) = (r.open(0), r.open(0));
+        r.send(0, reader, "SUB s");
+        // Each delivery is `MSG s <90 x>\n`: 97 bytes.
+        let frame = format!("PUB s {}", "x".repeat(90));
+        let publish = |r: &mut Relay| {
+            let next = r.send(0, publisher, &frame);
+            r.cores[0].after_frame(publisher, next)
+        };
+        assert_eq!(publish(&mut r), Next::Read);
+        assert_eq!(publish(&mut r), Next::Read, "194 bytes: not over half");
+        assert_eq!(publish(&mut r), Next::Stall, "291 bytes: over half");
+        assert!(r.cores[0].stalled());
+        let (count, waker) = WakeCounter::new();
+        let cx = Context::from_waker(&waker);
+        assert!(r.cores[0].poll_stall(&cx).is_pending());
+        // Caught up: under a quarter (100 bytes) again.
+        r.take(0, reader);
+        r.cores[0].after_write(reader);
+        assert_eq!(count.count(), 1, "the stalled task is woken");
+        assert!(r.cores[0].poll_stall(&cx).is_ready());
+
+        // A receiver that does not catch up within --max-stall is left
+        // behind: no more stalls for it, and it is closed at the limit.
+        for _ in 0..2 {
+            publish(&mut r);
+        }
+        assert_eq!(publish(&mut r), Next::Stall);
+        assert!(r.cores[0].poll_stall(&cx).is_pending());
+        r.cores[0].stall_timed_out();
+        assert_eq!(count.count(), 2);
+        assert!(!r.cores[0].stalled());
+        assert!(r.cores[0].conns().get(reader).unwrap().stuck);
+        assert_eq!(publish(&mut r), Next::Read, "388 bytes, stuck: no stall");
+        assert_eq!(publish(&mut r), Next::Read);
+        let stats = r.stats[0].clone();
+        assert_eq!(stats.slow_consumers.get(), 1, "closed at --max-pending");
+        assert_eq!(stats.stalls.get(), 2);
+        // Forwarded deliveries do not stall a publisher: the shard itself
+        // stops applying the batch while a receiver is congested.
+        let remote = r.open(1);
+        r.send(1, remote, "SUB t");
+        r.pump();
+        let frame = frame.replacen(" s ", " t ", 1);
+        for _ in 0..4 {
+            let next = r.send(0, publisher, &frame);
+            assert_eq!(r.cores[0].after_frame(publisher, next), Next::Read);
+        }
+        r.cores[0].flush_mesh();
+        let mut batch = InboundBatch::new(0, r.inlets[1][0].try_recv().expect("a batch"));
+        assert!(!r.cores[1].apply(&mut batch), "stopped at the congestion");
+        assert!(r.cores[1].stalled());
+        assert_eq!(r.take(1, remote).len(), 3 * 97, "up to the one past half");
+        r.cores[1].after_write(remote);
+        assert!(r.cores[1].apply(&mut batch), "the rest");
+        assert_eq!(r.take(1, remote).len(), 97);
+        assert!(!r.cores[0].stalled());
     }
 
     #[test]

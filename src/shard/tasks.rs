@@ -53,7 +53,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 
 use super::conns::{Conn, Wire};
-use super::core::{Core, Next};
+use super::core::{Core, InboundBatch, Next};
 use super::shutdown::Shutdown;
 use super::{Control, Listener, NatsIdentity, Protocol, ShardSpec};
 use crate::config::Config;
@@ -271,7 +271,7 @@ enum Session {
 /// matching 8,192 wildcard patterns took ~5 ms here), and a read chunk holds
 /// hundreds of frames.
 #[inline]
-fn after_frame(core: &Core, id: ConnId, next: Next) -> Next {
+fn after_frame(core: &mut Core, id: ConnId, next: Next) -> Next {
     match core.after_frame(id, next) {
         Next::Read if glommio::executor().need_preempt() => Next::Yield,
         other => other,
@@ -318,6 +318,10 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
                 glommio::yield_if_needed().await;
                 continue;
             }
+            Next::Stall => {
+                shard.stall().await;
+                continue;
+            }
             Next::Read if eof => break,
             Next::Read => {}
         }
@@ -340,7 +344,14 @@ async fn mesh_loop(
     doorbell: Arc<Doorbell>,
     control: crossbeam_channel::Receiver<Control>,
 ) {
-    let has_work = || !control.is_empty() || inlets.iter().any(mesh::Inlet::has_pending);
+    // Per inlet, a batch left part-applied by a stall.
+    let held: RefCell<Vec<Option<InboundBatch>>> =
+        RefCell::new(inlets.iter().map(|_| None).collect());
+    let has_work = || {
+        !control.is_empty()
+            || inlets.iter().any(mesh::Inlet::has_pending)
+            || held.borrow().iter().any(Option::is_some)
+    };
     loop {
         poll_fn(|cx| {
             // Re-try paths that were full first: a receiver that drained
@@ -349,11 +360,27 @@ async fn mesh_loop(
             doorbell.poll(cx, has_work)
         })
         .await;
-        for inlet in &inlets {
+        // A congested receiver here pauses what other shards send too: the
+        // paths fill, and their publishers wait for room (back-pressure
+        // instead of closing receivers that read as fast as they can).
+        if shard.core.borrow().stalled() {
+            shard.stall().await;
+        }
+        'inlets: for (inlet, held) in inlets.iter().zip(held.borrow_mut().iter_mut()) {
             // Bounded work per inlet per round keeps other tasks served.
             for _ in 0..BATCHES_PER_ROUND {
-                let Some(batch) = inlet.try_recv() else { break };
-                shard.core.borrow_mut().apply(inlet.from, batch);
+                let mut batch = match held.take() {
+                    Some(batch) => batch,
+                    None => match inlet.try_recv() {
+                        Some(msgs) => InboundBatch::new(inlet.from, msgs),
+                        None => break,
+                    },
+                };
+                if !shard.core.borrow_mut().apply(&mut batch) {
+                    *held = Some(batch);
+                    inlet.release_sender();
+                    break 'inlets;
+                }
             }
             inlet.release_sender();
         }
@@ -366,6 +393,23 @@ async fn mesh_loop(
 }
 
 impl Shard {
+    /// Waits while the shard is [`stalled`](Core::stalled), for at most
+    /// `--max-stall`; past that, the receivers still congested are left
+    /// behind ([`Core::stall_timed_out`]).
+    async fn stall(&self) {
+        let caught_up = async {
+            poll_fn(|cx| self.core.borrow_mut().poll_stall(cx)).await;
+            true
+        };
+        let timed_out = async {
+            glommio::timer::sleep(self.config.max_stall).await;
+            false
+        };
+        if !futures_lite::future::or(caught_up, timed_out).await {
+            self.core.borrow_mut().stall_timed_out();
+        }
+    }
+
     fn answer(&self, request: Control) {
         match request {
             Control::Connections(reply) => {
@@ -465,7 +509,7 @@ impl Shard {
                     Next::Read
                 }
             };
-            let next = after_frame(&core, id, next);
+            let next = after_frame(&mut core, id, next);
             if next != Next::Read {
                 // The rest stays buffered until the connection goes on.
                 return next;
@@ -518,7 +562,7 @@ impl Shard {
                     Next::Read
                 }
             };
-            let next = after_frame(&core, id, next);
+            let next = after_frame(&mut core, id, next);
             if next != Next::Read {
                 return next;
             }
@@ -553,6 +597,7 @@ impl Shard {
             if write(stream, &mut conn.out, &mut Context::from_waker(&waker)).is_err() {
                 core.peer_gone(id);
             }
+            core.after_write(id);
         }
         core.conns_mut().recycle_touched(touched);
         core.flush_mesh();
@@ -590,6 +635,7 @@ impl Shard {
         if write(stream, &mut conn.out, cx).is_err() {
             core.peer_gone(id);
         }
+        core.after_write(id);
         match core.conns().get(id) {
             Some(conn) if !done(&core, conn) => Poll::Pending,
             _ => Poll::Ready(()),
