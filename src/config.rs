@@ -37,6 +37,13 @@ pub const DEFAULT_IO_MEMORY: usize = 512 << 10;
 /// barely, is left behind after this long (and closed if it reaches
 /// `--max-pending`), costing its publishers one such pause.
 pub const DEFAULT_MAX_STALL: Duration = Duration::from_millis(100);
+/// Default `--max-memory`: half of the machine's physical memory (1 GiB if
+/// it cannot be read), leaving the rest to the kernel's socket buffers,
+/// the allocator's slack and everything else on the host.
+pub fn default_max_memory() -> usize {
+    crate::sys::physical_memory().map_or(1 << 30, |total| (total / 2) as usize)
+}
+
 /// Default time a shard keeps polling before it parks its thread: none.
 /// Measured here (1 shard, 1→1 at 50,000 msgs/s, tern-loadgen): spinning
 /// 10–100 µs raised tern's CPU use from ~75% to ~100% of a core and made
@@ -64,6 +71,10 @@ pub struct Config {
     pub max_frame: usize,
     /// Unsent output per connection past which it is a slow consumer.
     pub max_pending: usize,
+    /// Bytes the whole relay may hold in clients' input buffers and unsent
+    /// output (see [`crate::budget`]); past it, a connection that wants
+    /// more is refused instead.
+    pub max_memory: usize,
     /// Longest a publisher is paused (not read) while a receiver it
     /// delivered to has more than half of `max_pending` queued; zero: never
     /// paused, receivers that fall behind are closed at `max_pending`.
@@ -105,6 +116,7 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME,
             max_pending: DEFAULT_MAX_PENDING,
             max_stall: DEFAULT_MAX_STALL,
+            max_memory: default_max_memory(),
             max_subs: DEFAULT_MAX_SUBS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             spin_before_park: DEFAULT_SPIN_BEFORE_PARK,

@@ -519,6 +519,13 @@ impl Framer {
         self.buf.len() + (self.chunk.len() - self.pos)
     }
 
+    /// Bytes of memory the framer holds: its read buffer's capacity and the
+    /// chunk of frames still handed out (which may share that allocation,
+    /// so this can count it twice: an upper bound, for the memory budget).
+    pub fn allocated(&self) -> usize {
+        self.buf.capacity() + self.chunk.len()
+    }
+
     /// Spare room to read into, initialized: at least half the current
     /// buffer size, which adapts between [`MIN_READ_SIZE`] and the read
     /// size to how much each read brings.

@@ -28,6 +28,8 @@
 //! * [`outbound`] — a connection's queue of unsent bytes, bounded by
 //!   `--max-pending` (the slow-consumer rule), keeping the pending-bytes
 //!   gauge.
+//! * [`budget`] — the relay-wide memory budget (`--max-memory`) over every
+//!   shard's input buffers and output queues.
 //!
 //! Around the data path:
 //!
@@ -47,6 +49,7 @@
 //! glommio is used by [`shard`] (the tasks) and [`relay`] (building and
 //! joining the executors), nowhere else.
 
+pub mod budget;
 pub mod config;
 pub mod framing;
 pub mod mesh;

@@ -42,6 +42,7 @@ use glommio::{
 };
 use socket2::{Domain, Socket, Type};
 
+use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::mesh::{self, Doorbell, ShardId};
 use crate::preflight::{self, PreflightError};
@@ -244,6 +245,7 @@ impl Relay {
         let config = Arc::new(config);
         let open = Arc::new(AtomicUsize::new(0));
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
+        let budget = Arc::new(MemoryBudget::new(config.max_memory, stats.clone()));
         let (controls, control_rxs): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| crossbeam_channel::unbounded()).unzip();
         let monitor = Monitor {
@@ -263,6 +265,7 @@ impl Relay {
         for (i, ((endpoint, listeners), control)) in spawns.enumerate() {
             let cpu = config.cores[i];
             let spec = ShardSpec {
+                budget: budget.clone(),
                 id: i as ShardId,
                 shards,
                 config: config.clone(),

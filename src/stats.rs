@@ -121,6 +121,13 @@ counters! {
     nats_errors,
     /// Bytes queued for clients and not yet written (gauge).
     pending_bytes,
+    /// Bytes of read buffers held for clients' input (gauge): allocated
+    /// capacity, which a partial large frame grows.
+    input_bytes,
+    /// Connections refused for the memory budget (`--max-memory`): a frame
+    /// that would have grown an input buffer past the read size, or a
+    /// receiver whose queue passed 1 MiB while the relay was over budget.
+    memory_refusals,
 }
 
 impl ShardStats {

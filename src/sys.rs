@@ -298,6 +298,26 @@ pub fn resident_memory() -> Option<u64> {
     vm_rss_bytes(&status)
 }
 
+/// The machine's physical memory in bytes (`MemTotal` in `/proc/meminfo`),
+/// `None` if it cannot be read.
+pub fn physical_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    mem_total_bytes(&meminfo)
+}
+
+/// [`physical_memory`] from the text of `/proc/meminfo` (`MemTotal:
+/// 24597208 kB`).
+fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line["MemTotal:".len()..]
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
 /// [`resident_memory`] from the text of `/proc/<pid>/status`, whose
 /// `VmRSS` line is in kibibytes (`VmRSS:\t  1234 kB`).
 fn vm_rss_bytes(status: &str) -> Option<u64> {
@@ -467,6 +487,15 @@ mod tests {
         assert_eq!(vm_rss_bytes("Name:\ttern\n"), None);
         assert_eq!(vm_rss_bytes("VmRSS:\t12 MB\n"), None);
         assert_eq!(vm_rss_bytes("VmRSS:\tlots kB\n"), None);
+    }
+
+    #[test]
+    fn physical_memory_is_mem_total() {
+        assert!(physical_memory().is_some_and(|m| m >= 64 << 20));
+        let meminfo = "MemTotal:       24597208 kB\nMemFree:        1 kB\n";
+        assert_eq!(mem_total_bytes(meminfo), Some(24_597_208 * 1024));
+        assert_eq!(mem_total_bytes("MemFree:   1 kB\n"), None);
+        assert_eq!(mem_total_bytes("MemTotal:   12 MB\n"), None);
     }
 
     #[test]

@@ -581,3 +581,78 @@ fn readers_that_keep_reading_slow_a_fast_publisher_instead_of_being_cut() {
     assert_eq!(totals.slow_consumers, 0);
     assert!(totals.stalls > 0, "the publisher was paused: {totals:?}");
 }
+
+#[test]
+fn over_the_memory_budget_big_input_is_refused_and_big_queues_closed() {
+    // A 4 MiB budget for the whole relay. Eight clients each start a frame
+    // of up to 1 MiB and never end it: once the relay holds more than its
+    // budget, the ones still growing are refused and closed; the rest of
+    // the relay keeps serving.
+    let relay = TestRelay::start_with(|c| {
+        c.max_memory = 4 << 20;
+        c.max_frame = 2 << 20;
+        c.max_stall = Duration::ZERO;
+    });
+    let piece = vec![b'y'; 64 * 1024];
+    let mut hogs: Vec<Client> = (0..8).map(|i| relay.on(i % 2)).collect();
+    for hog in &mut hogs {
+        hog.send_raw(b"PUB hog ");
+    }
+    // Each hog ends up either holding its 1 MiB partial frame or refused
+    // (a refused one's later writes may fail: the relay closed it).
+    let mut writers = Vec::new();
+    for hog in hogs {
+        let piece = piece.clone();
+        writers.push(thread::spawn(move || {
+            for _ in 0..16 {
+                if std::io::Write::write_all(&mut hog.stream(), &piece).is_err() {
+                    break;
+                }
+            }
+            hog
+        }));
+    }
+    let hogs: Vec<Client> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let mut healthy = relay.on(0);
+    healthy.ping();
+    eventually(&relay, "some refused for memory", |t| t.memory_refusals > 0);
+    let mut refused = 0;
+    for mut hog in hogs {
+        // A refused one may be closed already.
+        let _ = hog.stream().shutdown(std::net::Shutdown::Write);
+        let frames = hog.read_until_closed();
+        if frames.first().is_some_and(|f| f == b"-ERR frame too long") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "at least one hog refused");
+    // The buffers went with their connections.
+    eventually(&relay, "input buffers released", |t| {
+        t.input_bytes < (1 << 20)
+    });
+    healthy.expect_silence();
+
+    // A receiver that does not read, while the relay is over budget, is
+    // closed once its queue passes 1 MiB, long before --max-pending.
+    // (A client holding a 1.9 MiB partial frame takes the relay near its
+    // budget first.)
+    let mut hog = relay.on(0);
+    hog.send_raw(b"PUB hog ");
+    for _ in 0..30 {
+        hog.send_raw(&piece);
+    }
+    eventually(&relay, "the partial frame held", |t| {
+        t.input_bytes > 1 << 20
+    });
+    let mut sleeper = Client::tiny_window(relay.shard_addrs()[1], relay.term());
+    sleeper.sub("big");
+    let mut publisher = relay.on(1);
+    let before = relay.stats().memory_refusals;
+    for i in 0..400 {
+        publisher.publish("big", format!("{i} {}", "p".repeat(16 * 1024)));
+    }
+    publisher.ping();
+    eventually(&relay, "the sleeper closed for memory", |t| {
+        t.memory_refusals > before && t.slow_consumers > 0
+    });
+}

@@ -150,6 +150,18 @@ const FAMILIES: &[Family] = &[
         kind: Kind::Gauge,
         help: "Bytes queued for clients and not yet written to their sockets.",
     },
+    Family {
+        field: "input_bytes",
+        name: "tern_input_buffer_bytes",
+        kind: Kind::Gauge,
+        help: "Bytes of read buffers held for clients' input (counted against --max-memory with the pending bytes).",
+    },
+    Family {
+        field: "memory_refusals",
+        name: "tern_memory_refusals_total",
+        kind: Kind::Counter,
+        help: "Connections closed because the relay was over --max-memory: a frame growing past the read size, or a receiver's queue past 1 MiB.",
+    },
 ];
 
 /// The family of the `errors_<reason>` fields.

@@ -30,6 +30,7 @@ use rustc_hash::FxHashMap;
 
 use super::conns::{Conn, ConnTable, NatsSub, Wire};
 use super::{ClientInfo, ConnectionInfo};
+use crate::budget::{self, MemoryBudget};
 use crate::config::Config;
 use crate::mesh::{self, Forward, MeshMsg, Outlet, Place, ShardId, Span};
 use crate::outbound::{Outbound, SlowConsumer, SHARED_PAYLOAD_MIN};
@@ -209,6 +210,9 @@ pub struct Core {
     /// The line protocol's terminator, for every line frame queued.
     terminator: Box<[u8]>,
     stats: Arc<ShardStats>,
+    /// The relay-wide memory budget, checked before a receiver's queue
+    /// grows past [`budget::CHECK_ABOVE`].
+    budget: Arc<MemoryBudget>,
     conns: ConnTable,
     router: Router,
     /// Indexed by target shard; `None` for this shard.
@@ -250,6 +254,7 @@ impl Core {
         shards: usize,
         config: &Config,
         stats: Arc<ShardStats>,
+        budget: Arc<MemoryBudget>,
         outlets: Vec<Option<Outlet>>,
     ) -> Core {
         Core {
@@ -268,6 +273,7 @@ impl Core {
             },
             terminator: config.terminator.as_bytes().into(),
             stats,
+            budget,
             conns: ConnTable::default(),
             router: Router::new(),
             outlets,
@@ -513,6 +519,23 @@ impl Core {
         }
     }
 
+    /// Connection `id` holds a partial frame past the read size while the
+    /// relay is over its memory budget: it is refused as a frame too long
+    /// (line) or a payload too large (NATS, which closes), and closed, so
+    /// its buffer is freed instead of grown.
+    pub fn refuse_for_memory(&mut self, id: ConnId) {
+        self.stats.memory_refusals.add(1);
+        if self.conns.nats(id).is_some() {
+            self.refuse_nats(id, NatsError::MaxPayload);
+            return;
+        }
+        self.refuse(id, ProtoError::FrameTooLong, &[]);
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.closing = true;
+            conn.wake();
+        }
+    }
+
     /// Queues `INFO` (or any other greeting) for `id`: the first bytes a
     /// NATS client reads.
     pub fn greet(&mut self, id: ConnId, info: &[u8]) {
@@ -735,25 +758,47 @@ impl Core {
         match pushed {
             Ok(()) => {
                 conn.msgs_out += 1;
-                if conn.out.pending() > self.limits.congested_above {
-                    if !conn.congested {
-                        conn.congested = true;
-                        self.congested.push(to.conn);
-                    }
-                    // A local publisher waits; a forwarded message's shard
-                    // waits in its mesh task (see `stalled`).
-                    if !conn.stuck && d.publisher.is_some() {
-                        self.stall_publisher = true;
-                    }
-                }
+                let pending = conn.out.pending();
                 self.stats.msgs_out.add(1);
                 self.stats.bytes_out.add(msg.payload.len() as u64);
                 self.conns.touch(to.conn);
+                if pending > self.limits.congested_above.min(budget::CHECK_ABOVE) {
+                    self.queue_grew(to.conn, pending, d.publisher.is_some());
+                }
             }
             Err(_) => self.slow_consumer(to.conn),
         }
         if ended {
             self.end_nats_sub(to);
+        }
+    }
+
+    /// A delivery left `pending` bytes queued for `id`, more than a
+    /// receiver that keeps up holds: over the relay's memory budget a
+    /// queue past [`budget::CHECK_ABOVE`] is closed rather than grown;
+    /// past half of `--max-pending` the receiver is congested, and a local
+    /// publisher (`local`) is stalled for it.
+    #[cold]
+    fn queue_grew(&mut self, id: ConnId, pending: usize, local: bool) {
+        if pending > budget::CHECK_ABOVE && self.budget.exceeded() {
+            self.stats.memory_refusals.add(1);
+            self.slow_consumer(id);
+            return;
+        }
+        if pending <= self.limits.congested_above {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !conn.congested {
+            conn.congested = true;
+            self.congested.push(id);
+        }
+        // A forwarded message's shard waits in its mesh task instead (see
+        // `stalled`).
+        if !conn.stuck && local {
+            self.stall_publisher = true;
         }
     }
 
@@ -1295,9 +1340,14 @@ mod tests {
             } in endpoints
             {
                 let stats = Arc::new(ShardStats::default());
-                relay
-                    .cores
-                    .push(Core::new(id, n, &config, stats.clone(), outlets));
+                relay.cores.push(Core::new(
+                    id,
+                    n,
+                    &config,
+                    stats.clone(),
+                    Arc::new(MemoryBudget::unlimited()),
+                    outlets,
+                ));
                 relay.inlets.push(inlets);
                 relay.stats.push(stats);
             }

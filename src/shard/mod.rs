@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::mesh::{Endpoint, ShardId};
 use crate::stats::ShardStats;
@@ -115,6 +116,8 @@ pub struct ShardSpec {
     pub stats: Arc<ShardStats>,
     /// Open connections on the whole relay, for `--max-connections`.
     pub open: Arc<AtomicUsize>,
+    /// The relay-wide memory budget (`--max-memory`).
+    pub budget: Arc<MemoryBudget>,
     /// The next connection id (`cid`), shared by every shard.
     pub next_cid: Arc<AtomicU64>,
     /// What every NATS client is told of this server.

@@ -56,6 +56,7 @@ use super::conns::{Conn, Wire};
 use super::core::{Core, InboundBatch, Next};
 use super::shutdown::Shutdown;
 use super::{Control, Listener, NatsIdentity, Protocol, ShardSpec};
+use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::framing::{FrameError, Framer};
 use crate::mesh::{self, Doorbell, Endpoint};
@@ -78,6 +79,8 @@ struct Shard {
     stats: Arc<ShardStats>,
     /// Open connections on the whole relay, for `--max-connections`.
     open: Arc<AtomicUsize>,
+    /// The relay-wide memory budget (`--max-memory`).
+    budget: Arc<MemoryBudget>,
     /// The next connection id, shared by every shard.
     next_cid: Arc<AtomicU64>,
     /// What NATS clients are told of the relay.
@@ -101,6 +104,7 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         endpoint,
         stats,
         open,
+        budget,
         next_cid,
         nats,
         control,
@@ -112,7 +116,15 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         ..
     } = endpoint;
     let shard = Rc::new(Shard {
-        core: RefCell::new(Core::new(id, shards, &config, stats.clone(), outlets)),
+        core: RefCell::new(Core::new(
+            id,
+            shards,
+            &config,
+            stats.clone(),
+            budget.clone(),
+            outlets,
+        )),
+        budget,
         config,
         stats,
         open,
@@ -278,6 +290,37 @@ fn after_frame(core: &mut Core, id: ConnId, next: Next) -> Next {
     }
 }
 
+/// One connection's read buffer in the shard's input gauge
+/// ([`ShardStats::input_bytes`], which the memory budget reads): kept at the
+/// framer's size, and taken out of the gauge when the connection ends.
+struct InputHeld {
+    stats: Arc<ShardStats>,
+    bytes: usize,
+}
+
+impl InputHeld {
+    fn new(stats: Arc<ShardStats>) -> Self {
+        InputHeld { stats, bytes: 0 }
+    }
+
+    /// The buffer now holds `bytes`.
+    #[inline]
+    fn set(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.stats.input_bytes.add((bytes - self.bytes) as u64);
+        } else {
+            self.stats.input_bytes.sub((self.bytes - bytes) as u64);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for InputHeld {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
 /// Drives one connection from accept to close.
 async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
     let (mut framer, mut session) = match protocol {
@@ -295,11 +338,13 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
         ),
     };
     let mut eof = false;
+    let mut input = InputHeld::new(shard.stats.clone());
     loop {
         let next = match &mut session {
             Session::Line => shard.process(id, &mut framer, eof),
             Session::Nats(decoder) => shard.process_nats(id, &mut framer, decoder, eof),
         };
+        input.set(framer.allocated());
         shard.flush();
         match next {
             Next::Close => break,
@@ -325,10 +370,19 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
             Next::Read if eof => break,
             Next::Read => {}
         }
+        // A frame still growing past the read size while the relay is over
+        // its memory budget: refused, and the connection closed with it.
+        if framer.buffered() > shard.config.read_size && shard.budget.exceeded() {
+            shard.core.borrow_mut().refuse_for_memory(id);
+            continue;
+        }
         let read = poll_fn(|cx| shard.poll_read(id, cx, &mut framer)).await;
         match read {
             Some(0) | None => eof = true,
-            Some(n) => framer.advance(n),
+            Some(n) => {
+                framer.advance(n);
+                input.set(framer.allocated());
+            }
         }
         glommio::yield_if_needed().await;
     }
