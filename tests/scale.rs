@@ -9,7 +9,7 @@
 //! is too low for 10,000, it uses what the limit allows and says so.
 //!
 //! The resident set size per connection is printed (`--nocapture`), not
-//! asserted: it is a figure for the notes, and `benches/connections.sh`
+//! asserted: it is a figure for the notes, and `benches/connections.py`
 //! measures it beside nats-server's.
 
 mod common;
