@@ -414,6 +414,10 @@ fn the_binary_serves_metrics_and_logs_slow_consumers_and_refusals_as_json() {
     assert_eq!(slow_lines[0]["level"], "WARN");
     assert_eq!(slow_lines[0]["fields"]["peer"], slow_peer.as_str());
     assert_eq!(slow_lines[0]["fields"]["limit"], 65536);
+    // The size that crossed the limit, not what was left once the queue
+    // was cut back to its farewell.
+    let pending = slow_lines[0]["fields"]["pending"].as_u64().unwrap();
+    assert!(pending > 65536, "pending={pending}: {log}");
     let refusals: Vec<_> = events
         .iter()
         .filter(|e| message(e).starts_with("connection refused"))

@@ -546,18 +546,19 @@ impl Core {
                 self.stats.bytes_out.add(msg.payload.len() as u64);
                 self.conns.touch(to.conn);
             }
-            Err(_) => self.slow_consumer(to.conn),
+            Err(refused) => self.slow_consumer(to.conn, refused),
         }
         if ended {
             self.end_nats_sub(to);
         }
     }
 
-    /// Closes `id` as a slow consumer: what it can still be sent is cut to
-    /// a well-formed end (a line client also gets `-ERR slow consumer`; a
-    /// NATS client nothing more, as nats-server does), and it is counted
-    /// once.
-    fn slow_consumer(&mut self, id: ConnId) {
+    /// Closes `id` as a slow consumer, refused a push as `refused` says:
+    /// what it can still be sent is cut to a well-formed end (a line client
+    /// also gets `-ERR slow consumer`; a NATS client nothing more, as
+    /// nats-server does), and it is counted and logged once. The log gives
+    /// the size that crossed the limit, not what is left after the cut.
+    fn slow_consumer(&mut self, id: ConnId, refused: SlowConsumer) {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
@@ -576,8 +577,8 @@ impl Core {
         tracing::warn!(
             peer = %conn.peer,
             shard = self.id,
-            pending = conn.out.pending(),
-            limit = self.limits.max_pending,
+            pending = refused.pending,
+            limit = refused.max_pending,
             "slow consumer closed"
         );
         self.conns.touch(id);
@@ -595,7 +596,7 @@ impl Core {
         };
         match push(&mut conn.out, &self.terminator) {
             Ok(()) => self.conns.touch(id),
-            Err(_) => self.slow_consumer(id),
+            Err(refused) => self.slow_consumer(id, refused),
         }
     }
 
