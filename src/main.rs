@@ -15,7 +15,6 @@
 //! 0 after a one-line summary.
 
 use std::fmt;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,10 +22,10 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use tracing_subscriber::EnvFilter;
 
 use tern::config::{self, Config};
 use tern::framing::Terminator;
+use tern::logging;
 use tern::metrics::MetricsListener;
 use tern::preflight::{self, Findings, Verdict};
 use tern::relay::Relay;
@@ -104,7 +103,7 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_IO_MEMORY, value_parser = units::parse_size)]
     io_memory: usize,
 
-    /// Log filter: error, warn, info, debug, trace, or directives like tern=debug [default: info]
+    /// Log filter: error, warn, info, debug (also each connection opened and closed), trace, or directives like tern=debug [default: info]
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_filter)]
     log_level: Option<String>,
 
@@ -145,13 +144,10 @@ fn parse_cores(s: &str) -> Result<CpuList, units::CpuListError> {
     units::parse_cpu_list(s).map(CpuList)
 }
 
-fn parse_log_filter(s: &str) -> Result<String, String> {
-    EnvFilter::builder()
-        .parse(s)
-        .map(|_| s.to_string())
-        .map_err(|e| {
-            format!("invalid log filter `{s}`: {e} (use error, warn, info, debug, trace or off)")
-        })
+/// A `--log-level` value, kept as written once [`logging::parse_filter`]
+/// has accepted it (an `EnvFilter` cannot be cloned, as clap needs).
+fn parse_log_filter(s: &str) -> Result<String, logging::FilterError> {
+    logging::parse_filter(s).map(|_| s.to_string())
 }
 
 fn main() -> ExitCode {
@@ -209,29 +205,25 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
-/// Installs the global subscriber on stderr. The filter is `--log-level`
-/// if given, else `RUST_LOG` if set, else `info`.
+/// Installs the logger on stderr ([`logging::install`]). The filter is
+/// `--log-level` if given, else `RUST_LOG` if set, else `info`; both are
+/// read by [`logging::parse_filter`], which refuses a level it does not
+/// know rather than log nothing.
 fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     let filter = match level {
-        Some(level) => EnvFilter::builder().parse(level),
+        Some(level) => logging::parse_filter(level).map_err(|e| format!("--log-level: {e}"))?,
         None => match std::env::var("RUST_LOG") {
-            Ok(env) if !env.trim().is_empty() => EnvFilter::builder().parse(&env),
-            _ => EnvFilter::builder().parse("info"),
+            Ok(env) if !env.trim().is_empty() => {
+                logging::parse_filter(&env).map_err(|e| format!("invalid RUST_LOG: {e}"))?
+            }
+            _ => logging::parse_filter("info").expect("a level"),
         },
-    }
-    .map_err(|e| format!("invalid RUST_LOG: {e} (use error, warn, info, debug, trace or off)"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // `try_init` also installs the `log` -> `tracing` bridge, which is how
-    // glommio's warnings (e.g. failed buffer registration) get here.
-    let result = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().try_init(),
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    let format = match format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    logging::install(filter, format).map_err(|e| e.to_string())
 }
 
 /// Turns the flags into a relay configuration: `--shards` and `--cores`
@@ -629,5 +621,11 @@ mod tests {
         assert!(parse_log_filter("debug").is_ok());
         assert!(parse_log_filter("tern=debug,glommio=warn").is_ok());
         assert!(parse_log_filter("loud=[").is_err());
+        // A typo of a level is refused, not taken as a module name.
+        let err = Cli::try_parse_from(["tern", "--log-level", "warning"]).unwrap_err();
+        assert!(
+            err.to_string().contains("`warning` is not a log level"),
+            "{err}"
+        );
     }
 }

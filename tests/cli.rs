@@ -197,6 +197,49 @@ fn usage_errors_exit_2_in_one_line() {
 }
 
 #[test]
+fn an_unknown_log_level_is_refused_not_silently_logging_nothing() {
+    // `warning` is valid EnvFilter syntax (a module named "warning"), which
+    // would log nothing at all: refused, also by --check-config.
+    for args in [
+        &["--log-level", "warning"][..],
+        &["--check-config", "--log-level", "warning"],
+    ] {
+        assert_startup_error(
+            args,
+            &[
+                "--log-level",
+                "`warning` is not a log level",
+                "error, warn, info, debug, trace or off",
+            ],
+        );
+    }
+    assert_startup_error(
+        &["--log-level", "info,tern=verbose"],
+        &["`verbose` in `tern=verbose` is not a log level"],
+    );
+    let o = tern_env(
+        &["--check-config", "--listen", "127.0.0.1:0", "--shards", "1"],
+        &[("RUST_LOG", "warning")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("tern: error: invalid RUST_LOG: `warning` is not a log level"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tern(&[
+        "--check-config",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--log-level",
+        "tern=debug,glommio=warn",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
 fn an_invalid_rust_log_is_refused_and_log_level_overrides_it() {
     let run = |extra: &[&str]| {
         let mut args = vec!["--check-config", "--listen", "127.0.0.1:0", "--shards", "1"];

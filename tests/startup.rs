@@ -298,6 +298,47 @@ fn json_logs_are_one_object_per_line() {
     );
 }
 
+#[test]
+fn debug_logs_each_connection_opened_and_closed() {
+    let mut t = Tern::spawn(tern_cmd(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
+    ]));
+    let addr = t.wait_started();
+    let mut c = Client::connect(addr, TERM);
+    let peer = c.stream().local_addr().unwrap().to_string();
+    c.ping();
+    // Closed by the client, or at the latest by the stop: logged either way.
+    drop(c);
+    t.signal(libc::SIGTERM);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_peer = |message: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["fields"]["message"] == message && e["fields"]["peer"] == peer.as_str())
+            .collect()
+    };
+    let opened = of_peer("connection opened");
+    assert_eq!(opened.len(), 1, "{log}");
+    assert_eq!(opened[0]["level"], "DEBUG");
+    assert_eq!(opened[0]["fields"]["protocol"], "line");
+    let closed = of_peer("connection closed");
+    assert_eq!(closed.len(), 1, "{log}");
+    assert_eq!(closed[0]["fields"]["msgs_in"], 0);
+}
+
 // ------------------------------------------------------- metrics
 
 /// The address in "metrics http://ADDR/metrics" of a start-up line.

@@ -193,17 +193,20 @@ impl Core {
     }
 
     /// A connection from `peer`, speaking `wire`, with process-wide id
-    /// `cid`, was accepted at `now`.
+    /// `cid`, was accepted at `now` (logged at `debug`).
     pub fn open(&mut self, peer: SocketAddr, cid: u64, wire: Wire, now: Instant) -> ConnId {
         let out = Outbound::new(self.limits.max_pending, self.stats.clone());
+        let protocol = wire.name();
         let id = self.conns.insert(Conn::new(peer, cid, wire, out, now));
         self.stats.connections_accepted.add(1);
         self.stats.connections_open.add(1);
+        tracing::debug!(%peer, cid, shard = self.id, protocol, "connection opened");
         id
     }
 
     /// Tears a connection down: its subscriptions leave every shard's
-    /// index, and what it was still owed is dropped.
+    /// index, and what it was still owed is dropped (logged at `debug`,
+    /// with what it sent and received).
     pub fn close(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(id) else {
             return;
@@ -229,6 +232,16 @@ impl Core {
         self.stats.subscriptions.sub(conn.subscriptions() as u64);
         self.stats.connections_open.sub(1);
         self.stats.connections_closed.add(1);
+        tracing::debug!(
+            peer = %conn.peer,
+            cid = conn.cid,
+            shard = self.id,
+            protocol = conn.wire.name(),
+            msgs_in = conn.msgs_in,
+            msgs_out = conn.msgs_out,
+            seconds = conn.since.elapsed().as_secs_f64(),
+            "connection closed"
+        );
     }
 
     /// Whether connection `id` may handle frames now, before any is
