@@ -53,6 +53,14 @@ pub const RING_ALLOWANCE: u64 = 64 * 1024;
 /// returns a little after they close (measured up to 12 KiB).
 pub const PROBE_ALLOWANCE: u64 = 16 * 1024;
 
+/// Share of the locked-memory limit a suggested `--io-memory` leaves
+/// unused, in percent. The kernel counts the limit per user, not per
+/// process: other io_uring programs of the same user, and a tern that
+/// exited a moment ago (whose charge the kernel returns a little later),
+/// hold part of it. A suggestion that fills the limit exactly would fail
+/// at the next restart.
+pub const MEMLOCK_HEADROOM_PERCENT: u64 = 25;
+
 /// File descriptors each shard needs besides its listening sockets (one
 /// per `--listen` address, counted apart): three io_uring rings and
 /// glommio's event and timer descriptors, with room to spare. An estimate
@@ -142,8 +150,9 @@ pub struct MemlockShortfall {
     pub shards: usize,
     /// `--io-memory` asked for.
     pub io_memory: usize,
-    /// The largest `--io-memory` that would fit under the current limit, if
-    /// lowering it is enough.
+    /// An `--io-memory` that fits under the current limit with
+    /// [`MEMLOCK_HEADROOM_PERCENT`] of it to spare, if lowering it is
+    /// enough.
     pub fitting_io_memory: Option<usize>,
 }
 
@@ -181,6 +190,80 @@ impl fmt::Display for MemlockShortfall {
         }
         write!(f, ", or with systemd `LimitMEMLOCK={needed_kib}K`")?;
         if let Some(io) = self.fitting_io_memory {
+            write!(
+                f,
+                ", or lower --io-memory to {}",
+                format_size(io as u64).replace(' ', "")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A shard could not lock memory for its rings although the limit looked
+/// high enough at the check ([`evaluate_memlock`]): io_uring answered
+/// `ENOMEM` because the kernel counts the limit per user, and other
+/// processes of this user hold part of it. Said with the fixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemlockExhausted {
+    /// The soft `RLIMIT_MEMLOCK`, in bytes, if it could be read
+    /// ([`sys::UNLIMITED`] for unlimited).
+    pub limit: Option<u64>,
+    /// Bytes the relay needs ([`memlock_needed`]).
+    pub needed: u64,
+    /// Shards asked for.
+    pub shards: usize,
+    /// `--io-memory` asked for.
+    pub io_memory: usize,
+}
+
+impl MemlockExhausted {
+    /// The explanation for `shards` shards with `io_memory` each, under
+    /// this process's limit now.
+    pub fn now(shards: usize, io_memory: usize) -> MemlockExhausted {
+        MemlockExhausted {
+            limit: sys::limits(Resource::LockedMemory).ok().map(|l| l.soft),
+            needed: memlock_needed(shards, io_memory),
+            shards,
+            io_memory,
+        }
+    }
+}
+
+impl fmt::Display for MemlockExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let limit = match self.limit {
+            Some(l) => format_limit(l, format_size),
+            None => "unreadable".to_string(),
+        };
+        // Twice the need: room for a relay that just exited, or for as
+        // much again held by other programs.
+        let raise_kib = self.needed.saturating_mul(2).div_ceil(1024);
+        write!(
+            f,
+            "io_uring could not lock memory for the shard's rings (Cannot allocate memory): \
+             the locked-memory limit (RLIMIT_MEMLOCK, `ulimit -l`) is {limit} and {} with \
+             --io-memory {} {} {}, but the kernel counts the limit per user, and other processes \
+             of this user (another io_uring program, or a tern that exited a moment ago) hold \
+             part of it: run tern as a user of its own (systemd DynamicUser=yes), or raise the \
+             limit with `ulimit -l {raise_kib}` or systemd `LimitMEMLOCK={raise_kib}K`",
+            if self.shards == 1 {
+                "1 shard".to_string()
+            } else {
+                format!("{} shards", self.shards)
+            },
+            format_size(self.io_memory as u64),
+            if self.shards == 1 { "needs" } else { "need" },
+            format_size(self.needed),
+        )?;
+        // What fits in half the limit: the other half is taken, as far as
+        // anyone can tell.
+        let fitting = self
+            .limit
+            .filter(|&l| l != sys::UNLIMITED)
+            .and_then(|l| fitting_io_memory(self.shards, l / 2))
+            .filter(|&io| io < self.io_memory);
+        if let Some(io) = fitting {
             write!(
                 f,
                 ", or lower --io-memory to {}",
@@ -666,7 +749,8 @@ fn evaluate_memlock(
     let (needed, fitting) = if cap_ipc_lock {
         (GLOMMIO_MIN_MEMLOCK, None)
     } else {
-        (needed, fitting_io_memory(shards, soft))
+        let budget = soft - soft / 100 * MEMLOCK_HEADROOM_PERCENT;
+        (needed, fitting_io_memory(shards, budget))
     };
     Err(PreflightError::Memlock(MemlockShortfall {
         limit: soft,
@@ -678,10 +762,11 @@ fn evaluate_memlock(
     }))
 }
 
-/// The largest io memory (a multiple of 4 KiB) with which `shards`
-/// executors fit under `limit`, if any does.
+/// The largest io memory (a multiple of 4 KiB, at least glommio's
+/// [`GLOMMIO_MIN_IO_MEMORY`]) with which `shards` executors fit in
+/// `limit` bytes of locked memory, if any does.
 fn fitting_io_memory(shards: usize, limit: u64) -> Option<usize> {
-    if memlock_needed(shards, 0) > limit {
+    if memlock_needed(shards, GLOMMIO_MIN_IO_MEMORY) > limit {
         return None;
     }
     // Invert memlock_needed: what is left once the fixed costs are paid,
@@ -1007,14 +1092,45 @@ mod tests {
         // Below glommio's floor, a smaller --io-memory cannot help.
         assert!(!msg.contains("lower --io-memory"), "{msg}");
 
-        // 2 MiB fits 2 shards with less io memory: say how much.
+        // 2 MiB fits 2 shards with less io memory: say how much, leaving
+        // a quarter of the limit to spare (the budget is per user).
         let err = evaluate_memlock(2, 512 << 10, 2048 * K, 8192 * K, false).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("lower --io-memory to 316KiB"), "{msg}");
+        assert!(msg.contains("lower --io-memory to 232KiB"), "{msg}");
         assert!(!msg.contains("hard limit"), "{msg}");
-        let fitting = 316 * 1024;
-        assert!(memlock_needed(2, fitting) <= 2048 * K);
-        assert!(memlock_needed(2, fitting + 4096) > 2048 * K);
+        let fitting = 232 * 1024;
+        assert!(memlock_needed(2, fitting) <= 1536 * K);
+        assert!(memlock_needed(2, fitting + 4096) > 1536 * K);
+        // Less than glommio's 64 KiB would fit: suggest none.
+        let err = evaluate_memlock(2, 512 << 10, 600 * K, 8192 * K, false).unwrap_err();
+        assert!(!err.to_string().contains("--io-memory to"), "{err}");
+    }
+
+    #[test]
+    fn an_exhausted_per_user_budget_suggests_room_for_the_others() {
+        const K: u64 = 1024;
+        let e = MemlockExhausted {
+            limit: Some(3216 * K),
+            needed: memlock_needed(2, 512 << 10),
+            shards: 2,
+            io_memory: 512 << 10,
+        };
+        let msg = e.to_string();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        // Half the limit: (1608 - 16 - 128) / 6, 4 KiB aligned.
+        assert!(msg.contains("lower --io-memory to 244KiB"), "{msg}");
+        assert!(memlock_needed(2, 244 << 10) <= 1608 * K);
+        assert!(msg.contains("ulimit -l 6432"), "{msg}");
+        // Nothing smaller to suggest when the io memory is already small,
+        // or the limit unknown.
+        let small = MemlockExhausted {
+            io_memory: 64 << 10,
+            needed: memlock_needed(2, 64 << 10),
+            ..e.clone()
+        };
+        assert!(!small.to_string().contains("--io-memory to"), "{small}");
+        let unknown = MemlockExhausted { limit: None, ..e };
+        assert!(unknown.to_string().contains("is unreadable"), "{unknown}");
     }
 
     #[test]

@@ -34,6 +34,11 @@ const TERM: &[u8] = b"\n";
 /// root: `nobody` on every common distribution.
 const NOBODY: u32 = 65534;
 
+/// A user (and group) id no account has, for a test that needs a
+/// locked-memory budget of its own: the kernel counts that limit per
+/// user, and the other tests run as [`NOBODY`] at the same time.
+const BUDGET_USER: u32 = 64_999;
+
 /// A running `tern` process and the lines of its stderr.
 struct Tern {
     child: Child,
@@ -542,8 +547,15 @@ fn dir_reachable_by_others(dir: &Path) -> bool {
 
 impl Unprivileged {
     /// `tern args` with `ulimit -l limit_kib`, as a user without
-    /// CAP_IPC_LOCK. `sh` and `setpriv` both `exec`, so the PID is tern's.
+    /// CAP_IPC_LOCK ([`NOBODY`] when started by root).
     fn command(&self, limit_kib: u64, args: &[&str]) -> Command {
+        self.command_as(NOBODY, limit_kib, args)
+    }
+
+    /// [`Unprivileged::command`], as user and group `uid` when started by
+    /// root (else as ourselves). `sh` and `setpriv` both `exec`, so the
+    /// PID is tern's.
+    fn command_as(&self, uid: u32, limit_kib: u64, args: &[&str]) -> Command {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(r#"ulimit -l "$0" && exec "$@""#)
@@ -554,8 +566,8 @@ impl Unprivileged {
             }
             Unprivileged::Setpriv { copy } => {
                 cmd.arg("setpriv")
-                    .arg(format!("--reuid={NOBODY}"))
-                    .arg(format!("--regid={NOBODY}"))
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
                     .arg("--clear-groups")
                     .arg("--")
                     .arg(&copy.bin);
@@ -652,6 +664,73 @@ fn two_shards_fit_in_8_mib_of_locked_memory_by_default() {
         !log.contains("MemLockLimit") && !log.contains("tern: error"),
         "{log}"
     );
+}
+
+#[test]
+fn buffers_refused_by_a_budget_others_hold_are_said_in_one_line() {
+    let how = match unprivileged("shared") {
+        Ok(how) => how,
+        Err(why) => {
+            println!("skipped: cannot run tern unprivileged: {why}");
+            return;
+        }
+    };
+    if matches!(how, Unprivileged::Direct) && hard_memlock_kib() < 8192 {
+        println!(
+            "skipped: the hard locked-memory limit ({} KiB) is below 8 MiB and only root can raise it",
+            hard_memlock_kib()
+        );
+        return;
+    }
+    // The first tern holds about 3 MiB of the user's budget (3 rings x
+    // 1 MiB of buffers, and the rings)...
+    let mut holder = Tern::spawn(how.command_as(
+        BUDGET_USER,
+        8192,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--io-memory",
+            "1MiB",
+        ],
+    ));
+    holder.wait_started();
+    // ...so the second one, whose own limit of 3450 KiB is twice what it
+    // needs (1616 KiB), finds room for its rings but not for its 512 KiB
+    // of buffers (measured here: that is so for limits from about 3200 to
+    // 3700 KiB): glommio runs it without them, and tern says so.
+    let mut t = Tern::spawn(how.command_as(
+        BUDGET_USER,
+        3450,
+        &["--listen", "127.0.0.1:0", "--shards", "1"],
+    ));
+    let addr = t.wait_started();
+    exchange(addr);
+    t.signal(libc::SIGTERM);
+    let (status, log) = t.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("could not register the shard's buffers"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    for part in [
+        "WARN",
+        "(Cannot allocate memory (os error 12))",
+        "RLIMIT_MEMLOCK, 3450 KiB",
+        "counted per user",
+        "runs without registered buffers",
+        "DynamicUser=yes",
+    ] {
+        assert!(said[0].contains(part), "{part:?} missing from {}", said[0]);
+    }
+    // Not glommio's multi-line dump.
+    assert!(!log.contains("Os {") && !log.contains("Skipping"), "{log}");
+    holder.signal(libc::SIGTERM);
+    let (status, log) = holder.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
 }
 
 // ------------------------------------------------------- io_uring
