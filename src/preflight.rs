@@ -24,6 +24,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError};
 use crate::sys::{self, Limits, Resource};
@@ -52,6 +53,18 @@ pub const RING_ALLOWANCE: u64 = 64 * 1024;
 /// ([`sys::probe_io_uring`]'s and glommio's own), whose charge the kernel
 /// returns a little after they close (measured up to 12 KiB).
 pub const PROBE_ALLOWANCE: u64 = 16 * 1024;
+
+/// How long a start keeps trying an address that is in use before it
+/// says so. The listening sockets of a relay that has just exited stay
+/// bound for a few milliseconds after it (io_uring lets go of them from a
+/// kernel worker), so a restart right after a clean stop found its own
+/// port taken (measured: for about 9 ms, 4 restarts in 15) and, under
+/// systemd's `RestartPreventExitStatus=2`, stayed down. A port that a
+/// running program holds is still refused, this much later.
+pub const ADDR_IN_USE_WAIT: Duration = Duration::from_secs(2);
+
+/// The pause between two tries of an address that is in use.
+const ADDR_IN_USE_PAUSE: Duration = Duration::from_millis(10);
 
 /// Share of the locked-memory limit a suggested `--io-memory` leaves
 /// unused, in percent. The kernel counts the limit per user, not per
@@ -431,8 +444,9 @@ pub fn check(config: Config, metrics: Option<SocketAddr>) -> Result<Checked, Pre
 /// 1. tern's version, then each setting's value; a setting that cannot
 ///    work ([`Config::validate`], run here once) is that line's error;
 /// 2. `shards`: every CPU in the affinity mask;
-/// 3. `listen`, one per address: given once, not `--metrics`'s, free;
-/// 4. `metrics`: free;
+/// 3. `listen`, one per address: given once, not `--metrics`'s, free
+///    (an address in use is tried again for up to [`ADDR_IN_USE_WAIT`]);
+/// 4. `metrics`: free (likewise);
 /// 5. `locked memory`: enough for the shards' io_uring buffers (before
 ///    io_uring: with too low a limit the probe ring itself may not fit, and
 ///    the limit is the more useful thing to report);
@@ -455,12 +469,14 @@ pub fn findings(config: &Config, metrics: Option<SocketAddr>) -> Findings {
         _ => cpus(&config.cores, &sys::allowed_cpus()),
     });
     let listeners = listeners(config);
+    // One wait for every address together (see ADDR_IN_USE_WAIT).
+    let in_use_until = Instant::now() + ADDR_IN_USE_WAIT;
     match invalid {
         Some(ConfigError::NoListener) => out.push(missing(ConfigError::NoListener)),
-        _ => listen_addrs(&listeners, metrics, &mut out),
+        _ => listen_addrs(&listeners, metrics, in_use_until, &mut out),
     }
     let addrs: Vec<SocketAddr> = listeners.iter().map(|&(_, a)| a).collect();
-    out.push(metrics_addr(metrics, &addrs));
+    out.push(metrics_addr(metrics, &addrs, in_use_until));
     out.push(locked_memory(config.cores.len(), config.io_memory));
     out.push(io_uring());
     out.push(open_files(sys::limits(Resource::OpenFiles), config));
@@ -543,10 +559,11 @@ fn listeners(config: &Config) -> Vec<(&'static str, SocketAddr)> {
 
 /// One line per listen address: refused if an earlier one or `--metrics`
 /// names it too (port 0 twice is two different ports), else probed
-/// ([`check_addr_free`]).
+/// ([`check_addr_free`], trying one in use again until `in_use_until`).
 fn listen_addrs(
     addrs: &[(&'static str, SocketAddr)],
     metrics: Option<SocketAddr>,
+    in_use_until: Instant,
     out: &mut Findings,
 ) {
     for (i, &(key, addr)) in addrs.iter().enumerate() {
@@ -555,16 +572,21 @@ fn listen_addrs(
         } else if addr.port() != 0 && metrics == Some(addr) {
             Err(PreflightError::MetricsIsListen(addr))
         } else {
-            check_addr_free(addr)
+            check_addr_free(addr, in_use_until)
         };
         out.push(Finding::checked(key, format!("{addr} (free)"), result));
     }
 }
 
 /// The metrics endpoint's address, bound and released as the endpoint
-/// will bind it (without `SO_REUSEPORT`). One that is also a `--listen`
-/// address is that `listen` line's error, and not probed.
-fn metrics_addr(metrics: Option<SocketAddr>, listen: &[SocketAddr]) -> Finding {
+/// will bind it (without `SO_REUSEPORT`), tried again while in use until
+/// `in_use_until`. One that is also a `--listen` address is that `listen`
+/// line's error, and not probed.
+fn metrics_addr(
+    metrics: Option<SocketAddr>,
+    listen: &[SocketAddr],
+    in_use_until: Instant,
+) -> Finding {
     match metrics {
         None => Finding::new(
             "metrics",
@@ -579,7 +601,8 @@ fn metrics_addr(metrics: Option<SocketAddr>, listen: &[SocketAddr]) -> Finding {
         Some(addr) => Finding::checked(
             "metrics",
             format!("http://{addr}/metrics (free)"),
-            probe_bind(addr).map_err(|source| PreflightError::MetricsAddr { addr, source }),
+            retry_while_in_use(in_use_until, || probe_bind(addr))
+                .map_err(|source| PreflightError::MetricsAddr { addr, source }),
         ),
     }
 }
@@ -859,17 +882,34 @@ pub fn format_limit(value: u64, show: impl FnOnce(u64) -> String) -> String {
 /// socket *without* `SO_REUSEPORT` (which conflicts with every existing
 /// socket on the port) but with `SO_REUSEADDR` (so connections of a
 /// previous run in TIME_WAIT do not count), then closes it. Port 0 is
-/// always free.
-fn check_addr_free(addr: SocketAddr) -> Result<(), PreflightError> {
+/// always free. An address in use is tried again until `in_use_until`
+/// (see [`ADDR_IN_USE_WAIT`]).
+fn check_addr_free(addr: SocketAddr, in_use_until: Instant) -> Result<(), PreflightError> {
     if addr.port() == 0 {
         return Ok(());
     }
-    probe_bind(addr).map_err(|e| match e.kind() {
+    retry_while_in_use(in_use_until, || probe_bind(addr)).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => PreflightError::AddrInUse(addr),
         io::ErrorKind::AddrNotAvailable => PreflightError::AddrNotAvailable(addr),
         io::ErrorKind::PermissionDenied => PreflightError::AddrPermission(addr),
         _ => PreflightError::AddrProbe { addr, source: e },
     })
+}
+
+/// Runs `attempt` (a bind) until it does not fail with "address in use",
+/// or `deadline` passes: then returns what the last try returned.
+pub fn retry_while_in_use<T>(
+    deadline: Instant,
+    mut attempt: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(ADDR_IN_USE_PAUSE);
+            }
+            result => return result,
+        }
+    }
 }
 
 fn probe_bind(addr: SocketAddr) -> io::Result<()> {
@@ -901,7 +941,7 @@ mod tests {
     #[test]
     fn address_held_by_a_reuseport_listener_is_in_use() {
         let (listener, addr) = reuseport_listener();
-        let err = check_addr_free(addr).unwrap_err();
+        let err = check_addr_free(addr, Instant::now()).unwrap_err();
         assert!(
             matches!(err, PreflightError::AddrInUse(a) if a == addr),
             "{err}"
@@ -913,29 +953,66 @@ mod tests {
             "{msg}"
         );
         drop(listener);
-        check_addr_free(addr).unwrap();
+        check_addr_free(addr, Instant::now()).unwrap();
+    }
+
+    #[test]
+    fn an_address_released_while_waiting_is_free() {
+        // As when a relay restarts right after the old one exited: the
+        // old listener goes away while the new one waits for it.
+        let (listener, addr) = reuseport_listener();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            // Released once the probe has found the address in use.
+            rx.recv().unwrap();
+            drop(listener);
+        });
+        let mut tries = 0;
+        let result = retry_while_in_use(Instant::now() + Duration::from_secs(30), || {
+            tries += 1;
+            if tries == 2 {
+                tx.send(()).unwrap();
+            }
+            probe_bind(addr)
+        });
+        holder.join().unwrap();
+        result.unwrap();
+        assert!(tries >= 2, "{tries}");
+        // Only "in use" is tried again.
+        let mut tries = 0;
+        let far = Instant::now() + Duration::from_secs(30);
+        let err = retry_while_in_use(far, || -> io::Result<()> {
+            tries += 1;
+            Err(io::Error::from(io::ErrorKind::PermissionDenied))
+        });
+        assert_eq!(
+            (err.unwrap_err().kind(), tries),
+            (io::ErrorKind::PermissionDenied, 1)
+        );
     }
 
     #[test]
     fn address_held_by_a_plain_listener_is_in_use() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
+        // Held for longer than the wait: in use.
+        let wait = Instant::now() + Duration::from_millis(50);
         assert!(matches!(
-            check_addr_free(addr),
+            check_addr_free(addr, wait),
             Err(PreflightError::AddrInUse(_))
         ));
     }
 
     #[test]
     fn port_zero_is_always_free() {
-        check_addr_free("127.0.0.1:0".parse().unwrap()).unwrap();
+        check_addr_free("127.0.0.1:0".parse().unwrap(), Instant::now()).unwrap();
     }
 
     #[test]
     fn foreign_address_is_not_available() {
         // 192.0.2.0/24 is TEST-NET-1: never assigned to a host.
         let addr: SocketAddr = "192.0.2.1:7000".parse().unwrap();
-        let err = check_addr_free(addr).unwrap_err();
+        let err = check_addr_free(addr, Instant::now()).unwrap_err();
         assert!(matches!(err, PreflightError::AddrNotAvailable(_)), "{err}");
     }
 
@@ -944,7 +1021,7 @@ mod tests {
         let listen = |addrs: &[SocketAddr], metrics| {
             let mut out = Findings::default();
             let addrs: Vec<_> = addrs.iter().map(|&a| ("listen", a)).collect();
-            listen_addrs(&addrs, metrics, &mut out);
+            listen_addrs(&addrs, metrics, Instant::now(), &mut out);
             assert_eq!(out.iter().count(), addrs.len());
             out.into_result().err()
         };
@@ -966,7 +1043,12 @@ mod tests {
         assert!(listen(&[a], Some(a)).is_none());
         // A NATS address may not repeat a line one either.
         let mut out = Findings::default();
-        listen_addrs(&[("listen", held), ("nats-listen", held)], None, &mut out);
+        listen_addrs(
+            &[("listen", held), ("nats-listen", held)],
+            None,
+            Instant::now(),
+            &mut out,
+        );
         let keys: Vec<&str> = out.iter().map(|f| f.key).collect();
         assert_eq!(keys, ["listen", "nats-listen"]);
         assert!(matches!(
@@ -977,14 +1059,14 @@ mod tests {
 
     #[test]
     fn the_metrics_address_is_probed() {
-        let off = metrics_addr(None, &[]);
+        let off = metrics_addr(None, &[], Instant::now());
         assert!(matches!(off.verdict, Verdict::Info) && off.found.starts_with("off"));
-        let free = metrics_addr(Some("127.0.0.1:0".parse().unwrap()), &[]);
+        let free = metrics_addr(Some("127.0.0.1:0".parse().unwrap()), &[], Instant::now());
         assert!(matches!(free.verdict, Verdict::Ok), "{free:?}");
         assert_eq!(free.found, "http://127.0.0.1:0/metrics (free)");
         let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = holder.local_addr().unwrap();
-        let Verdict::Error(err) = metrics_addr(Some(addr), &[]).verdict else {
+        let Verdict::Error(err) = metrics_addr(Some(addr), &[], Instant::now()).verdict else {
             panic!("{addr} is held");
         };
         let msg = err.to_string();
@@ -993,7 +1075,7 @@ mod tests {
             "{msg}"
         );
         // Refused on the listen line instead, not probed here.
-        let named = metrics_addr(Some(addr), &[addr]);
+        let named = metrics_addr(Some(addr), &[addr], Instant::now());
         assert!(matches!(named.verdict, Verdict::Info), "{named:?}");
     }
 

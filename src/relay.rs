@@ -610,7 +610,15 @@ fn private_listener(addr: SocketAddr, protocol: Protocol) -> Result<Listener, St
     })
 }
 
+/// A listening socket on `addr`; an address in use (a relay that has
+/// just exited still holding it, see [`preflight::ADDR_IN_USE_WAIT`]) is
+/// tried again for that long.
 fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let deadline = Instant::now() + preflight::ADDR_IN_USE_WAIT;
+    preflight::retry_while_in_use(deadline, || bind_listener(addr, reuse_port))
+}
+
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::STREAM,
