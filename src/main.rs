@@ -50,11 +50,11 @@ RUST_LOG is honoured unless --log-level is given.\n\
 SIGINT or SIGTERM stops the relay after flushing for at most 2 s; a second one stops it at once."
 )]
 struct Cli {
-    /// Address to accept clients on; repeat for several
-    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN)]
-    listen: Vec<SocketAddr>,
+    /// Address to accept clients on, IP:PORT or HOST:PORT (a host name listens on every address it resolves to); repeat for several
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN, value_parser = parse_addrs)]
+    listen: Vec<Addrs>,
 
-    /// Address to accept NATS clients on (the NATS client protocol); repeat for several, or `off`
+    /// Address to accept NATS clients on (the NATS client protocol), like --listen; repeat for several, or `off`
     #[arg(long, value_name = "ADDR|off", default_value = config::DEFAULT_NATS_LISTEN, value_parser = parse_listen_or_off)]
     nats_listen: Vec<ListenOrOff>,
 
@@ -62,16 +62,16 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = units::parse_duration)]
     nats_ping_interval: Duration,
 
-    /// Number of shards, on the first N CPUs this process may use (with --cores: must match its length) [default: one per CPU]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    shards: Option<u32>,
+    /// Number of shards, 1 to the number of CPUs this process may use, on the first N of them (with --cores: must match its length) [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = parse_shards)]
+    shards: Option<usize>,
 
     /// CPUs to run one shard each on, like 0,2 or 0-3
     #[arg(long, value_name = "LIST", value_parser = parse_cores)]
     cores: Option<CpuList>,
 
-    /// Also give shard i a private listener on ADDR's port + i (port 0: any free port), to pin a client to a shard (and a private NATS listener on any free port)
-    #[arg(long, value_name = "ADDR")]
+    /// Also give shard i a private listener on ADDR's port + i (port 0: any free port), to pin a client to a shard (and a private NATS listener on any free port); a host name: its first address
+    #[arg(long, value_name = "ADDR", value_parser = parse_first_addr)]
     shard_listen: Option<SocketAddr>,
 
     /// Frame terminator, 1-16 bytes, with escapes \n \r \t \0 \\ \xHH
@@ -99,7 +99,7 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = units::parse_duration)]
     spin_before_park: Duration,
 
-    /// io_uring buffer memory per shard, in bytes (counts against the locked-memory limit)
+    /// io_uring buffer memory per shard, in bytes, at least 64KiB (counts against the locked-memory limit)
     #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_IO_MEMORY, value_parser = units::parse_size)]
     io_memory: usize,
 
@@ -111,8 +111,8 @@ struct Cli {
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, hide_possible_values = true)]
     log_format: LogFormat,
 
-    /// Serve Prometheus /metrics, /healthz and /connections over HTTP on this address [default: off]
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus /metrics, /healthz and /connections over HTTP on this address (a host name: its first address) [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_first_addr)]
     metrics: Option<SocketAddr>,
 
     /// Check the flags and the environment, print what was found, and exit (0 if all is well, else 2) without serving
@@ -139,6 +139,37 @@ enum LogFormat {
 /// A parsed `--cores` list (a newtype so clap takes it as one value).
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
+
+/// The addresses one `--listen` value names: one for an IP address, every
+/// address of a host name (a newtype so clap takes it as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addrs(Vec<SocketAddr>);
+
+fn parse_addrs(s: &str) -> Result<Addrs, units::AddrError> {
+    units::resolve_addrs(s).map(Addrs)
+}
+
+/// An address flag that names one endpoint (`--metrics`,
+/// `--shard-listen`): a host name's first address, in the resolver's
+/// order.
+fn parse_first_addr(s: &str) -> Result<SocketAddr, units::AddrError> {
+    units::resolve_addrs(s).map(|addrs| addrs[0])
+}
+
+/// `--shards`: at least 1; more than this process has CPUs is refused
+/// with the list of them once the flags are read ([`build_config`]).
+fn parse_shards(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 shard is needed".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "too many: at most one shard per CPU this process may use ({})",
+            allowed_cpus().len()
+        )),
+        Err(_) => Err("give a whole number of shards, at least 1".to_string()),
+    }
+}
 
 fn parse_cores(s: &str) -> Result<CpuList, units::CpuListError> {
     units::parse_cpu_list(s).map(CpuList)
@@ -229,22 +260,22 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
 /// Turns the flags into a relay configuration: `--shards` and `--cores`
 /// become the list of CPUs. Whether the result can work is for
 /// [`preflight`] to say.
-/// A `--nats-listen` value: an address, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ListenOrOff(Option<SocketAddr>);
+/// A `--nats-listen` value: its addresses (see [`Addrs`]), or `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListenOrOff(Option<Addrs>);
 
 fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
-    if s.eq_ignore_ascii_case("off") {
+    if s.trim().eq_ignore_ascii_case("off") {
         return Ok(ListenOrOff(None));
     }
-    s.parse()
+    parse_addrs(s)
         .map(|a| ListenOrOff(Some(a)))
-        .map_err(|e| format!("{e}: give an address like 127.0.0.1:4222, or off"))
+        .map_err(|e| format!("{e}, or off"))
 }
 
 fn build_config(cli: &Cli) -> Result<Config, String> {
     let cores = match (&cli.cores, cli.shards) {
-        (Some(CpuList(cores)), Some(n)) if n as usize != cores.len() => {
+        (Some(CpuList(cores)), Some(n)) if n != cores.len() => {
             return Err(format!(
                 "--shards {n} does not match --cores {} ({} CPU{}): give one of them, or make them agree",
                 format_cpu_list(cores),
@@ -254,7 +285,6 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         }
         (Some(CpuList(cores)), _) => cores.clone(),
         (None, Some(n)) => {
-            let n = n as usize;
             let allowed = allowed_cpus();
             if n > allowed.len() {
                 return Err(format!(
@@ -268,12 +298,22 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         }
         (None, None) => allowed_cpus(),
     };
-    let nats_listen: Vec<SocketAddr> = cli.nats_listen.iter().filter_map(|a| a.0).collect();
-    if nats_listen.len() != cli.nats_listen.len() && !nats_listen.is_empty() {
+    let off = cli.nats_listen.iter().any(|a| a.0.is_none());
+    let nats_listen: Vec<SocketAddr> = cli
+        .nats_listen
+        .iter()
+        .filter_map(|a| a.0.as_ref())
+        .flat_map(|a| a.0.iter().copied())
+        .collect();
+    if off && !nats_listen.is_empty() {
         return Err("--nats-listen off cannot be combined with NATS addresses: give addresses, or off alone".to_string());
     }
     let config = Config {
-        listen: cli.listen.clone(),
+        listen: cli
+            .listen
+            .iter()
+            .flat_map(|a| a.0.iter().copied())
+            .collect(),
         nats_listen,
         nats_ping_interval: cli.nats_ping_interval,
         cores,

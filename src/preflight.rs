@@ -36,7 +36,9 @@ use crate::units::{format_cpu_list, format_duration, format_size};
 pub const GLOMMIO_MIN_MEMLOCK: u64 = 512 * 1024;
 
 /// The smallest io memory glommio allocates per executor
-/// (`Reactor::new`: `max(align_up(io_memory, 4096), 65536)`).
+/// (`Reactor::new`: `max(align_up(io_memory, 4096), 65536)`); a smaller
+/// `--io-memory` is refused ([`Config::validate`]) rather than silently
+/// raised.
 pub const GLOMMIO_MIN_IO_MEMORY: usize = 64 * 1024;
 
 /// Rings per glommio executor that register the io memory (main, latency,
@@ -522,6 +524,7 @@ fn setting_of(e: &ConfigError) -> &'static str {
         ConfigError::NoListener => "listen",
         ConfigError::NoShards => "shards",
         ConfigError::Zero(flag) => flag.trim_start_matches('-'),
+        ConfigError::IoMemoryTooSmall(_) => "io-memory",
     }
 }
 
@@ -1320,6 +1323,17 @@ mod tests {
         assert_eq!(failed, ["max-subs"]);
         let err = found.into_result().unwrap_err();
         assert!(err.to_string().contains("--max-subs"), "{err}");
+        let config = Config {
+            io_memory: 1024,
+            ..Config::local(1)
+        };
+        let found = findings(&config, None);
+        let failed: Vec<&str> = found
+            .iter()
+            .filter(|f| matches!(f.verdict, Verdict::Error(_)))
+            .map(|f| f.key)
+            .collect();
+        assert_eq!(failed, ["io-memory"]);
 
         // The settings without a line of their own get one.
         for (config, key) in [

@@ -191,9 +191,93 @@ fn usage_errors_exit_2_in_one_line() {
     assert_startup_error(&["--no-such-flag"], &["--no-such-flag", "--help"]);
     assert_startup_error(&["--shards", "2", "--cores", "0"], &["--shards", "--cores"]);
     assert_startup_error(&["--shards", "0"], &["--shards"]);
-    assert_startup_error(&["--listen", "localhost"], &["--listen", "localhost"]);
+    assert_startup_error(
+        &["--listen", "localhost"],
+        &["--listen", "`localhost`", "HOST:PORT"],
+    );
     assert_startup_error(&["--log-format", "xml"], &["--log-format", "xml"]);
     assert_startup_error(&["--log-level", "loud=["], &["--log-level"]);
+}
+
+#[test]
+fn host_names_are_resolved_for_every_address_flag() {
+    let o = tern(&[
+        "--check-config",
+        "--listen",
+        "localhost:0",
+        "--nats-listen",
+        "localhost:0",
+        "--metrics",
+        "localhost:0",
+        "--shard-listen",
+        "localhost:0",
+        "--shards",
+        "1",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    // Every address localhost has (127.0.0.1, and [::1] where it is
+    // configured) gets a listen line; --metrics takes the first.
+    let localhost = tern::units::resolve_addrs("localhost:0").unwrap();
+    for addr in &localhost {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("listen ") && l.contains(&format!("{addr} (free)"))),
+            "{addr} missing:\n{out}"
+        );
+    }
+    let listen_lines = out.lines().filter(|l| l.starts_with("listen ")).count();
+    assert_eq!(listen_lines, localhost.len(), "{out}");
+    assert!(
+        out.contains(&format!("http://{}/metrics (free): ok", localhost[0])),
+        "{out}"
+    );
+    assert_startup_error(
+        &["--listen", "nowhere.invalid:7000"],
+        &["--listen", "cannot resolve `nowhere.invalid:7000`"],
+    );
+    assert_startup_error(
+        &["--nats-listen", "localhost"],
+        &["--nats-listen", "HOST:PORT", "or off"],
+    );
+}
+
+#[test]
+fn shard_counts_say_the_bounds() {
+    assert_startup_error(&["--shards", "0"], &["--shards", "at least 1 shard"]);
+    assert_startup_error(
+        &["--shards", "99999999999999999999999"],
+        &["--shards", "at most one shard per CPU"],
+    );
+    assert_startup_error(&["--shards", "two"], &["--shards", "whole number"]);
+    let o = tern(&["--check-config", "--shards", "0"]);
+    assert!(!stderr(&o).contains("4294967295"), "{}", stderr(&o));
+}
+
+#[test]
+fn less_io_memory_than_glommio_allocates_is_refused() {
+    assert_startup_error(
+        &["--io-memory", "1KiB", "--listen", "127.0.0.1:0"],
+        &[
+            "--io-memory 1 KiB is below glommio's minimum of 64 KiB",
+            "64KiB",
+        ],
+    );
+    let o = tern(&[
+        "--check-config",
+        "--io-memory",
+        "1KiB",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("io-memory        FAILED: --io-memory 1 KiB"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
