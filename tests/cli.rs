@@ -603,20 +603,89 @@ fn the_systemd_unit_allows_what_tern_needs() {
     assert_eq!(unit_setting("SystemCallFilter"), None);
 }
 
-#[test]
-fn the_systemd_units_flags_are_accepted() {
-    let exec = unit_setting("ExecStart").expect("ExecStart");
-    let mut words = exec.split_whitespace();
-    assert!(words.next().unwrap().ends_with("/tern"), "{exec}");
-    let mut args: Vec<&str> = words.collect();
+/// The text of a file of the repository.
+fn repo_file(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The unit's install steps (`install -Dm644 SRC DST` in its header
+/// comment), as (SRC, DST).
+fn unit_install_steps() -> Vec<(String, String)> {
+    repo_file("deploy/tern.service")
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|l| l.split('#').next().unwrap().split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.first() == Some(&"install") && w.len() == 4)
+        .map(|w| (w[2].to_string(), w[3].to_string()))
+        .collect()
+}
+
+/// `TERN_ARGS="..."` (or `"TERN_ARGS=..."`) of a systemd setting or
+/// environment file, unquoted.
+fn tern_args(assignment: &str) -> Option<String> {
+    let unquoted = assignment.trim().trim_matches('"');
+    let value = unquoted.strip_prefix("TERN_ARGS=")?;
+    Some(value.trim_matches('"').to_string())
+}
+
+/// Runs `tern --check-config` with `flags`: the environment may fail the
+/// check (port 7000 taken, say), but the flags themselves must parse.
+fn assert_flags_parse(flags: &str, from: &str) {
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
     args.push("--check-config");
-    // The environment may fail the check (port 7000 taken, say), but the
-    // flags themselves must parse.
     let o = tern(&args);
     assert!(
         !stderr(&o).contains("see tern --help"),
-        "{exec}: {}",
+        "{from}: {flags}: {}",
         stderr(&o)
     );
     assert!(stdout(&o).contains("metrics "), "{}", stdout(&o));
+}
+
+#[test]
+fn the_systemd_units_flags_are_accepted() {
+    // The unit runs TERN_ARGS, with defaults in the unit and the real
+    // flags in an environment file the operator edits.
+    let exec = unit_setting("ExecStart").expect("ExecStart");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert!(words[0].ends_with("/tern"), "{exec}");
+    assert_eq!(words[1..], ["$TERN_ARGS"], "{exec}");
+    let defaults =
+        tern_args(&unit_setting("Environment").expect("Environment")).expect("TERN_ARGS=");
+    assert_flags_parse(&defaults, "deploy/tern.service");
+    // Optional ("-"): the unit starts on its defaults without it.
+    let env_file = unit_setting("EnvironmentFile").expect("EnvironmentFile");
+    let env_file = env_file.strip_prefix('-').expect("optional");
+    // The file shipped for it is installed there, and sets the same
+    // flags to start from.
+    let (shipped, _) = unit_install_steps()
+        .into_iter()
+        .find(|(_, dst)| dst == env_file)
+        .unwrap_or_else(|| panic!("nothing installs {env_file}"));
+    let file_args = repo_file(&shipped)
+        .lines()
+        .find_map(tern_args)
+        .unwrap_or_else(|| panic!("no TERN_ARGS= in {shipped}"));
+    assert_eq!(file_args, defaults);
+    assert_flags_parse(&file_args, &shipped);
+}
+
+#[test]
+fn the_units_documentation_is_a_file_its_install_steps_install() {
+    let doc = unit_setting("Documentation").expect("Documentation");
+    let path = doc.strip_prefix("file://").expect("a file:// URL");
+    let steps = unit_install_steps();
+    let (src, _) = steps
+        .iter()
+        .find(|(_, dst)| dst == path)
+        .unwrap_or_else(|| panic!("nothing installs {path}: {steps:?}"));
+    assert!(repo_file(src).starts_with("# Deploying tern"), "{src}");
+    // Every step installs a file the repository has (the binary, once
+    // built).
+    for (src, _) in &steps {
+        if !src.starts_with("target/") {
+            repo_file(src);
+        }
+    }
 }
