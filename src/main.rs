@@ -149,6 +149,19 @@ fn parse_addrs(s: &str) -> Result<Addrs, units::AddrError> {
     units::resolve_addrs(s).map(Addrs)
 }
 
+/// A `--nats-listen` value: its addresses (see [`Addrs`]), or `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListenOrOff(Option<Addrs>);
+
+fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(ListenOrOff(None));
+    }
+    parse_addrs(s)
+        .map(|a| ListenOrOff(Some(a)))
+        .map_err(|e| format!("{e}, or off"))
+}
+
 /// An address flag that names one endpoint (`--metrics`,
 /// `--shard-listen`): a host name's first address, in the resolver's
 /// order.
@@ -258,21 +271,8 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
 }
 
 /// Turns the flags into a relay configuration: `--shards` and `--cores`
-/// become the list of CPUs. Whether the result can work is for
-/// [`preflight`] to say.
-/// A `--nats-listen` value: its addresses (see [`Addrs`]), or `off`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ListenOrOff(Option<Addrs>);
-
-fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
-    if s.trim().eq_ignore_ascii_case("off") {
-        return Ok(ListenOrOff(None));
-    }
-    parse_addrs(s)
-        .map(|a| ListenOrOff(Some(a)))
-        .map_err(|e| format!("{e}, or off"))
-}
-
+/// become the list of CPUs, each address value its addresses. Whether the
+/// result can work is for [`preflight`] to say.
 fn build_config(cli: &Cli) -> Result<Config, String> {
     let cores = match (&cli.cores, cli.shards) {
         (Some(CpuList(cores)), Some(n)) if n != cores.len() => {
