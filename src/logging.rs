@@ -165,14 +165,18 @@ impl log::Log for GlommioBridge {
         if !self.tracer.enabled(record.metadata()) {
             return;
         }
-        let message = record.args().to_string();
-        match registration_warning(
-            record.target(),
-            record.level(),
-            &message,
-            std::thread::current().name().unwrap_or("a shard thread"),
-            sys::limits(Resource::LockedMemory).ok().map(|l| l.soft),
-        ) {
+        let rewritten = if record.target().starts_with(GLOMMIO_URING) {
+            registration_warning(
+                record.target(),
+                record.level(),
+                &record.args().to_string(),
+                std::thread::current().name().unwrap_or("a shard thread"),
+                sys::limits(Resource::LockedMemory).ok().map(|l| l.soft),
+            )
+        } else {
+            None
+        };
+        match rewritten {
             Some(line) => tracing::warn!("{line}"),
             None => self.tracer.log(record),
         }
@@ -190,7 +194,7 @@ const REGISTRATION_FAILED: &str = "Error: registering buffers in the ";
 /// tern's one line for glommio's warning that io_uring refused to register
 /// its buffers (logged by `thread`, under the soft locked-memory `limit`
 /// if known), or `None` for any other record.
-pub fn registration_warning(
+fn registration_warning(
     target: &str,
     level: log::Level,
     message: &str,
