@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::framing::Terminator;
-
+use crate::preflight::GLOMMIO_MIN_IO_MEMORY;
 use crate::sys::allowed_cpus;
+use crate::units::format_size;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
@@ -166,6 +167,9 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        if self.io_memory < GLOMMIO_MIN_IO_MEMORY {
+            return Err(ConfigError::IoMemoryTooSmall(self.io_memory));
+        }
         Ok(())
     }
 }
@@ -193,6 +197,9 @@ pub enum ConfigError {
     NoShards,
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// glommio would silently allocate its minimum instead.
+    #[error("--io-memory {} is below glommio's minimum of {} per shard: give at least 64KiB", format_size(*.0 as u64), format_size(GLOMMIO_MIN_IO_MEMORY as u64))]
+    IoMemoryTooSmall(usize),
 }
 
 #[cfg(test)]
@@ -213,5 +220,23 @@ mod tests {
         );
         assert_eq!(Config::default().validate(), Ok(()));
         assert!(check_terminator(&Terminator::parse(r"\r\n").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn validate_refuses_less_io_memory_than_glommio_allocates() {
+        let with = |io_memory| Config {
+            io_memory,
+            ..Config::default()
+        };
+        assert_eq!(
+            with(1024).validate(),
+            Err(ConfigError::IoMemoryTooSmall(1024))
+        );
+        assert_eq!(
+            with(1024).validate().unwrap_err().to_string(),
+            "--io-memory 1 KiB is below glommio's minimum of 64 KiB per shard: give at least 64KiB"
+        );
+        assert_eq!(with(0).validate(), Err(ConfigError::IoMemoryTooSmall(0)));
+        assert_eq!(with(64 << 10).validate(), Ok(()));
     }
 }

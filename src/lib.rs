@@ -42,6 +42,8 @@
 //! * [`preflight`] — start-up findings (io_uring, locked memory, CPUs, ports,
 //!   open files) that turn glommio's panics into errors a user can act on.
 //! * [`sys`] — every operating-system call of the crate, in one place.
+//! * [`logging`] — the log filters the binary accepts, and its logger
+//!   (glommio's messages included).
 //! * [`stats`] — per-shard counters, owned by their shard, summed by readers.
 //! * [`metrics`] — the optional HTTP endpoint (`--metrics`): Prometheus
 //!   counters, health, and the list of open connections.
@@ -52,6 +54,7 @@
 pub mod budget;
 pub mod config;
 pub mod framing;
+pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod outbound;

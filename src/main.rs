@@ -15,7 +15,6 @@
 //! 0 after a one-line summary.
 
 use std::fmt;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,10 +22,10 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use tracing_subscriber::EnvFilter;
 
 use tern::config::{self, Config};
 use tern::framing::Terminator;
+use tern::logging;
 use tern::metrics::MetricsListener;
 use tern::preflight::{self, Findings, Verdict};
 use tern::relay::Relay;
@@ -51,11 +50,11 @@ RUST_LOG is honoured unless --log-level is given.\n\
 SIGINT or SIGTERM stops the relay after flushing for at most 2 s; a second one stops it at once."
 )]
 struct Cli {
-    /// Address to accept clients on; repeat for several
-    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN)]
-    listen: Vec<SocketAddr>,
+    /// Address to accept clients on, IP:PORT or HOST:PORT (a host name listens on every address it resolves to); repeat for several
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN, value_parser = parse_addrs)]
+    listen: Vec<Addrs>,
 
-    /// Address to accept NATS clients on (the NATS client protocol); repeat for several, or `off`
+    /// Address to accept NATS clients on (the NATS client protocol), like --listen; repeat for several, or `off`
     #[arg(long, value_name = "ADDR|off", default_value = config::DEFAULT_NATS_LISTEN, value_parser = parse_listen_or_off)]
     nats_listen: Vec<ListenOrOff>,
 
@@ -63,16 +62,16 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = units::parse_duration)]
     nats_ping_interval: Duration,
 
-    /// Number of shards, on the first N CPUs this process may use (with --cores: must match its length) [default: one per CPU]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    shards: Option<u32>,
+    /// Number of shards, 1 to the number of CPUs this process may use, on the first N of them (with --cores: must match its length) [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = parse_shards)]
+    shards: Option<usize>,
 
     /// CPUs to run one shard each on, like 0,2 or 0-3
     #[arg(long, value_name = "LIST", value_parser = parse_cores)]
     cores: Option<CpuList>,
 
-    /// Also give shard i a private listener on ADDR's port + i (port 0: any free port), to pin a client to a shard (and a private NATS listener on any free port)
-    #[arg(long, value_name = "ADDR")]
+    /// Also give shard i a private listener on ADDR's port + i (port 0: any free port), to pin a client to a shard (and a private NATS listener on any free port); a host name: its first address
+    #[arg(long, value_name = "ADDR", value_parser = parse_first_addr)]
     shard_listen: Option<SocketAddr>,
 
     /// Frame terminator, 1-16 bytes, with escapes \n \r \t \0 \\ \xHH
@@ -87,24 +86,33 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PENDING, value_parser = units::parse_size)]
     max_pending: usize,
 
+    /// Longest a publisher is paused while a receiver it delivered to has more than half of --max-pending queued (0: never; such receivers are closed at --max-pending)
+    // The default is config::DEFAULT_MAX_STALL (a test checks).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = units::parse_duration)]
+    max_stall: Duration,
+
+    /// Memory the whole relay may hold in clients' input buffers and unsent output; past it, a frame growing past the read size or a queue past 1 MiB is refused and its connection closed [default: half of physical memory]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_size)]
+    max_memory: Option<usize>,
+
     /// Subscriptions per connection
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_SUBS)]
     max_subs: usize,
 
-    /// Open connections for the whole relay; more are refused
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
+    /// Open connections for the whole relay; more are refused [default: 100000, or what the open-files limit allows]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 
     /// How long an idle shard polls before sleeping (lower wake-up latency, more CPU)
     // The default is config::DEFAULT_SPIN_BEFORE_PARK (a test checks).
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = units::parse_duration)]
     spin_before_park: Duration,
 
-    /// io_uring buffer memory per shard, in bytes (counts against the locked-memory limit)
+    /// io_uring buffer memory per shard, in bytes, at least 64KiB (counts against the locked-memory limit)
     #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_IO_MEMORY, value_parser = units::parse_size)]
     io_memory: usize,
 
-    /// Log filter: error, warn, info, debug, trace, or directives like tern=debug [default: info]
+    /// Log filter: error, warn, info, debug (also each connection opened and closed), trace, or directives like tern=debug [default: info]
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_filter)]
     log_level: Option<String>,
 
@@ -112,8 +120,8 @@ struct Cli {
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, hide_possible_values = true)]
     log_format: LogFormat,
 
-    /// Serve Prometheus /metrics, /healthz and /connections over HTTP on this address [default: off]
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus /metrics, /healthz and /connections over HTTP on this address (a host name: its first address) [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_first_addr)]
     metrics: Option<SocketAddr>,
 
     /// Check the flags and the environment, print what was found, and exit (0 if all is well, else 2) without serving
@@ -141,17 +149,58 @@ enum LogFormat {
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
 
+/// The addresses one `--listen` value names: one for an IP address, every
+/// address of a host name (a newtype so clap takes it as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addrs(Vec<SocketAddr>);
+
+fn parse_addrs(s: &str) -> Result<Addrs, units::AddrError> {
+    units::resolve_addrs(s).map(Addrs)
+}
+
+/// A `--nats-listen` value: its addresses (see [`Addrs`]), or `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListenOrOff(Option<Addrs>);
+
+fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(ListenOrOff(None));
+    }
+    parse_addrs(s)
+        .map(|a| ListenOrOff(Some(a)))
+        .map_err(|e| format!("{e}, or off"))
+}
+
+/// An address flag that names one endpoint (`--metrics`,
+/// `--shard-listen`): a host name's first address, in the resolver's
+/// order.
+fn parse_first_addr(s: &str) -> Result<SocketAddr, units::AddrError> {
+    units::resolve_addrs(s).map(|addrs| addrs[0])
+}
+
+/// `--shards`: at least 1; more than this process has CPUs is refused
+/// with the list of them once the flags are read ([`build_config`]).
+fn parse_shards(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 shard is needed".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "too many: at most one shard per CPU this process may use ({})",
+            allowed_cpus().len()
+        )),
+        Err(_) => Err("give a whole number of shards, at least 1".to_string()),
+    }
+}
+
 fn parse_cores(s: &str) -> Result<CpuList, units::CpuListError> {
     units::parse_cpu_list(s).map(CpuList)
 }
 
-fn parse_log_filter(s: &str) -> Result<String, String> {
-    EnvFilter::builder()
-        .parse(s)
-        .map(|_| s.to_string())
-        .map_err(|e| {
-            format!("invalid log filter `{s}`: {e} (use error, warn, info, debug, trace or off)")
-        })
+/// A `--log-level` value, kept as written once [`logging::parse_filter`]
+/// has accepted it (an `EnvFilter` cannot be cloned, as clap needs).
+fn parse_log_filter(s: &str) -> Result<String, logging::FilterError> {
+    logging::parse_filter(s).map(|_| s.to_string())
 }
 
 fn main() -> ExitCode {
@@ -209,50 +258,33 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
-/// Installs the global subscriber on stderr. The filter is `--log-level`
-/// if given, else `RUST_LOG` if set, else `info`.
+/// Installs the logger on stderr ([`logging::install`]). The filter is
+/// `--log-level` if given, else `RUST_LOG` if set, else `info`; both are
+/// read by [`logging::parse_filter`], which refuses a level it does not
+/// know rather than log nothing.
 fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     let filter = match level {
-        Some(level) => EnvFilter::builder().parse(level),
+        Some(level) => logging::parse_filter(level).map_err(|e| format!("--log-level: {e}"))?,
         None => match std::env::var("RUST_LOG") {
-            Ok(env) if !env.trim().is_empty() => EnvFilter::builder().parse(&env),
-            _ => EnvFilter::builder().parse("info"),
+            Ok(env) if !env.trim().is_empty() => {
+                logging::parse_filter(&env).map_err(|e| format!("invalid RUST_LOG: {e}"))?
+            }
+            _ => logging::parse_filter("info").expect("a level"),
         },
-    }
-    .map_err(|e| format!("invalid RUST_LOG: {e} (use error, warn, info, debug, trace or off)"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // `try_init` also installs the `log` -> `tracing` bridge, which is how
-    // glommio's warnings (e.g. failed buffer registration) get here.
-    let result = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().try_init(),
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    let format = match format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    logging::install(filter, format).map_err(|e| e.to_string())
 }
 
 /// Turns the flags into a relay configuration: `--shards` and `--cores`
-/// become the list of CPUs. Whether the result can work is for
-/// [`preflight`] to say.
-/// A `--nats-listen` value: an address, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ListenOrOff(Option<SocketAddr>);
-
-fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
-    if s.eq_ignore_ascii_case("off") {
-        return Ok(ListenOrOff(None));
-    }
-    s.parse()
-        .map(|a| ListenOrOff(Some(a)))
-        .map_err(|e| format!("{e}: give an address like 127.0.0.1:4222, or off"))
-}
-
+/// become the list of CPUs, each address value its addresses. Whether the
+/// result can work is for [`preflight`] to say.
 fn build_config(cli: &Cli) -> Result<Config, String> {
     let cores = match (&cli.cores, cli.shards) {
-        (Some(CpuList(cores)), Some(n)) if n as usize != cores.len() => {
+        (Some(CpuList(cores)), Some(n)) if n != cores.len() => {
             return Err(format!(
                 "--shards {n} does not match --cores {} ({} CPU{}): give one of them, or make them agree",
                 format_cpu_list(cores),
@@ -262,7 +294,6 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         }
         (Some(CpuList(cores)), _) => cores.clone(),
         (None, Some(n)) => {
-            let n = n as usize;
             let allowed = allowed_cpus();
             if n > allowed.len() {
                 return Err(format!(
@@ -276,20 +307,31 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         }
         (None, None) => allowed_cpus(),
     };
-    let nats_listen: Vec<SocketAddr> = cli.nats_listen.iter().filter_map(|a| a.0).collect();
-    if nats_listen.len() != cli.nats_listen.len() && !nats_listen.is_empty() {
+    let off = cli.nats_listen.iter().any(|a| a.0.is_none());
+    let nats_listen: Vec<SocketAddr> = cli
+        .nats_listen
+        .iter()
+        .filter_map(|a| a.0.as_ref())
+        .flat_map(|a| a.0.iter().copied())
+        .collect();
+    if off && !nats_listen.is_empty() {
         return Err("--nats-listen off cannot be combined with NATS addresses: give addresses, or off alone".to_string());
     }
     let config = Config {
-        listen: cli.listen.clone(),
+        listen: cli
+            .listen
+            .iter()
+            .flat_map(|a| a.0.iter().copied())
+            .collect(),
         nats_listen,
         nats_ping_interval: cli.nats_ping_interval,
         cores,
         terminator: cli.terminator.clone(),
         max_frame: cli.max_frame,
         max_pending: cli.max_pending,
+        max_stall: cli.max_stall,
+        max_memory: cli.max_memory.unwrap_or_else(config::default_max_memory),
         max_subs: cli.max_subs,
-        max_connections: cli.max_connections,
         spin_before_park: cli.spin_before_park,
         io_memory: cli.io_memory,
         panic_frame: cli.test_panic_frame,
@@ -299,7 +341,13 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
             .unwrap_or_else(|| Config::default().shard_listen),
         ..Config::default()
     };
-    Ok(config)
+    let max_connections = cli
+        .max_connections
+        .unwrap_or_else(|| preflight::default_max_connections(&config));
+    Ok(Config {
+        max_connections,
+        ..config
+    })
 }
 
 /// `--check-config`: prints one line per finding on stdout (every check
@@ -465,13 +513,15 @@ struct StartupSummary(String);
 impl StartupSummary {
     fn of(c: &Config) -> Self {
         StartupSummary(format!(
-            "{} shard{} on CPUs {}; terminator {}; max-frame {}, max-pending {}, max-subs {}, max-connections {}; spin-before-park {}, io-memory {}",
+            "{} shard{} on CPUs {}; terminator {}; max-frame {}, max-pending {}, max-stall {}, max-memory {}, max-subs {}, max-connections {}; spin-before-park {}, io-memory {}",
             c.cores.len(),
             if c.cores.len() == 1 { "" } else { "s" },
             format_cpu_list(&c.cores),
             c.terminator.escape(),
             format_size(c.max_frame as u64),
             format_size(c.max_pending as u64),
+            format_duration(c.max_stall),
+            format_size(c.max_memory as u64),
             c.max_subs,
             c.max_connections,
             format_duration(c.spin_before_park),
@@ -529,9 +579,12 @@ mod tests {
         assert_eq!(c.cores, allowed_cpus());
         assert_eq!(c.terminator, d.terminator);
         assert_eq!(
-            (c.max_frame, c.max_pending, c.max_subs, c.max_connections),
-            (1048576, 67108864, 10000, 100000)
+            (c.max_frame, c.max_pending, c.max_subs),
+            (1048576, 67108864, 10000)
         );
+        assert_eq!(c.max_connections, preflight::default_max_connections(&c));
+        assert_eq!(c.max_stall, d.max_stall);
+        assert_eq!(c.max_memory, config::default_max_memory());
         assert_eq!(c.spin_before_park, d.spin_before_park);
         assert_eq!(c.io_memory, d.io_memory);
     }
@@ -556,6 +609,10 @@ mod tests {
             "7",
             "--max-connections",
             "9",
+            "--max-stall",
+            "5ms",
+            "--max-memory",
+            "3GiB",
             "--spin-before-park",
             "20us",
             "--io-memory",
@@ -568,6 +625,8 @@ mod tests {
         assert_eq!(c.terminator.as_bytes(), b"END\n");
         assert_eq!((c.max_frame, c.max_pending), (65536, 1 << 20));
         assert_eq!((c.max_subs, c.max_connections), (7, 9));
+        assert_eq!(c.max_stall, Duration::from_millis(5));
+        assert_eq!(c.max_memory, 3 << 30);
         assert_eq!(c.spin_before_park, Duration::from_micros(20));
         assert_eq!(c.io_memory, 128 << 10);
     }
@@ -629,5 +688,11 @@ mod tests {
         assert!(parse_log_filter("debug").is_ok());
         assert!(parse_log_filter("tern=debug,glommio=warn").is_ok());
         assert!(parse_log_filter("loud=[").is_err());
+        // A typo of a level is refused, not taken as a module name.
+        let err = Cli::try_parse_from(["tern", "--log-level", "warning"]).unwrap_err();
+        assert!(
+            err.to_string().contains("`warning` is not a log level"),
+            "{err}"
+        );
     }
 }

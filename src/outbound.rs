@@ -32,8 +32,12 @@ use crate::stats::ShardStats;
 
 /// The receiver fell more than `--max-pending` bytes behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("slow consumer: more than {max_pending} bytes of output pending")]
+#[error("slow consumer: {pending} bytes of output pending, more than {max_pending}")]
 pub struct SlowConsumer {
+    /// The unsent bytes the refused push would have made: the size that
+    /// crossed the limit (what the log reports; the queue itself is cut
+    /// back at once by the farewell).
+    pub pending: usize,
     /// The limit that was passed.
     pub max_pending: usize,
 }
@@ -105,6 +109,20 @@ impl Outbound {
         self.head == self.buf.len() && self.splices.is_empty()
     }
 
+    /// Whether `len` more bytes fit under `--max-pending`; if not, the
+    /// refusal carries the size they would have made.
+    #[inline]
+    fn check_room(&self, len: usize) -> Result<(), SlowConsumer> {
+        let pending = self.pending() + len;
+        if pending > self.max_pending {
+            return Err(SlowConsumer {
+                pending,
+                max_pending: self.max_pending,
+            });
+        }
+        Ok(())
+    }
+
     /// Queues `len` bytes written by `encode` (which must append exactly
     /// that many), or refuses them if they would take the queue past
     /// `--max-pending`.
@@ -114,11 +132,7 @@ impl Outbound {
         len: usize,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), SlowConsumer> {
-        if self.pending() + len > self.max_pending {
-            return Err(SlowConsumer {
-                max_pending: self.max_pending,
-            });
-        }
+        self.check_room(len)?;
         let before = self.buf.len();
         encode(&mut self.buf);
         debug_assert_eq!(self.buf.len() - before, len);
@@ -136,11 +150,7 @@ impl Outbound {
         tail: &[u8],
     ) -> Result<(), SlowConsumer> {
         let len = head_len + payload.len() + tail.len();
-        if self.pending() + len > self.max_pending {
-            return Err(SlowConsumer {
-                max_pending: self.max_pending,
-            });
-        }
+        self.check_room(len)?;
         head(&mut self.buf);
         self.spliced += payload.len();
         self.splices.push_back(Splice {
@@ -339,7 +349,10 @@ mod tests {
         assert_eq!(q.push_msg(b"s", &payload, None, b"\n"), Ok(()));
         assert_eq!(
             q.push_msg(b"s", &payload, None, b"\n"),
-            Err(SlowConsumer { max_pending: 100 })
+            Err(SlowConsumer {
+                pending: 135,
+                max_pending: 100
+            })
         );
         assert_eq!(q.pending(), 90);
         assert_eq!(stats.pending_bytes.get(), 90);
@@ -446,13 +459,17 @@ mod tests {
     fn shared_payloads_count_against_max_pending_and_survive_compaction() {
         let big = Bytes::from(vec![b'q'; SHARED_PAYLOAD_MIN]);
         let (mut q, _) = queue(4 * SHARED_PAYLOAD_MIN);
-        let mut refused = false;
+        let mut refused = None;
         for _ in 0..8 {
-            if q.push_msg(b"s", &big, Some(big.clone()), b"\n").is_err() {
-                refused = true;
+            let before = q.pending();
+            if let Err(e) = q.push_msg(b"s", &big, Some(big.clone()), b"\n") {
+                // The refusal reports the size the frame would have made.
+                assert_eq!(e.pending, before + 6 + SHARED_PAYLOAD_MIN + 1);
+                refused = Some(e);
             }
         }
-        assert!(refused, "the limit counts shared bytes");
+        let refused = refused.expect("the limit counts shared bytes");
+        assert!(refused.pending > refused.max_pending, "{refused}");
         assert!(q.pending() <= 4 * SHARED_PAYLOAD_MIN);
         // A queue that never fully drains, with copied and shared frames.
         let (mut q, stats2) = queue(1 << 30);

@@ -24,8 +24,9 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, DEFAULT_MAX_CONNECTIONS};
 use crate::sys::{self, Limits, Resource};
 use crate::units::{format_cpu_list, format_duration, format_size};
 
@@ -35,7 +36,9 @@ use crate::units::{format_cpu_list, format_duration, format_size};
 pub const GLOMMIO_MIN_MEMLOCK: u64 = 512 * 1024;
 
 /// The smallest io memory glommio allocates per executor
-/// (`Reactor::new`: `max(align_up(io_memory, 4096), 65536)`).
+/// (`Reactor::new`: `max(align_up(io_memory, 4096), 65536)`); a smaller
+/// `--io-memory` is refused ([`Config::validate`]) rather than silently
+/// raised.
 pub const GLOMMIO_MIN_IO_MEMORY: usize = 64 * 1024;
 
 /// Rings per glommio executor that register the io memory (main, latency,
@@ -52,6 +55,26 @@ pub const RING_ALLOWANCE: u64 = 64 * 1024;
 /// ([`sys::probe_io_uring`]'s and glommio's own), whose charge the kernel
 /// returns a little after they close (measured up to 12 KiB).
 pub const PROBE_ALLOWANCE: u64 = 16 * 1024;
+
+/// How long a start keeps trying an address that is in use before it
+/// says so. The listening sockets of a relay that has just exited stay
+/// bound for a few milliseconds after it (io_uring lets go of them from a
+/// kernel worker), so a restart right after a clean stop found its own
+/// port taken (measured: for about 9 ms, 4 restarts in 15) and, under
+/// systemd's `RestartPreventExitStatus=2`, stayed down. A port that a
+/// running program holds is still refused, this much later.
+pub const ADDR_IN_USE_WAIT: Duration = Duration::from_secs(2);
+
+/// The pause between two tries of an address that is in use.
+const ADDR_IN_USE_PAUSE: Duration = Duration::from_millis(10);
+
+/// Share of the locked-memory limit a suggested `--io-memory` leaves
+/// unused, in percent. The kernel counts the limit per user, not per
+/// process: other io_uring programs of the same user, and a tern that
+/// exited a moment ago (whose charge the kernel returns a little later),
+/// hold part of it. A suggestion that fills the limit exactly would fail
+/// at the next restart.
+pub const MEMLOCK_HEADROOM_PERCENT: u64 = 25;
 
 /// File descriptors each shard needs besides its listening sockets (one
 /// per `--listen` address, counted apart): three io_uring rings and
@@ -142,8 +165,9 @@ pub struct MemlockShortfall {
     pub shards: usize,
     /// `--io-memory` asked for.
     pub io_memory: usize,
-    /// The largest `--io-memory` that would fit under the current limit, if
-    /// lowering it is enough.
+    /// An `--io-memory` that fits under the current limit with
+    /// [`MEMLOCK_HEADROOM_PERCENT`] of it to spare, if lowering it is
+    /// enough.
     pub fitting_io_memory: Option<usize>,
 }
 
@@ -181,6 +205,80 @@ impl fmt::Display for MemlockShortfall {
         }
         write!(f, ", or with systemd `LimitMEMLOCK={needed_kib}K`")?;
         if let Some(io) = self.fitting_io_memory {
+            write!(
+                f,
+                ", or lower --io-memory to {}",
+                format_size(io as u64).replace(' ', "")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A shard could not lock memory for its rings although the limit looked
+/// high enough at the check ([`evaluate_memlock`]): io_uring answered
+/// `ENOMEM` because the kernel counts the limit per user, and other
+/// processes of this user hold part of it. Said with the fixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemlockExhausted {
+    /// The soft `RLIMIT_MEMLOCK`, in bytes, if it could be read
+    /// ([`sys::UNLIMITED`] for unlimited).
+    pub limit: Option<u64>,
+    /// Bytes the relay needs ([`memlock_needed`]).
+    pub needed: u64,
+    /// Shards asked for.
+    pub shards: usize,
+    /// `--io-memory` asked for.
+    pub io_memory: usize,
+}
+
+impl MemlockExhausted {
+    /// The explanation for `shards` shards with `io_memory` each, under
+    /// this process's limit now.
+    pub fn now(shards: usize, io_memory: usize) -> MemlockExhausted {
+        MemlockExhausted {
+            limit: sys::limits(Resource::LockedMemory).ok().map(|l| l.soft),
+            needed: memlock_needed(shards, io_memory),
+            shards,
+            io_memory,
+        }
+    }
+}
+
+impl fmt::Display for MemlockExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let limit = match self.limit {
+            Some(l) => format_limit(l, format_size),
+            None => "unreadable".to_string(),
+        };
+        // Twice the need: room for a relay that just exited, or for as
+        // much again held by other programs.
+        let raise_kib = self.needed.saturating_mul(2).div_ceil(1024);
+        write!(
+            f,
+            "io_uring could not lock memory for the shard's rings (Cannot allocate memory): \
+             the locked-memory limit (RLIMIT_MEMLOCK, `ulimit -l`) is {limit} and {} with \
+             --io-memory {} {} {}, but the kernel counts the limit per user, and other processes \
+             of this user (another io_uring program, or a tern that exited a moment ago) hold \
+             part of it: run tern as a user of its own (systemd DynamicUser=yes), or raise the \
+             limit with `ulimit -l {raise_kib}` or systemd `LimitMEMLOCK={raise_kib}K`",
+            if self.shards == 1 {
+                "1 shard".to_string()
+            } else {
+                format!("{} shards", self.shards)
+            },
+            format_size(self.io_memory as u64),
+            if self.shards == 1 { "needs" } else { "need" },
+            format_size(self.needed),
+        )?;
+        // What fits in half the limit: the other half is taken, as far as
+        // anyone can tell.
+        let fitting = self
+            .limit
+            .filter(|&l| l != sys::UNLIMITED)
+            .and_then(|l| fitting_io_memory(self.shards, l / 2))
+            .filter(|&io| io < self.io_memory);
+        if let Some(io) = fitting {
             write!(
                 f,
                 ", or lower --io-memory to {}",
@@ -348,8 +446,9 @@ pub fn check(config: Config, metrics: Option<SocketAddr>) -> Result<Checked, Pre
 /// 1. tern's version, then each setting's value; a setting that cannot
 ///    work ([`Config::validate`], run here once) is that line's error;
 /// 2. `shards`: every CPU in the affinity mask;
-/// 3. `listen`, one per address: given once, not `--metrics`'s, free;
-/// 4. `metrics`: free;
+/// 3. `listen`, one per address: given once, not `--metrics`'s, free
+///    (an address in use is tried again for up to [`ADDR_IN_USE_WAIT`]);
+/// 4. `metrics`: free (likewise);
 /// 5. `locked memory`: enough for the shards' io_uring buffers (before
 ///    io_uring: with too low a limit the probe ring itself may not fit, and
 ///    the limit is the more useful thing to report);
@@ -372,12 +471,14 @@ pub fn findings(config: &Config, metrics: Option<SocketAddr>) -> Findings {
         _ => cpus(&config.cores, &sys::allowed_cpus()),
     });
     let listeners = listeners(config);
+    // One wait for every address together (see ADDR_IN_USE_WAIT).
+    let in_use_until = Instant::now() + ADDR_IN_USE_WAIT;
     match invalid {
         Some(ConfigError::NoListener) => out.push(missing(ConfigError::NoListener)),
-        _ => listen_addrs(&listeners, metrics, &mut out),
+        _ => listen_addrs(&listeners, metrics, in_use_until, &mut out),
     }
     let addrs: Vec<SocketAddr> = listeners.iter().map(|&(_, a)| a).collect();
-    out.push(metrics_addr(metrics, &addrs));
+    out.push(metrics_addr(metrics, &addrs, in_use_until));
     out.push(locked_memory(config.cores.len(), config.io_memory));
     out.push(io_uring());
     out.push(open_files(sys::limits(Resource::OpenFiles), config));
@@ -403,6 +504,8 @@ fn settings(config: &Config, invalid: Option<&ConfigError>, out: &mut Findings) 
         ("terminator", config.terminator.escape()),
         ("max-frame", size(config.max_frame)),
         ("max-pending", size(config.max_pending)),
+        ("max-stall", format_duration(config.max_stall)),
+        ("max-memory", size(config.max_memory)),
         ("max-subs", config.max_subs.to_string()),
         ("max-connections", config.max_connections.to_string()),
         ("spin-before-park", format_duration(config.spin_before_park)),
@@ -423,6 +526,7 @@ fn setting_of(e: &ConfigError) -> &'static str {
         ConfigError::NoListener => "listen",
         ConfigError::NoShards => "shards",
         ConfigError::Zero(flag) => flag.trim_start_matches('-'),
+        ConfigError::IoMemoryTooSmall(_) => "io-memory",
     }
 }
 
@@ -460,10 +564,11 @@ fn listeners(config: &Config) -> Vec<(&'static str, SocketAddr)> {
 
 /// One line per listen address: refused if an earlier one or `--metrics`
 /// names it too (port 0 twice is two different ports), else probed
-/// ([`check_addr_free`]).
+/// ([`check_addr_free`], trying one in use again until `in_use_until`).
 fn listen_addrs(
     addrs: &[(&'static str, SocketAddr)],
     metrics: Option<SocketAddr>,
+    in_use_until: Instant,
     out: &mut Findings,
 ) {
     for (i, &(key, addr)) in addrs.iter().enumerate() {
@@ -472,16 +577,21 @@ fn listen_addrs(
         } else if addr.port() != 0 && metrics == Some(addr) {
             Err(PreflightError::MetricsIsListen(addr))
         } else {
-            check_addr_free(addr)
+            check_addr_free(addr, in_use_until)
         };
         out.push(Finding::checked(key, format!("{addr} (free)"), result));
     }
 }
 
 /// The metrics endpoint's address, bound and released as the endpoint
-/// will bind it (without `SO_REUSEPORT`). One that is also a `--listen`
-/// address is that `listen` line's error, and not probed.
-fn metrics_addr(metrics: Option<SocketAddr>, listen: &[SocketAddr]) -> Finding {
+/// will bind it (without `SO_REUSEPORT`), tried again while in use until
+/// `in_use_until`. One that is also a `--listen` address is that `listen`
+/// line's error, and not probed.
+fn metrics_addr(
+    metrics: Option<SocketAddr>,
+    listen: &[SocketAddr],
+    in_use_until: Instant,
+) -> Finding {
     match metrics {
         None => Finding::new(
             "metrics",
@@ -496,7 +606,8 @@ fn metrics_addr(metrics: Option<SocketAddr>, listen: &[SocketAddr]) -> Finding {
         Some(addr) => Finding::checked(
             "metrics",
             format!("http://{addr}/metrics (free)"),
-            probe_bind(addr).map_err(|source| PreflightError::MetricsAddr { addr, source }),
+            retry_while_in_use(in_use_until, || probe_bind(addr))
+                .map_err(|source| PreflightError::MetricsAddr { addr, source }),
         ),
     }
 }
@@ -666,7 +777,8 @@ fn evaluate_memlock(
     let (needed, fitting) = if cap_ipc_lock {
         (GLOMMIO_MIN_MEMLOCK, None)
     } else {
-        (needed, fitting_io_memory(shards, soft))
+        let budget = soft - soft / 100 * MEMLOCK_HEADROOM_PERCENT;
+        (needed, fitting_io_memory(shards, budget))
     };
     Err(PreflightError::Memlock(MemlockShortfall {
         limit: soft,
@@ -678,10 +790,11 @@ fn evaluate_memlock(
     }))
 }
 
-/// The largest io memory (a multiple of 4 KiB) with which `shards`
-/// executors fit under `limit`, if any does.
+/// The largest io memory (a multiple of 4 KiB, at least glommio's
+/// [`GLOMMIO_MIN_IO_MEMORY`]) with which `shards` executors fit in
+/// `limit` bytes of locked memory, if any does.
 fn fitting_io_memory(shards: usize, limit: u64) -> Option<usize> {
-    if memlock_needed(shards, 0) > limit {
+    if memlock_needed(shards, GLOMMIO_MIN_IO_MEMORY) > limit {
         return None;
     }
     // Invert memlock_needed: what is left once the fixed costs are paid,
@@ -702,6 +815,23 @@ fn fitting_io_memory(shards: usize, limit: u64) -> Option<usize> {
 /// files` finding describes the limit the relay runs with.
 pub fn raise_open_files_limit() -> io::Result<Limits> {
     sys::raise_soft_limit(Resource::OpenFiles)
+}
+
+/// `--max-connections` when none is given: [`DEFAULT_MAX_CONNECTIONS`], or
+/// fewer if the open-files hard limit (which the relay raises its soft
+/// limit to) cannot hold that many beside what `config`'s shards and
+/// listeners need; at least 1. So the default never earns the `open
+/// files` warning.
+pub fn default_max_connections(config: &Config) -> usize {
+    let Ok(limits) = sys::limits(Resource::OpenFiles) else {
+        return DEFAULT_MAX_CONNECTIONS;
+    };
+    let others = fds_needed(&Config {
+        max_connections: 0,
+        ..config.clone()
+    });
+    let room = limits.hard.saturating_sub(others).max(1);
+    usize::try_from(room).map_or(DEFAULT_MAX_CONNECTIONS, |r| r.min(DEFAULT_MAX_CONNECTIONS))
 }
 
 /// File descriptors `config` may use at most (see [`FDS_PER_SHARD`]).
@@ -774,17 +904,34 @@ pub fn format_limit(value: u64, show: impl FnOnce(u64) -> String) -> String {
 /// socket *without* `SO_REUSEPORT` (which conflicts with every existing
 /// socket on the port) but with `SO_REUSEADDR` (so connections of a
 /// previous run in TIME_WAIT do not count), then closes it. Port 0 is
-/// always free.
-fn check_addr_free(addr: SocketAddr) -> Result<(), PreflightError> {
+/// always free. An address in use is tried again until `in_use_until`
+/// (see [`ADDR_IN_USE_WAIT`]).
+fn check_addr_free(addr: SocketAddr, in_use_until: Instant) -> Result<(), PreflightError> {
     if addr.port() == 0 {
         return Ok(());
     }
-    probe_bind(addr).map_err(|e| match e.kind() {
+    retry_while_in_use(in_use_until, || probe_bind(addr)).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => PreflightError::AddrInUse(addr),
         io::ErrorKind::AddrNotAvailable => PreflightError::AddrNotAvailable(addr),
         io::ErrorKind::PermissionDenied => PreflightError::AddrPermission(addr),
         _ => PreflightError::AddrProbe { addr, source: e },
     })
+}
+
+/// Runs `attempt` (a bind) until it does not fail with "address in use",
+/// or `deadline` passes: then returns what the last try returned.
+pub fn retry_while_in_use<T>(
+    deadline: Instant,
+    mut attempt: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(ADDR_IN_USE_PAUSE);
+            }
+            result => return result,
+        }
+    }
 }
 
 fn probe_bind(addr: SocketAddr) -> io::Result<()> {
@@ -816,7 +963,7 @@ mod tests {
     #[test]
     fn address_held_by_a_reuseport_listener_is_in_use() {
         let (listener, addr) = reuseport_listener();
-        let err = check_addr_free(addr).unwrap_err();
+        let err = check_addr_free(addr, Instant::now()).unwrap_err();
         assert!(
             matches!(err, PreflightError::AddrInUse(a) if a == addr),
             "{err}"
@@ -828,29 +975,66 @@ mod tests {
             "{msg}"
         );
         drop(listener);
-        check_addr_free(addr).unwrap();
+        check_addr_free(addr, Instant::now()).unwrap();
+    }
+
+    #[test]
+    fn an_address_released_while_waiting_is_free() {
+        // As when a relay restarts right after the old one exited: the
+        // old listener goes away while the new one waits for it.
+        let (listener, addr) = reuseport_listener();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            // Released once the probe has found the address in use.
+            rx.recv().unwrap();
+            drop(listener);
+        });
+        let mut tries = 0;
+        let result = retry_while_in_use(Instant::now() + Duration::from_secs(30), || {
+            tries += 1;
+            if tries == 2 {
+                tx.send(()).unwrap();
+            }
+            probe_bind(addr)
+        });
+        holder.join().unwrap();
+        result.unwrap();
+        assert!(tries >= 2, "{tries}");
+        // Only "in use" is tried again.
+        let mut tries = 0;
+        let far = Instant::now() + Duration::from_secs(30);
+        let err = retry_while_in_use(far, || -> io::Result<()> {
+            tries += 1;
+            Err(io::Error::from(io::ErrorKind::PermissionDenied))
+        });
+        assert_eq!(
+            (err.unwrap_err().kind(), tries),
+            (io::ErrorKind::PermissionDenied, 1)
+        );
     }
 
     #[test]
     fn address_held_by_a_plain_listener_is_in_use() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
+        // Held for longer than the wait: in use.
+        let wait = Instant::now() + Duration::from_millis(50);
         assert!(matches!(
-            check_addr_free(addr),
+            check_addr_free(addr, wait),
             Err(PreflightError::AddrInUse(_))
         ));
     }
 
     #[test]
     fn port_zero_is_always_free() {
-        check_addr_free("127.0.0.1:0".parse().unwrap()).unwrap();
+        check_addr_free("127.0.0.1:0".parse().unwrap(), Instant::now()).unwrap();
     }
 
     #[test]
     fn foreign_address_is_not_available() {
         // 192.0.2.0/24 is TEST-NET-1: never assigned to a host.
         let addr: SocketAddr = "192.0.2.1:7000".parse().unwrap();
-        let err = check_addr_free(addr).unwrap_err();
+        let err = check_addr_free(addr, Instant::now()).unwrap_err();
         assert!(matches!(err, PreflightError::AddrNotAvailable(_)), "{err}");
     }
 
@@ -859,7 +1043,7 @@ mod tests {
         let listen = |addrs: &[SocketAddr], metrics| {
             let mut out = Findings::default();
             let addrs: Vec<_> = addrs.iter().map(|&a| ("listen", a)).collect();
-            listen_addrs(&addrs, metrics, &mut out);
+            listen_addrs(&addrs, metrics, Instant::now(), &mut out);
             assert_eq!(out.iter().count(), addrs.len());
             out.into_result().err()
         };
@@ -881,7 +1065,12 @@ mod tests {
         assert!(listen(&[a], Some(a)).is_none());
         // A NATS address may not repeat a line one either.
         let mut out = Findings::default();
-        listen_addrs(&[("listen", held), ("nats-listen", held)], None, &mut out);
+        listen_addrs(
+            &[("listen", held), ("nats-listen", held)],
+            None,
+            Instant::now(),
+            &mut out,
+        );
         let keys: Vec<&str> = out.iter().map(|f| f.key).collect();
         assert_eq!(keys, ["listen", "nats-listen"]);
         assert!(matches!(
@@ -892,14 +1081,14 @@ mod tests {
 
     #[test]
     fn the_metrics_address_is_probed() {
-        let off = metrics_addr(None, &[]);
+        let off = metrics_addr(None, &[], Instant::now());
         assert!(matches!(off.verdict, Verdict::Info) && off.found.starts_with("off"));
-        let free = metrics_addr(Some("127.0.0.1:0".parse().unwrap()), &[]);
+        let free = metrics_addr(Some("127.0.0.1:0".parse().unwrap()), &[], Instant::now());
         assert!(matches!(free.verdict, Verdict::Ok), "{free:?}");
         assert_eq!(free.found, "http://127.0.0.1:0/metrics (free)");
         let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = holder.local_addr().unwrap();
-        let Verdict::Error(err) = metrics_addr(Some(addr), &[]).verdict else {
+        let Verdict::Error(err) = metrics_addr(Some(addr), &[], Instant::now()).verdict else {
             panic!("{addr} is held");
         };
         let msg = err.to_string();
@@ -908,7 +1097,7 @@ mod tests {
             "{msg}"
         );
         // Refused on the listen line instead, not probed here.
-        let named = metrics_addr(Some(addr), &[addr]);
+        let named = metrics_addr(Some(addr), &[addr], Instant::now());
         assert!(matches!(named.verdict, Verdict::Info), "{named:?}");
     }
 
@@ -1007,14 +1196,45 @@ mod tests {
         // Below glommio's floor, a smaller --io-memory cannot help.
         assert!(!msg.contains("lower --io-memory"), "{msg}");
 
-        // 2 MiB fits 2 shards with less io memory: say how much.
+        // 2 MiB fits 2 shards with less io memory: say how much, leaving
+        // a quarter of the limit to spare (the budget is per user).
         let err = evaluate_memlock(2, 512 << 10, 2048 * K, 8192 * K, false).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("lower --io-memory to 316KiB"), "{msg}");
+        assert!(msg.contains("lower --io-memory to 232KiB"), "{msg}");
         assert!(!msg.contains("hard limit"), "{msg}");
-        let fitting = 316 * 1024;
-        assert!(memlock_needed(2, fitting) <= 2048 * K);
-        assert!(memlock_needed(2, fitting + 4096) > 2048 * K);
+        let fitting = 232 * 1024;
+        assert!(memlock_needed(2, fitting) <= 1536 * K);
+        assert!(memlock_needed(2, fitting + 4096) > 1536 * K);
+        // Less than glommio's 64 KiB would fit: suggest none.
+        let err = evaluate_memlock(2, 512 << 10, 600 * K, 8192 * K, false).unwrap_err();
+        assert!(!err.to_string().contains("--io-memory to"), "{err}");
+    }
+
+    #[test]
+    fn an_exhausted_per_user_budget_suggests_room_for_the_others() {
+        const K: u64 = 1024;
+        let e = MemlockExhausted {
+            limit: Some(3216 * K),
+            needed: memlock_needed(2, 512 << 10),
+            shards: 2,
+            io_memory: 512 << 10,
+        };
+        let msg = e.to_string();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        // Half the limit: (1608 - 16 - 128) / 6, 4 KiB aligned.
+        assert!(msg.contains("lower --io-memory to 244KiB"), "{msg}");
+        assert!(memlock_needed(2, 244 << 10) <= 1608 * K);
+        assert!(msg.contains("ulimit -l 6432"), "{msg}");
+        // Nothing smaller to suggest when the io memory is already small,
+        // or the limit unknown.
+        let small = MemlockExhausted {
+            io_memory: 64 << 10,
+            needed: memlock_needed(2, 64 << 10),
+            ..e.clone()
+        };
+        assert!(!small.to_string().contains("--io-memory to"), "{small}");
+        let unknown = MemlockExhausted { limit: None, ..e };
+        assert!(unknown.to_string().contains("is unreadable"), "{unknown}");
     }
 
     #[test]
@@ -1070,6 +1290,24 @@ mod tests {
     }
 
     #[test]
+    fn the_default_max_connections_fits_the_open_files_limit() {
+        let config = Config::local(2);
+        let n = default_max_connections(&config);
+        assert!((1..=DEFAULT_MAX_CONNECTIONS).contains(&n), "{n}");
+        let hard = sys::limits(Resource::OpenFiles).unwrap().hard;
+        let with = Config {
+            max_connections: n,
+            ..config
+        };
+        // Either the limit holds the default, or the default was cut to it.
+        assert!(
+            n == DEFAULT_MAX_CONNECTIONS || fds_needed(&with) == hard,
+            "{n} connections need {} descriptors, the limit is {hard}",
+            fds_needed(&with)
+        );
+    }
+
+    #[test]
     fn findings_cover_every_setting_and_prerequisite_in_order() {
         let config = Config {
             max_connections: 10,
@@ -1084,6 +1322,8 @@ mod tests {
                 "terminator",
                 "max-frame",
                 "max-pending",
+                "max-stall",
+                "max-memory",
                 "max-subs",
                 "max-connections",
                 "spin-before-park",
@@ -1122,6 +1362,17 @@ mod tests {
         assert_eq!(failed, ["max-subs"]);
         let err = found.into_result().unwrap_err();
         assert!(err.to_string().contains("--max-subs"), "{err}");
+        let config = Config {
+            io_memory: 1024,
+            ..Config::local(1)
+        };
+        let found = findings(&config, None);
+        let failed: Vec<&str> = found
+            .iter()
+            .filter(|f| matches!(f.verdict, Verdict::Error(_)))
+            .map(|f| f.key)
+            .collect();
+        assert_eq!(failed, ["io-memory"]);
 
         // The settings without a line of their own get one.
         for (config, key) in [

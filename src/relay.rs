@@ -45,7 +45,7 @@ use socket2::{Domain, Socket, Type};
 use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::mesh::{self, Doorbell, ShardId};
-use crate::preflight::{self, PreflightError};
+use crate::preflight::{self, MemlockExhausted, PreflightError};
 use crate::shard::{self, ConnectionInfo, Control, Listener, NatsIdentity, Protocol, ShardSpec};
 use crate::stats::{ShardStats, Totals};
 
@@ -75,6 +75,42 @@ pub enum StartError {
         cpu: usize,
         reason: String,
     },
+    /// io_uring answered `ENOMEM` while a shard set up its rings: the
+    /// per-user locked-memory budget ran out after the check passed.
+    #[error("shard {shard} on CPU {cpu} failed to start: {explanation}")]
+    LockedMemory {
+        shard: usize,
+        cpu: usize,
+        explanation: MemlockExhausted,
+    },
+}
+
+impl StartError {
+    /// Why shard `shard` on `cpu` could not be built or ended before it
+    /// was ready, as glommio reports it; `ENOMEM` is said as the
+    /// locked-memory shortage it is, for `shards` shards of `io_memory`.
+    fn shard(
+        shard: usize,
+        cpu: usize,
+        e: &GlommioError<()>,
+        shards: usize,
+        io_memory: usize,
+    ) -> StartError {
+        match e {
+            GlommioError::IoError(io) if io.raw_os_error() == Some(crate::sys::ENOMEM) => {
+                StartError::LockedMemory {
+                    shard,
+                    cpu,
+                    explanation: MemlockExhausted::now(shards, io_memory),
+                }
+            }
+            e => StartError::Shard {
+                shard,
+                cpu,
+                reason: describe(e),
+            },
+        }
+    }
 }
 
 /// A running relay. Dropping it shuts it down.
@@ -302,11 +338,7 @@ impl Relay {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
                     stop_shards(&monitor, threads);
-                    return Err(StartError::Shard {
-                        shard: i,
-                        cpu,
-                        reason: e.to_string(),
-                    });
+                    return Err(StartError::shard(i, cpu, &e, shards, config.io_memory));
                 }
             }
         }
@@ -314,35 +346,37 @@ impl Relay {
         drop(exit_tx);
         let mut ready = vec![false; shards];
         while ready.iter().any(|r| !r) {
-            let failed = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            let failed = |shard: usize, reason: &str| StartError::Shard {
+                shard,
+                cpu: config.cores[shard],
+                reason: reason.to_string(),
+            };
+            let failure = match ready_rx.recv_timeout(Duration::from_secs(30)) {
                 Ok((i, Ok(()))) => {
                     ready[i] = true;
                     continue;
                 }
-                Ok((i, Err(reason))) => (i, reason),
+                Ok((i, Err(reason))) => failed(i, &reason),
                 Err(e) => {
                     // A shard that never became ready: if the channel is
                     // closed its thread has ended (its executor could not be
                     // built) and joining it tells why.
                     let i = ready.iter().position(|r| !r).expect("one is not ready");
-                    let reason = match e {
+                    match e {
                         mpsc::RecvTimeoutError::Disconnected => match threads.remove(i).join() {
-                            Ok(()) => "exited before it was ready".to_string(),
-                            Err(e) => describe(&e),
+                            Ok(()) => failed(i, "exited before it was ready"),
+                            Err(e) => {
+                                StartError::shard(i, config.cores[i], &e, shards, config.io_memory)
+                            }
                         },
                         mpsc::RecvTimeoutError::Timeout => {
-                            "did not become ready within 30 s".to_string()
+                            failed(i, "did not become ready within 30 s")
                         }
-                    };
-                    (i, reason)
+                    }
                 }
             };
             stop_shards(&monitor, threads);
-            return Err(StartError::Shard {
-                shard: failed.0,
-                cpu: config.cores[failed.0],
-                reason: failed.1,
-            });
+            return Err(failure);
         }
         let stopping = Arc::new(AtomicBool::new(false));
         let (failures_tx, failures) = crossbeam_channel::unbounded();
@@ -579,7 +613,15 @@ fn private_listener(addr: SocketAddr, protocol: Protocol) -> Result<Listener, St
     })
 }
 
+/// A listening socket on `addr`; an address in use (a relay that has
+/// just exited still holding it, see [`preflight::ADDR_IN_USE_WAIT`]) is
+/// tried again for that long.
 fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let deadline = Instant::now() + preflight::ADDR_IN_USE_WAIT;
+    preflight::retry_while_in_use(deadline, || bind_listener(addr, reuse_port))
+}
+
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::STREAM,
@@ -598,4 +640,43 @@ fn local_addr(sock: &Socket) -> io::Result<SocketAddr> {
     sock.local_addr()?
         .as_socket()
         .ok_or_else(|| io::Error::other("not an IP socket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enomem_while_a_shard_starts_is_said_as_a_locked_memory_shortage() {
+        let enomem = GlommioError::IoError(io::Error::from_raw_os_error(crate::sys::ENOMEM));
+        let err = StartError::shard(1, 3, &enomem, 2, 512 << 10);
+        assert!(matches!(
+            err,
+            StartError::LockedMemory {
+                shard: 1,
+                cpu: 3,
+                ..
+            }
+        ));
+        let msg = err.to_string();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        for part in [
+            "shard 1 on CPU 3 failed to start: io_uring could not lock memory",
+            "RLIMIT_MEMLOCK",
+            "2 shards with --io-memory 512 KiB need 3216 KiB",
+            "counts the limit per user",
+            "DynamicUser=yes",
+            "ulimit -l 6432",
+            "LimitMEMLOCK=6432K",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing from {msg}");
+        }
+        assert!(!msg.contains("IO error occurred"), "{msg}");
+
+        // Any other error is glommio's own words.
+        let other = GlommioError::IoError(io::Error::from_raw_os_error(crate::sys::EMFILE));
+        let err = StartError::shard(0, 0, &other, 1, 512 << 10);
+        assert!(matches!(err, StartError::Shard { .. }), "{err}");
+        assert!(err.to_string().contains("IO error occurred"), "{err}");
+    }
 }

@@ -1,7 +1,7 @@
 //! tern's calls into Linux that std does not wrap: CPU affinity, resource
 //! limits, CPU-time clocks, the io_uring probe, a non-blocking send, and the
-//! `/proc` files that say what the kernel allows this process and how much
-//! memory it holds.
+//! `/proc` files that say what the kernel allows this process, how much
+//! memory and how many descriptors it holds, and when it started.
 //!
 //! Every `unsafe` block of the crate's start-up and pinning code is here,
 //! each with the reasoning that makes it sound, and each exercised by a
@@ -12,7 +12,7 @@
 //! [`send_now`] (`BorrowedFd::borrow_raw`).
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `errno` values whose meaning start-up advice depends on (see
 /// `preflight`), so that callers need not depend on `libc`.
@@ -295,7 +295,7 @@ pub fn under_seccomp_filter() -> bool {
 /// reports as `mem`. `None` if the file cannot be read or lacks the line.
 pub fn resident_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    vm_rss_bytes(&status)
+    status_bytes(&status, "VmRSS")
 }
 
 /// Gives the allocator's free memory back to the operating system, where
@@ -311,32 +311,72 @@ pub fn release_free_memory() {
     }
 }
 
-/// The machine's physical memory in bytes (`MemTotal` in `/proc/meminfo`),
-/// `None` if it cannot be read.
+/// The machine's physical memory in bytes (`MemTotal` in `/proc/meminfo`,
+/// which has the format of a status file), `None` if it cannot be read.
 pub fn physical_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    mem_total_bytes(&meminfo)
+    status_bytes(&meminfo, "MemTotal")
 }
 
-/// [`physical_memory`] from the text of `/proc/meminfo` (`MemTotal:
-/// 24597208 kB`).
-fn mem_total_bytes(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line["MemTotal:".len()..]
-        .trim()
-        .strip_suffix("kB")?
+/// This process's virtual memory size in bytes (`VmSize` in
+/// `/proc/self/status`): every mapping, resident or not. `None` if the
+/// file cannot be read or lacks the line.
+pub fn virtual_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_bytes(&status, "VmSize")
+}
+
+/// A size line of a `/proc/<pid>/status` (or `/proc/meminfo`) text, which is in kibibytes
+/// (`VmRSS:\t  1234 kB`), in bytes.
+fn status_bytes(status: &str, name: &str) -> Option<u64> {
+    let value = status_field(status, name)?;
+    let kib: u64 = value.strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The file descriptors this process has open now: the entries of
+/// `/proc/self/fd`, less the one that lists them.
+pub fn open_fds() -> io::Result<u64> {
+    let listed = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+    Ok(listed.saturating_sub(1))
+}
+
+/// When this process started, on the wall clock: its start in clock ticks
+/// after boot (field 22 of `/proc/self/stat`) after the boot time (`btime`
+/// in `/proc/stat`), to the tick (10 ms on most kernels). `None` if either
+/// file cannot be read.
+pub fn process_start_time() -> Option<SystemTime> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let kernel = std::fs::read_to_string("/proc/stat").ok()?;
+    start_time(&stat, &kernel, clock_ticks_per_second()?)
+}
+
+/// The kernel's clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit
+/// of `/proc`'s process times.
+fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf takes no pointer and has no precondition; it returns
+    // the value, or -1 for a name the system does not know.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0)
+}
+
+/// [`process_start_time`] from the texts of `/proc/<pid>/stat` and
+/// `/proc/stat`, with `ticks` clock ticks per second.
+fn start_time(stat: &str, kernel: &str, ticks: u64) -> Option<SystemTime> {
+    // The command name (field 2) is in parentheses and may hold spaces and
+    // parentheses itself: count the fields after its last `)`, where
+    // field 3 is the first.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let started: u64 = after_name.split_whitespace().nth(22 - 3)?.parse().ok()?;
+    let boot: u64 = kernel
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
         .trim()
         .parse()
         .ok()?;
-    kib.checked_mul(1024)
-}
-
-/// [`resident_memory`] from the text of `/proc/<pid>/status`, whose
-/// `VmRSS` line is in kibibytes (`VmRSS:\t  1234 kB`).
-fn vm_rss_bytes(status: &str) -> Option<u64> {
-    let value = status_field(status, "VmRSS")?;
-    let kib: u64 = value.strip_suffix("kB")?.trim().parse().ok()?;
-    kib.checked_mul(1024)
+    let after_boot = Duration::from_secs(started / ticks)
+        + Duration::from_nanos((started % ticks) * 1_000_000_000 / ticks);
+    UNIX_EPOCH.checked_add(Duration::from_secs(boot) + after_boot)
 }
 
 /// `CAP_IPC_LOCK` from `<linux/capability.h>`: lets a process lock memory
@@ -495,11 +535,44 @@ mod tests {
         drop(std::hint::black_box(block));
 
         let status = "Name:\ttern\nVmHWM:\t    9000 kB\nVmRSS:\t    1234 kB\n";
-        assert_eq!(vm_rss_bytes(status), Some(1234 * 1024));
-        assert_eq!(vm_rss_bytes("VmRSS:\t0 kB\n"), Some(0));
-        assert_eq!(vm_rss_bytes("Name:\ttern\n"), None);
-        assert_eq!(vm_rss_bytes("VmRSS:\t12 MB\n"), None);
-        assert_eq!(vm_rss_bytes("VmRSS:\tlots kB\n"), None);
+        let rss = |status| status_bytes(status, "VmRSS");
+        assert_eq!(rss(status), Some(1234 * 1024));
+        assert_eq!(rss("VmRSS:\t0 kB\n"), Some(0));
+        assert_eq!(rss("Name:\ttern\n"), None);
+        assert_eq!(rss("VmRSS:\t12 MB\n"), None);
+        assert_eq!(rss("VmRSS:\tlots kB\n"), None);
+        assert_eq!(status_bytes(status, "VmHWM"), Some(9000 * 1024));
+        // Virtual memory holds at least what is resident.
+        assert!(virtual_memory().expect("VmSize is readable") >= resident_memory().unwrap());
+    }
+
+    #[test]
+    fn open_descriptors_are_counted() {
+        let before = open_fds().unwrap();
+        assert!(before >= 1, "{before}");
+        // At least these are open while they are held (other tests open
+        // and close files meanwhile, so only the lower bound is sure).
+        let held: Vec<std::fs::File> = (0..16)
+            .map(|_| std::fs::File::open("/proc/self/status").unwrap())
+            .collect();
+        assert!(open_fds().unwrap() >= 16);
+        drop(held);
+    }
+
+    #[test]
+    fn the_start_time_is_boot_time_plus_the_start_after_boot() {
+        let stat = "28936 (a (b) c) R 28934 28934 26193 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 842485 3133440 407 18446744073709551615";
+        let kernel = "cpu  1 2 3\nbtime 1795945197\nprocesses 9\n";
+        assert_eq!(
+            start_time(stat, kernel, 100),
+            Some(UNIX_EPOCH + Duration::new(1_795_945_197 + 8424, 850_000_000))
+        );
+        assert_eq!(start_time("no fields", kernel, 100), None);
+        assert_eq!(start_time(stat, "cpu 1\n", 100), None);
+        // This process: started already, and not before the machine.
+        let started = process_start_time().expect("readable");
+        assert!(started <= SystemTime::now());
+        assert!(clock_ticks_per_second().is_some());
     }
 
     #[test]
@@ -517,9 +590,9 @@ mod tests {
     fn physical_memory_is_mem_total() {
         assert!(physical_memory().is_some_and(|m| m >= 64 << 20));
         let meminfo = "MemTotal:       24597208 kB\nMemFree:        1 kB\n";
-        assert_eq!(mem_total_bytes(meminfo), Some(24_597_208 * 1024));
-        assert_eq!(mem_total_bytes("MemFree:   1 kB\n"), None);
-        assert_eq!(mem_total_bytes("MemTotal:   12 MB\n"), None);
+        assert_eq!(status_bytes(meminfo, "MemTotal"), Some(24_597_208 * 1024));
+        assert_eq!(status_bytes("MemFree:   1 kB\n", "MemTotal"), None);
+        assert_eq!(status_bytes("MemTotal:   12 MB\n", "MemTotal"), None);
     }
 
     #[test]

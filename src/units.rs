@@ -1,8 +1,10 @@
 //! The units flags are written in: byte sizes (`64KiB`), durations
-//! (`50us`, `1.5s`, `2m`) and CPU lists (`0,2-3`). Each parser sits beside
-//! the formatter that writes the same syntax back, and both binaries (`tern`
-//! and `tern-loadgen`) read their flags with these, so a value means the
-//! same to both. In particular a bare duration number is seconds.
+//! (`50us`, `1.5s`, `2m`), CPU lists (`0,2-3`) and socket addresses
+//! (`127.0.0.1:7000`, `localhost:7000`). Each parser sits beside the
+//! formatter that writes the same syntax back (addresses: `SocketAddr`'s
+//! own), and both binaries (`tern` and `tern-loadgen`) read their flags
+//! with these, so a value means the same to both. In particular a bare
+//! duration number is seconds.
 //!
 //! ```
 //! use std::time::Duration;
@@ -17,6 +19,7 @@
 //! assert_eq!(format_cpu_list(&[0, 2, 3, 4]), "0,2-4");
 //! ```
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 // ---------------------------------------------------------------- sizes
@@ -224,6 +227,63 @@ pub fn format_cpu_list(cpus: &[usize]) -> String {
     out.join(",")
 }
 
+// ---------------------------------------------------------------- addresses
+
+/// An address that could not be read or resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// Not `HOST:PORT`.
+    #[error("invalid address `{0}`: give IP:PORT or HOST:PORT, like 127.0.0.1:7000, [::1]:7000 or localhost:7000")]
+    Syntax(String),
+    /// The host name could not be resolved.
+    #[error("cannot resolve `{addr}`: {reason}")]
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// What the resolver said.
+        reason: String,
+    },
+    /// The host name resolved to nothing.
+    #[error("`{0}` resolves to no address")]
+    NoAddress(String),
+}
+
+/// Reads a socket address: `IP:PORT` (`127.0.0.1:7000`, `[::1]:7000`) as
+/// it is, or `HOST:PORT` (`localhost:7000`) resolved by the system's
+/// resolver (`getaddrinfo`, through std's `ToSocketAddrs`), into every
+/// address the name has, in the resolver's order, without repeats.
+/// `localhost` is usually `[::1]` and `127.0.0.1`.
+pub fn resolve_addrs(s: &str) -> Result<Vec<SocketAddr>, AddrError> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let syntax = || AddrError::Syntax(s.to_string());
+    let (host, port) = s.rsplit_once(':').ok_or_else(syntax)?;
+    // An IP address (v6 in brackets) that did not parse above is not a
+    // host name either.
+    if host.is_empty() || host.contains([':', '[', ']', ' ']) {
+        return Err(syntax());
+    }
+    let port: u16 = port.parse().map_err(|_| syntax())?;
+    let resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| AddrError::Resolve {
+            addr: s.to_string(),
+            reason: e.to_string(),
+        })?;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in resolved {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(AddrError::NoAddress(s.to_string()));
+    }
+    Ok(addrs)
+}
+
 /// `s` split where its leading number (the characters `in_number` accepts)
 /// ends.
 fn split_number(s: &str, in_number: impl Fn(char) -> bool) -> (&str, &str) {
@@ -357,6 +417,55 @@ mod tests {
             parse_cpu_list(&format_cpu_list(&[0, 2, 3, 4, 7])).unwrap(),
             vec![0, 2, 3, 4, 7]
         );
+    }
+
+    #[test]
+    fn addresses_are_read_and_host_names_resolved() {
+        let v4: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(resolve_addrs("127.0.0.1:7000"), Ok(vec![v4]));
+        assert_eq!(
+            resolve_addrs(" [::1]:0 "),
+            Ok(vec!["[::1]:0".parse().unwrap()])
+        );
+        // localhost is in /etc/hosts everywhere; which families it has
+        // depends on the machine, but every one is a loopback address.
+        let local = resolve_addrs("localhost:7000").unwrap();
+        assert!(!local.is_empty());
+        assert!(
+            local
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 7000),
+            "{local:?}"
+        );
+        let mut unique = local.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), local.len(), "no repeats: {local:?}");
+        for bad in [
+            "localhost",
+            "7000",
+            ":7000",
+            "localhost:",
+            "localhost:99999",
+            "127.0.0.1",
+            "[::1]",
+            "::1:7000",
+            "a b:7000",
+        ] {
+            assert_eq!(
+                resolve_addrs(bad),
+                Err(AddrError::Syntax(bad.to_string())),
+                "{bad:?} should be refused"
+            );
+        }
+        let msg = resolve_addrs("localhost").unwrap_err().to_string();
+        assert!(
+            msg.contains("`localhost`") && msg.contains("localhost:7000"),
+            "{msg}"
+        );
+        // .invalid never resolves (RFC 2606).
+        let err = resolve_addrs("nowhere.invalid:7000").unwrap_err();
+        assert!(matches!(err, AddrError::Resolve { .. }), "{err}");
+        assert!(err.to_string().contains("nowhere.invalid:7000"), "{err}");
     }
 
     proptest! {

@@ -191,9 +191,136 @@ fn usage_errors_exit_2_in_one_line() {
     assert_startup_error(&["--no-such-flag"], &["--no-such-flag", "--help"]);
     assert_startup_error(&["--shards", "2", "--cores", "0"], &["--shards", "--cores"]);
     assert_startup_error(&["--shards", "0"], &["--shards"]);
-    assert_startup_error(&["--listen", "localhost"], &["--listen", "localhost"]);
+    assert_startup_error(
+        &["--listen", "localhost"],
+        &["--listen", "`localhost`", "HOST:PORT"],
+    );
     assert_startup_error(&["--log-format", "xml"], &["--log-format", "xml"]);
     assert_startup_error(&["--log-level", "loud=["], &["--log-level"]);
+}
+
+#[test]
+fn host_names_are_resolved_for_every_address_flag() {
+    let o = tern(&[
+        "--check-config",
+        "--listen",
+        "localhost:0",
+        "--nats-listen",
+        "localhost:0",
+        "--metrics",
+        "localhost:0",
+        "--shard-listen",
+        "localhost:0",
+        "--shards",
+        "1",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    // Every address localhost has (127.0.0.1, and [::1] where it is
+    // configured) gets a listen line; --metrics takes the first.
+    let localhost = tern::units::resolve_addrs("localhost:0").unwrap();
+    for addr in &localhost {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("listen ") && l.contains(&format!("{addr} (free)"))),
+            "{addr} missing:\n{out}"
+        );
+    }
+    let listen_lines = out.lines().filter(|l| l.starts_with("listen ")).count();
+    assert_eq!(listen_lines, localhost.len(), "{out}");
+    assert!(
+        out.contains(&format!("http://{}/metrics (free): ok", localhost[0])),
+        "{out}"
+    );
+    assert_startup_error(
+        &["--listen", "nowhere.invalid:7000"],
+        &["--listen", "cannot resolve `nowhere.invalid:7000`"],
+    );
+    assert_startup_error(
+        &["--nats-listen", "localhost"],
+        &["--nats-listen", "HOST:PORT", "or off"],
+    );
+}
+
+#[test]
+fn shard_counts_say_the_bounds() {
+    assert_startup_error(&["--shards", "0"], &["--shards", "at least 1 shard"]);
+    assert_startup_error(
+        &["--shards", "99999999999999999999999"],
+        &["--shards", "at most one shard per CPU"],
+    );
+    assert_startup_error(&["--shards", "two"], &["--shards", "whole number"]);
+    let o = tern(&["--check-config", "--shards", "0"]);
+    assert!(!stderr(&o).contains("4294967295"), "{}", stderr(&o));
+}
+
+#[test]
+fn less_io_memory_than_glommio_allocates_is_refused() {
+    assert_startup_error(
+        &["--io-memory", "1KiB", "--listen", "127.0.0.1:0"],
+        &[
+            "--io-memory 1 KiB is below glommio's minimum of 64 KiB",
+            "64KiB",
+        ],
+    );
+    let o = tern(&[
+        "--check-config",
+        "--io-memory",
+        "1KiB",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("io-memory        FAILED: --io-memory 1 KiB"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn an_unknown_log_level_is_refused_not_silently_logging_nothing() {
+    // `warning` is valid EnvFilter syntax (a module named "warning"), which
+    // would log nothing at all: refused, also by --check-config.
+    for args in [
+        &["--log-level", "warning"][..],
+        &["--check-config", "--log-level", "warning"],
+    ] {
+        assert_startup_error(
+            args,
+            &[
+                "--log-level",
+                "`warning` is not a log level",
+                "error, warn, info, debug, trace or off",
+            ],
+        );
+    }
+    assert_startup_error(
+        &["--log-level", "info,tern=verbose"],
+        &["`verbose` in `tern=verbose` is not a log level"],
+    );
+    let o = tern_env(
+        &["--check-config", "--listen", "127.0.0.1:0", "--shards", "1"],
+        &[("RUST_LOG", "warning")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("tern: error: invalid RUST_LOG: `warning` is not a log level"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tern(&[
+        "--check-config",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--log-level",
+        "tern=debug,glommio=warn",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 #[test]
@@ -476,20 +603,95 @@ fn the_systemd_unit_allows_what_tern_needs() {
     assert_eq!(unit_setting("SystemCallFilter"), None);
 }
 
-#[test]
-fn the_systemd_units_flags_are_accepted() {
-    let exec = unit_setting("ExecStart").expect("ExecStart");
-    let mut words = exec.split_whitespace();
-    assert!(words.next().unwrap().ends_with("/tern"), "{exec}");
-    let mut args: Vec<&str> = words.collect();
+/// The text of a file of the repository.
+fn repo_file(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The unit's install steps (`install -Dm644 SRC DST` in its header
+/// comment), as (SRC, DST).
+fn unit_install_steps() -> Vec<(String, String)> {
+    repo_file("deploy/tern.service")
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| w.first() == Some(&"install") && w.len() == 4)
+        .map(|w| (w[2].to_string(), w[3].to_string()))
+        .collect()
+}
+
+/// `TERN_ARGS="..."` (or `"TERN_ARGS=..."`) of a systemd setting or
+/// environment file, unquoted.
+fn tern_args(assignment: &str) -> Option<String> {
+    let unquoted = assignment.trim().trim_matches('"');
+    let value = unquoted.strip_prefix("TERN_ARGS=")?;
+    Some(value.trim_matches('"').to_string())
+}
+
+/// Runs `tern --check-config` with `flags`: the environment may fail the
+/// check (port 7000 taken, say), but the flags themselves must parse.
+fn assert_flags_parse(flags: &str, from: &str) {
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
     args.push("--check-config");
-    // The environment may fail the check (port 7000 taken, say), but the
-    // flags themselves must parse.
     let o = tern(&args);
     assert!(
         !stderr(&o).contains("see tern --help"),
-        "{exec}: {}",
+        "{from}: {flags}: {}",
         stderr(&o)
     );
     assert!(stdout(&o).contains("metrics "), "{}", stdout(&o));
+}
+
+#[test]
+fn the_systemd_units_flags_are_accepted() {
+    // The unit runs TERN_ARGS, with defaults in the unit and the real
+    // flags in an environment file the operator edits.
+    let exec = unit_setting("ExecStart").expect("ExecStart");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert!(words[0].ends_with("/tern"), "{exec}");
+    assert_eq!(words[1..], ["$TERN_ARGS"], "{exec}");
+    let defaults =
+        tern_args(&unit_setting("Environment").expect("Environment")).expect("TERN_ARGS=");
+    assert_flags_parse(&defaults, "deploy/tern.service");
+    // Optional ("-"): the unit starts on its defaults without it.
+    let env_file = unit_setting("EnvironmentFile").expect("EnvironmentFile");
+    let env_file = env_file.strip_prefix('-').expect("optional");
+    // The file shipped for it is installed there, and sets the same
+    // flags to start from.
+    let (shipped, _) = unit_install_steps()
+        .into_iter()
+        .find(|(_, dst)| dst == env_file)
+        .unwrap_or_else(|| panic!("nothing installs {env_file}"));
+    let file_args = repo_file(&shipped)
+        .lines()
+        .find_map(tern_args)
+        .unwrap_or_else(|| panic!("no TERN_ARGS= in {shipped}"));
+    assert_eq!(file_args, defaults);
+    assert_flags_parse(&file_args, &shipped);
+}
+
+#[test]
+fn the_units_documentation_is_a_file_its_install_steps_install() {
+    let doc = unit_setting("Documentation").expect("Documentation");
+    let path = doc.strip_prefix("file://").expect("a file:// URL");
+    let steps = unit_install_steps();
+    let (src, _) = steps
+        .iter()
+        .find(|(_, dst)| dst == path)
+        .unwrap_or_else(|| panic!("nothing installs {path}: {steps:?}"));
+    assert!(repo_file(src).starts_with("# Deploying tern"), "{src}");
+    // Every step installs a file the repository has (the binary, once
+    // built).
+    for (src, _) in &steps {
+        if !src.starts_with("target/") {
+            repo_file(src);
+        }
+    }
 }

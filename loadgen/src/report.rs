@@ -201,8 +201,8 @@ impl Report {
             if self.client_workers == 1 { "" } else { "s" },
             self.client_busy_pct
         );
-        if self.client_busy_pct > 90.0 {
-            let _ = write!(s, " — the generator may be the limit (add --cores)");
+        if let Some(note) = self.generator_limit_note() {
+            let _ = write!(s, " — {note}");
         }
         let _ = writeln!(s);
         if self.rate > 0 && self.send_lag_us.p99 > 0.5 * self.latency_us.p99.max(100.0) {
@@ -227,6 +227,31 @@ impl Report {
             );
         }
         s
+    }
+
+    /// What to say when the generator was busy enough to be the limit:
+    /// whether more CPUs could help depends on whether some worker served
+    /// several connections (said as it is: the run may already have
+    /// `--cores`).
+    fn generator_limit_note(&self) -> Option<String> {
+        if self.client_busy_pct <= 90.0 {
+            return None;
+        }
+        let connections = self.publishers + self.subscribers;
+        let workers = self.client_workers;
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        Some(if workers < connections {
+            format!(
+                "the generator may be the limit, not the server: {workers} worker{} for \
+                 {connections} connections; give it more CPUs (--cores) if the machine has \
+                 spare ones",
+                plural(workers)
+            )
+        } else {
+            "the generator may be the limit, not the server: each connection already has a \
+             worker of its own, so more CPUs would not help"
+                .to_string()
+        })
     }
 
     /// Writes the `--json` and `--plot` files the options ask for.
@@ -494,6 +519,7 @@ mod tests {
         assert!(t.contains("send lag") && !t.contains("sent late"));
         r.send_lag_us.p99 = 9_000.0;
         assert!(r.table().contains("the generator sent late"));
+        assert!(!r.table().contains("may be the limit"));
         r.lost = 3;
         r.complete = false;
         let t = r.table();
@@ -501,6 +527,28 @@ mod tests {
             t.contains("INTEGRITY: 3 lost") && t.contains("INCOMPLETE"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_busy_generator_is_told_what_could_help() {
+        let mut r = report();
+        r.client_busy_pct = 97.0;
+        // 1 publisher and 2 subscribers on one worker (e.g. --cores 1):
+        // more CPUs would help, whether or not --cores was given.
+        r.client_workers = 1;
+        let t = r.table();
+        assert!(
+            t.contains("the generator may be the limit, not the server: 1 worker for 3 connections; give it more CPUs (--cores) if the machine has spare ones"),
+            "{t}"
+        );
+        assert!(!t.contains("add --cores"), "{t}");
+        r.client_workers = 3;
+        let t = r.table();
+        assert!(
+            t.contains("each connection already has a worker of its own"),
+            "{t}"
+        );
+        assert!(!t.contains("more CPUs (--cores)"), "{t}");
     }
 
     #[test]

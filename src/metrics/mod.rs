@@ -22,6 +22,8 @@
 //! * `response` — a response and its bytes on the wire;
 //! * `prometheus` — the `/metrics` page in the text exposition format
 //!   0.0.4;
+//! * `process` — what the process uses (memory, CPU time, descriptors,
+//!   start time), for `/varz` and the `process_*` series;
 //! * `connections` — the `/connections` query string, sorting and JSON;
 //! * `varz` — nats-server's `/varz` page: the server, its limits, its
 //!   memory and CPU, and the counters summed over shards;
@@ -39,8 +41,8 @@
 //! * `/connections` and `/connz` ask each shard over its control channel
 //!   ([`Monitor::connections`]); the shard answers between two batches of
 //!   work, and a shard that is too busy to answer in time is left out;
-//! * `/varz` reads the counters as `/metrics` does, and this process's
-//!   memory and CPU time from the kernel.
+//! * `/varz` reads the counters as `/metrics` does, and both read this
+//!   process's memory, CPU time and descriptors from the kernel.
 //!
 //! When the process may use CPUs that no shard is pinned to, these threads
 //! are pinned to those, so that a scrape does not preempt a shard.
@@ -76,6 +78,7 @@ mod clock;
 mod connections;
 mod connz;
 mod http;
+mod process;
 mod prometheus;
 mod request;
 mod response;
@@ -87,6 +90,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 pub use connections::{sort_connections, SortKey};
+pub use process::ProcessUsage;
 pub use prometheus::{encode_metrics, METRICS_CONTENT_TYPE};
 
 use crate::relay::Monitor;
@@ -96,7 +100,7 @@ use connections::{encode_connections, ConnectionsQuery};
 use connz::{encode_connz, ConnzQuery};
 use request::Request;
 use response::Response;
-use varz::{encode_varz, CpuGauge, ProcessUsage, ServerInfo, VarzPage};
+use varz::{encode_varz, CpuGauge, ServerInfo, VarzPage};
 
 /// The content type of the JSON pages.
 const JSON: &str = "application/json";
@@ -164,7 +168,8 @@ trait Source: Send + 'static {
     /// Time since the relay started, on the monotonic clock (`/varz`'
     /// `uptime`, and its `cpu` window).
     fn uptime(&self) -> Duration;
-    /// The process's memory and CPU time, for `/varz`.
+    /// The process's memory, CPU time and descriptors, for `/varz` and
+    /// the `process_*` series.
     fn process(&self) -> ProcessUsage;
 }
 
@@ -205,10 +210,7 @@ impl Source for Monitor {
     }
 
     fn process(&self) -> ProcessUsage {
-        ProcessUsage {
-            rss: crate::sys::resident_memory(),
-            cpu_time: crate::sys::cpu_time(crate::sys::CpuClock::Process),
-        }
+        ProcessUsage::now()
     }
 }
 
@@ -287,7 +289,7 @@ impl MetricsServer {
 struct Context<S> {
     /// Where the figures come from.
     source: S,
-    /// The CPU of each shard, for `tern_shard_cpu` and `/varz`.
+    /// The CPU of each shard, for `tern_shard_info` and `/varz`.
     cores: Vec<usize>,
     /// How long `/connections` and `/connz` wait for the shards.
     shard_timeout: Duration,
@@ -327,7 +329,11 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
         "/metrics" => Response::new(
             200,
             METRICS_CONTENT_TYPE,
-            encode_metrics(&ctx.source.shard_stats(), &ctx.cores),
+            encode_metrics(
+                &ctx.source.shard_stats(),
+                &ctx.cores,
+                &ctx.source.process(),
+            ),
         ),
         "/healthz" => match ctx.source.health() {
             Ok(()) => Response::text(200, "ok\n"),
@@ -503,7 +509,11 @@ mod tests {
             uptime: Duration::from_secs(2),
             process: ProcessUsage {
                 rss: Some(30 << 20),
+                virtual_memory: Some(200 << 20),
                 cpu_time: Duration::from_millis(500),
+                open_fds: Some(12),
+                max_fds: Some(1024),
+                start_time: Some(std::time::UNIX_EPOCH + Duration::new(1_714_564_803, 0)),
             },
         }
     }
@@ -630,7 +640,10 @@ mod tests {
         let c = ctx();
         let metrics = respond(&get("/metrics"), &c);
         assert_eq!(metrics.content_type, METRICS_CONTENT_TYPE);
-        assert_eq!(body(&metrics), encode_metrics(&c.source.shards, &c.cores));
+        assert_eq!(
+            body(&metrics),
+            encode_metrics(&c.source.shards, &c.cores, &c.source.process)
+        );
         let conns = respond(&get("/connections?limit=1"), &c);
         assert_eq!(conns.content_type, "application/json");
         assert_eq!(conns.body.iter().filter(|&&b| b == b'\n').count(), 3);

@@ -1,11 +1,17 @@
 //! The `/metrics` page: every counter of [`crate::stats`] per shard in the
-//! Prometheus text exposition format, version 0.0.4.
+//! Prometheus text exposition format, version 0.0.4, and the process's
+//! own figures.
 //!
-//! Names are prefixed `tern_`, counters suffixed `_total`, every sample
-//! carries a `shard` label; `-ERR` replies are one family by reason
-//! (`tern_protocol_errors_total{shard="0",reason="unknown verb"}`); and
-//! `tern_info{version}` and `tern_shard_cpu{shard}` describe the process.
-//! `docs/deploy.md` says what each one means.
+//! tern's names are prefixed `tern_`, counters suffixed `_total`, every
+//! sample carries a `shard` label; `-ERR` replies are one family by reason
+//! (`tern_protocol_errors_total{shard="0",reason="unknown_verb"}`: label
+//! values are the reply's words joined by `_`, so they need no quoting in
+//! a query); `tern_info{version}` and `tern_shard_info{shard,cpu}` (value
+//! 1, the CPU a label) describe the relay. The process is described by the
+//! standard `process_*` series every Prometheus client library exports
+//! (resident and virtual memory, CPU seconds, open and maximum
+//! descriptors, start time; see [`ProcessUsage`]). `docs/deploy.md` says
+//! what each one means.
 //!
 //! The text is written here rather than with a client library: the
 //! counters already live in the shards, so a library's registry of metric
@@ -15,7 +21,9 @@
 //! tests check.
 
 use std::fmt::Write as _;
+use std::time::UNIX_EPOCH;
 
+use super::ProcessUsage;
 use crate::stats::Totals;
 
 /// `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
@@ -171,17 +179,17 @@ const ERRORS_PREFIX: &str = "errors_";
 /// The sum of the per-reason fields, not exported (see [`FAMILIES`]).
 const ERRORS_SUM: &str = "protocol_errors";
 
-/// The `reason` label of an `errors_<reason>` field: the text of its
-/// `-ERR` reply (`errors_unknown_verb` → `unknown verb`).
-fn error_reason(field: &str) -> Option<String> {
-    field
-        .strip_prefix(ERRORS_PREFIX)
-        .map(|r| r.replace('_', " "))
+/// The `reason` label of an `errors_<reason>` field: the words of its
+/// `-ERR` reply joined by `_` (`errors_unknown_verb` → `unknown_verb`, for
+/// `-ERR unknown verb`).
+fn error_reason(field: &str) -> Option<&str> {
+    field.strip_prefix(ERRORS_PREFIX)
 }
 
 /// Writes the `/metrics` page: the counters of each shard (index = shard)
-/// whose CPUs are `cores`, in the Prometheus text format 0.0.4.
-pub fn encode_metrics(shards: &[Totals], cores: &[usize]) -> String {
+/// whose CPUs are `cores`, then the `process`'s figures, in the
+/// Prometheus text format 0.0.4.
+pub fn encode_metrics(shards: &[Totals], cores: &[usize], process: &ProcessUsage) -> String {
     let fields: Vec<Vec<(&'static str, u64)>> = shards.iter().map(Totals::fields).collect();
     let mut out = String::with_capacity(4096 + 1024 * shards.len());
 
@@ -197,12 +205,12 @@ pub fn encode_metrics(shards: &[Totals], cores: &[usize]) -> String {
 
     header(
         &mut out,
-        "tern_shard_cpu",
+        "tern_shard_info",
         Kind::Gauge,
-        "The CPU each shard is pinned to.",
+        "Always 1; the cpu label is the CPU the shard is pinned to.",
     );
     for (shard, cpu) in cores.iter().enumerate() {
-        let _ = writeln!(out, "tern_shard_cpu{{shard=\"{shard}\"}} {cpu}");
+        let _ = writeln!(out, "tern_shard_info{{shard=\"{shard}\",cpu=\"{cpu}\"}} 1");
     }
 
     for family in FAMILIES {
@@ -226,11 +234,13 @@ pub fn encode_metrics(shards: &[Totals], cores: &[usize]) -> String {
         for &(field, value) in values {
             if let Some(reason) = error_reason(field) {
                 let _ = write!(out, "{ERRORS_FAMILY}{{shard=\"{shard}\",reason=\"");
-                escape_label(&mut out, &reason);
+                escape_label(&mut out, reason);
                 let _ = writeln!(out, "\"}} {value}");
             }
         }
     }
+
+    encode_process(&mut out, process);
 
     // A counter added to `stats` without a description here is still
     // exported rather than silently dropped (a unit test makes sure every
@@ -253,6 +263,55 @@ pub fn encode_metrics(shards: &[Totals], cores: &[usize]) -> String {
         }
     }
     out
+}
+
+/// The standard `process_*` series, with client_golang's names and help
+/// texts; a figure the kernel did not give is left out.
+fn encode_process(out: &mut String, p: &ProcessUsage) {
+    let mut series = |name: &str, kind: Kind, help: &str, value: Option<f64>| {
+        if let Some(value) = value {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    };
+    series(
+        "process_cpu_seconds_total",
+        Kind::Counter,
+        "Total user and system CPU time spent in seconds.",
+        Some(p.cpu_time.as_secs_f64()),
+    );
+    series(
+        "process_open_fds",
+        Kind::Gauge,
+        "Number of open file descriptors.",
+        p.open_fds.map(|n| n as f64),
+    );
+    series(
+        "process_max_fds",
+        Kind::Gauge,
+        "Maximum number of open file descriptors.",
+        p.max_fds.map(|n| n as f64),
+    );
+    series(
+        "process_virtual_memory_bytes",
+        Kind::Gauge,
+        "Virtual memory size in bytes.",
+        p.virtual_memory.map(|n| n as f64),
+    );
+    series(
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        "Resident memory size in bytes.",
+        p.rss.map(|n| n as f64),
+    );
+    series(
+        "process_start_time_seconds",
+        Kind::Gauge,
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64()),
+    );
 }
 
 /// Whether `field` has a family of its own or is part of the errors one.
@@ -298,7 +357,7 @@ mod tests {
     /// belongs to the family announced by the `# HELP` and `# TYPE` lines
     /// just before it, families are contiguous and appear once, counters
     /// end in `_total`, every line ends with a newline.
-    fn check_exposition(text: &str) -> Vec<(String, String, u64)> {
+    fn check_exposition(text: &str) -> Vec<(String, String, f64)> {
         assert!(text.ends_with('\n'));
         let mut samples = Vec::new();
         let mut seen = Vec::<String>::new();
@@ -322,7 +381,10 @@ mod tests {
                 if kind != "untyped" {
                     assert_eq!(help_for.as_deref(), Some(name.as_str()), "HELP before TYPE");
                 }
-                assert!(name.starts_with("tern_"), "{name}");
+                assert!(
+                    name.starts_with("tern_") || name.starts_with("process_"),
+                    "{name}"
+                );
                 seen.push(name.clone());
                 current = Some((name, kind));
             } else {
@@ -330,7 +392,11 @@ mod tests {
                 let (series, value) = line.rsplit_once(' ').unwrap();
                 let name = series.split('{').next().unwrap();
                 assert_eq!(name, family, "sample outside its family: {line}");
-                assert!(series.ends_with('}'), "{line}");
+                if name.starts_with("tern_") {
+                    assert!(series.ends_with('}'), "{line}");
+                }
+                // Label values are single words (see the module docs).
+                assert!(!series.contains(' '), "{line}");
                 samples.push((
                     name.to_string(),
                     series[name.len()..].to_string(),
@@ -344,7 +410,7 @@ mod tests {
     #[test]
     fn metrics_page_follows_the_text_format() {
         let f = fake();
-        let text = encode_metrics(&f.shards, &[3, 5]);
+        let text = encode_metrics(&f.shards, &[3, 5], &f.process);
         let samples = check_exposition(&text);
         let find = |name: &str, labels: &str| {
             samples
@@ -353,6 +419,11 @@ mod tests {
                 .map(|s| s.2)
                 .unwrap_or_else(|| panic!("{name}{labels} missing:\n{text}"))
         };
+        let find = |name: &str, labels: &str| {
+            let v = find(name, labels);
+            assert_eq!(v.fract(), 0.0, "{name}{labels}: {v}");
+            v as u64
+        };
         assert_eq!(
             find(
                 "tern_info",
@@ -360,28 +431,55 @@ mod tests {
             ),
             1
         );
-        assert_eq!(find("tern_shard_cpu", "{shard=\"0\"}"), 3);
-        assert_eq!(find("tern_shard_cpu", "{shard=\"1\"}"), 5);
+        assert_eq!(find("tern_shard_info", "{shard=\"0\",cpu=\"3\"}"), 1);
+        assert_eq!(find("tern_shard_info", "{shard=\"1\",cpu=\"5\"}"), 1);
         assert_eq!(find("tern_messages_in_total", "{shard=\"0\"}"), 5);
         assert_eq!(find("tern_messages_in_total", "{shard=\"1\"}"), 2);
         assert_eq!(find("tern_pending_bytes", "{shard=\"1\"}"), 100);
         assert_eq!(
             find(
                 "tern_protocol_errors_total",
-                "{shard=\"0\",reason=\"unknown verb\"}"
+                "{shard=\"0\",reason=\"unknown_verb\"}"
             ),
             1
         );
         assert_eq!(
             find(
                 "tern_protocol_errors_total",
-                "{shard=\"1\",reason=\"unknown verb\"}"
+                "{shard=\"1\",reason=\"unknown_verb\"}"
             ),
             0
         );
         // The sum is not exported next to its parts.
         assert!(!text.contains("tern_protocol_errors{"), "{text}");
         assert!(!text.contains("untyped"), "an undescribed counter:\n{text}");
+        // The process, as every client library names it.
+        assert_eq!(find("process_resident_memory_bytes", ""), 30 << 20);
+        assert_eq!(find("process_virtual_memory_bytes", ""), 200 << 20);
+        assert_eq!(find("process_open_fds", ""), 12);
+        assert_eq!(find("process_max_fds", ""), 1024);
+        assert_eq!(find("process_start_time_seconds", ""), 1_714_564_803);
+        assert!(text.contains("\nprocess_cpu_seconds_total 0.5\n"), "{text}");
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn process_figures_the_kernel_did_not_give_are_left_out() {
+        let p = ProcessUsage {
+            rss: None,
+            virtual_memory: None,
+            cpu_time: std::time::Duration::from_millis(1250),
+            open_fds: None,
+            max_fds: None,
+            start_time: None,
+        };
+        let text = encode_metrics(&[], &[], &p);
+        check_exposition(&text);
+        let process: Vec<&str> = text.lines().filter(|l| l.starts_with("process_")).collect();
+        assert_eq!(process, ["process_cpu_seconds_total 1.25"]);
     }
 
     #[test]
@@ -402,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn error_reasons_are_the_err_texts() {
+    fn error_reasons_are_the_err_texts_in_one_word() {
         use ProtoError::*;
         for e in [
             UnknownVerb,
@@ -420,13 +518,15 @@ mod tests {
                 .into_iter()
                 .find(|&(f, v)| v == 1 && f.starts_with(ERRORS_PREFIX))
                 .unwrap_or_else(|| panic!("no errors_ counter for {e}"));
-            assert_eq!(error_reason(field).as_deref(), Some(e.to_string().as_str()));
+            let reason = error_reason(field).unwrap();
+            assert_eq!(reason.replace('_', " "), e.to_string());
+            assert!(!reason.contains(' '), "{reason}");
         }
     }
 
     #[test]
     fn no_shards_still_gives_a_valid_page() {
-        check_exposition(&encode_metrics(&[], &[]));
+        check_exposition(&encode_metrics(&[], &[], &fake().process));
     }
 
     #[test]

@@ -52,15 +52,6 @@ pub(super) struct ServerInfo {
     pub(super) start: SystemTime,
 }
 
-/// What the process uses, read when `/varz` is asked for.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct ProcessUsage {
-    /// Resident memory in bytes (`None` if `/proc` could not be read).
-    pub(super) rss: Option<u64>,
-    /// CPU time the process has used since it started, every thread.
-    pub(super) cpu_time: Duration,
-}
-
 /// The shortest window `/varz`' `cpu` is measured over: like
 /// nats-server's, which samples the process's CPU time once a second.
 pub(super) const CPU_WINDOW: Duration = Duration::from_secs(1);

@@ -135,6 +135,14 @@ impl Wire {
             pings_out: 0,
         }))
     }
+
+    /// The protocol's name in logs: `line` or `nats`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Wire::Line { .. } => "line",
+            Wire::Nats(_) => "nats",
+        }
+    }
 }
 
 /// A NATS connection's state.

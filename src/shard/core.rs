@@ -308,17 +308,20 @@ impl Core {
     }
 
     /// A connection from `peer`, speaking `wire`, with process-wide id
-    /// `cid`, was accepted at `now`.
+    /// `cid`, was accepted at `now` (logged at `debug`).
     pub fn open(&mut self, peer: SocketAddr, cid: u64, wire: Wire, now: Instant) -> ConnId {
         let out = Outbound::new(self.limits.max_pending, self.stats.clone());
+        let protocol = wire.name();
         let id = self.conns.insert(Conn::new(peer, cid, wire, out, now));
         self.stats.connections_accepted.add(1);
         self.stats.connections_open.add(1);
+        tracing::debug!(%peer, cid, shard = self.id, protocol, "connection opened");
         id
     }
 
     /// Tears a connection down: its subscriptions leave every shard's
-    /// index, and what it was still owed is dropped.
+    /// index, and what it was still owed is dropped (logged at `debug`,
+    /// with what it sent and received).
     pub fn close(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(id) else {
             return;
@@ -347,6 +350,16 @@ impl Core {
         self.stats.subscriptions.sub(conn.subscriptions() as u64);
         self.stats.connections_open.sub(1);
         self.stats.connections_closed.add(1);
+        tracing::debug!(
+            peer = %conn.peer,
+            cid = conn.cid,
+            shard = self.id,
+            protocol = conn.wire.name(),
+            msgs_in = conn.msgs_in,
+            msgs_out = conn.msgs_out,
+            seconds = conn.since.elapsed().as_secs_f64(),
+            "connection closed"
+        );
     }
 
     /// Whether connection `id` may handle frames now, before any is
@@ -766,7 +779,7 @@ impl Core {
                     self.queue_grew(to.conn, pending, d.publisher.is_some());
                 }
             }
-            Err(_) => self.slow_consumer(to.conn),
+            Err(refused) => self.slow_consumer(to.conn, refused),
         }
         if ended {
             self.end_nats_sub(to);
@@ -782,7 +795,11 @@ impl Core {
     fn queue_grew(&mut self, id: ConnId, pending: usize, local: bool) {
         if pending > budget::CHECK_ABOVE && self.budget.exceeded() {
             self.stats.memory_refusals.add(1);
-            self.slow_consumer(id);
+            let over = SlowConsumer {
+                pending,
+                max_pending: self.budget.limit(),
+            };
+            self.slow_consumer(id, over);
             return;
         }
         if pending <= self.limits.congested_above {
@@ -802,11 +819,12 @@ impl Core {
         }
     }
 
-    /// Closes `id` as a slow consumer: what it can still be sent is cut to
-    /// a well-formed end (a line client also gets `-ERR slow consumer`; a
-    /// NATS client nothing more, as nats-server does), and it is counted
-    /// once.
-    fn slow_consumer(&mut self, id: ConnId) {
+    /// Closes `id` as a slow consumer, refused a push as `refused` says:
+    /// what it can still be sent is cut to a well-formed end (a line client
+    /// also gets `-ERR slow consumer`; a NATS client nothing more, as
+    /// nats-server does), and it is counted and logged once. The log gives
+    /// the size that crossed the limit, not what is left after the cut.
+    fn slow_consumer(&mut self, id: ConnId, refused: SlowConsumer) {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
@@ -826,8 +844,8 @@ impl Core {
         tracing::warn!(
             peer = %conn.peer,
             shard = self.id,
-            pending = conn.out.pending(),
-            limit = self.limits.max_pending,
+            pending = refused.pending,
+            limit = refused.max_pending,
             "slow consumer closed"
         );
         self.conns.touch(id);
@@ -848,7 +866,7 @@ impl Core {
         };
         match push(&mut conn.out, &self.terminator) {
             Ok(()) => self.conns.touch(id),
-            Err(_) => self.slow_consumer(id),
+            Err(refused) => self.slow_consumer(id, refused),
         }
     }
 
