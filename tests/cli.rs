@@ -144,7 +144,7 @@ fn help_explains_every_contract_flag_in_one_line() {
         "1048576",
         "67108864",
         "10000",
-        "100000",
+        "100000, or what the open-files limit allows",
     ] {
         assert!(
             help.contains(&format!("[default: {default}]")),
