@@ -14,13 +14,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::process::{listening_addr, Tern};
 use common::{http, Client, IO_TIMEOUT};
 use tern::sys::{raise_soft_limit, Resource};
 
@@ -30,56 +29,35 @@ const WANTED: usize = 10_000;
 const SPARE_FDS: usize = 200;
 
 struct Relay {
-    child: Child,
+    tern: Tern,
     listen: SocketAddr,
     metrics: SocketAddr,
 }
 
 impl Relay {
     fn start(max_connections: usize) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["--listen", "127.0.0.1:0", "--nats-listen", "off"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+        cmd.args(["--listen", "127.0.0.1:0", "--nats-listen", "off"])
             .args(["--metrics", "127.0.0.1:0"])
-            .args(["--max-connections", &max_connections.to_string()])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tern");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let started = loop {
-            let line = rx
-                .recv_timeout(IO_TIMEOUT)
-                .expect("tern's start-up line within the timeout");
-            if line.contains(" started: ") {
-                break line;
-            }
-        };
-        let after = |marker: &str| -> SocketAddr {
-            let rest = started.split(marker).nth(1).expect(marker);
-            let addr: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | ':'))
-                .collect();
-            addr.parse().expect("an address")
-        };
+            .args(["--max-connections", &max_connections.to_string()]);
+        let mut tern = Tern::spawn(cmd);
+        let started = tern.wait_started_line();
+        let metrics = started
+            .split("metrics http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in {started:?}"));
         Relay {
-            listen: after("listening on "),
-            metrics: after("metrics http://"),
-            child,
+            listen: listening_addr(&started),
+            metrics,
+            tern,
         }
     }
 
     /// The relay's resident set size, from `/proc/<pid>/status`.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.tern.child.id()))
             .expect("the relay is running");
         let kib: u64 = status
             .lines()
@@ -122,13 +100,6 @@ impl Relay {
             );
             thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -36,6 +36,7 @@ use tern::relay::Relay;
 use tern::stats::Totals;
 
 pub mod http;
+pub mod process;
 
 /// Longest a single read or write may block before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
