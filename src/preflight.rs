@@ -1347,6 +1347,15 @@ mod tests {
         assert_eq!(value("nats-ping-interval"), "120s");
     }
 
+    /// The keys of the findings that failed.
+    fn failed_keys(found: &Findings) -> Vec<&'static str> {
+        found
+            .iter()
+            .filter(|f| matches!(f.verdict, Verdict::Error(_)))
+            .map(|f| f.key)
+            .collect()
+    }
+
     #[test]
     fn a_setting_that_cannot_work_fails_its_own_line() {
         let config = Config {
@@ -1354,12 +1363,7 @@ mod tests {
             ..Config::local(1)
         };
         let found = findings(&config, None);
-        let failed: Vec<&str> = found
-            .iter()
-            .filter(|f| matches!(f.verdict, Verdict::Error(_)))
-            .map(|f| f.key)
-            .collect();
-        assert_eq!(failed, ["max-subs"]);
+        assert_eq!(failed_keys(&found), ["max-subs"]);
         let err = found.into_result().unwrap_err();
         assert!(err.to_string().contains("--max-subs"), "{err}");
         let config = Config {
@@ -1367,12 +1371,7 @@ mod tests {
             ..Config::local(1)
         };
         let found = findings(&config, None);
-        let failed: Vec<&str> = found
-            .iter()
-            .filter(|f| matches!(f.verdict, Verdict::Error(_)))
-            .map(|f| f.key)
-            .collect();
-        assert_eq!(failed, ["io-memory"]);
+        assert_eq!(failed_keys(&found), ["io-memory"]);
 
         // The settings without a line of their own get one.
         for (config, key) in [

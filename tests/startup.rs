@@ -428,6 +428,26 @@ impl Drop for BinCopy {
     }
 }
 
+/// [`unprivileged`], with a locked-memory limit of 8 MiB within reach:
+/// `None` (after saying why the test is skipped) if either is missing.
+fn unprivileged_with_8_mib(tag: &str) -> Option<Unprivileged> {
+    let how = match unprivileged(tag) {
+        Ok(how) => how,
+        Err(why) => {
+            println!("skipped: cannot run tern unprivileged: {why}");
+            return None;
+        }
+    };
+    if matches!(how, Unprivileged::Direct) && hard_memlock_kib() < 8192 {
+        println!(
+            "skipped: the hard locked-memory limit ({} KiB) is below 8 MiB and only root can raise it",
+            hard_memlock_kib()
+        );
+        return None;
+    }
+    Some(how)
+}
+
 /// How this test process can run tern unprivileged, or why it cannot.
 fn unprivileged(tag: &str) -> Result<Unprivileged, String> {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
@@ -550,20 +570,9 @@ fn two_shards_fit_in_8_mib_of_locked_memory_by_default() {
         println!("skipped: this process may use only one CPU, two shards need two");
         return;
     }
-    let how = match unprivileged("8mib") {
-        Ok(how) => how,
-        Err(why) => {
-            println!("skipped: cannot run tern unprivileged: {why}");
-            return;
-        }
-    };
-    if matches!(how, Unprivileged::Direct) && hard_memlock_kib() < 8192 {
-        println!(
-            "skipped: the hard locked-memory limit ({} KiB) is below 8 MiB and only root can raise it",
-            hard_memlock_kib()
-        );
+    let Some(how) = unprivileged_with_8_mib("8mib") else {
         return;
-    }
+    };
     let mut t = Tern::spawn(how.command(8192, &["--listen", "127.0.0.1:0", "--shards", "2"]));
     let addr = t.wait_started();
     let mut c = Client::connect(addr, TERM);
@@ -582,20 +591,9 @@ fn two_shards_fit_in_8_mib_of_locked_memory_by_default() {
 
 #[test]
 fn buffers_refused_by_a_budget_others_hold_are_said_in_one_line() {
-    let how = match unprivileged("shared") {
-        Ok(how) => how,
-        Err(why) => {
-            println!("skipped: cannot run tern unprivileged: {why}");
-            return;
-        }
-    };
-    if matches!(how, Unprivileged::Direct) && hard_memlock_kib() < 8192 {
-        println!(
-            "skipped: the hard locked-memory limit ({} KiB) is below 8 MiB and only root can raise it",
-            hard_memlock_kib()
-        );
+    let Some(how) = unprivileged_with_8_mib("shared") else {
         return;
-    }
+    };
     // The first tern holds about 3 MiB of the user's budget (3 rings x
     // 1 MiB of buffers, and the rings)...
     let mut holder = Tern::spawn(how.command_as(
