@@ -1,6 +1,7 @@
 //! Reading counters from tern's Prometheus endpoint (`--metrics ADDR`),
 //! when the soak is given its address: slow consumers closed and frames
-//! too long, summed over shards, as the relay itself counted them.
+//! too long, as the relay itself counted them, and the gauges that show a
+//! leak (connections, subscriptions, unsent bytes), summed over shards.
 //!
 //! One `GET /metrics` per scrape over a fresh connection (the endpoint
 //! closes after each answer); the text format is read only as far as
@@ -19,6 +20,10 @@ pub struct Counters {
     pub frames_too_long: u64,
     /// `tern_connections_open`.
     pub connections_open: u64,
+    /// `tern_subscriptions`.
+    pub subscriptions: u64,
+    /// `tern_pending_bytes`.
+    pub pending_bytes: u64,
 }
 
 /// A scrape failed.
@@ -63,6 +68,8 @@ pub fn scrape(addr: SocketAddr, timeout: Duration) -> Result<Counters, ScrapeErr
         slow_consumers: counter("tern_slow_consumers_total")?,
         frames_too_long: counter("tern_frames_too_long_total")?,
         connections_open: counter("tern_connections_open")?,
+        subscriptions: counter("tern_subscriptions")?,
+        pending_bytes: counter("tern_pending_bytes")?,
     })
 }
 
@@ -116,7 +123,7 @@ mod tests {
             let mut req = [0u8; 256];
             let n = s.read(&mut req).unwrap();
             assert!(req[..n].starts_with(b"GET /metrics HTTP/1.1\r\n"));
-            let body = format!("{BODY}tern_frames_too_long_total{{shard=\"1\"}} 5\n");
+            let body = format!("{BODY}tern_frames_too_long_total{{shard=\"1\"}} 5\ntern_subscriptions 9\ntern_pending_bytes{{shard=\"0\"}} 100\n");
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
@@ -131,7 +138,9 @@ mod tests {
             Counters {
                 slow_consumers: 7,
                 frames_too_long: 5,
-                connections_open: 12
+                connections_open: 12,
+                subscriptions: 9,
+                pending_bytes: 100,
             }
         );
     }

@@ -165,7 +165,18 @@ pub fn run(
             ctx.abort();
         }
     }
-    monitor::scrape(&ctx, false);
+    // The relay's gauges once every soak connection is gone: closes are
+    // handled asynchronously, so give them up to 5 s to reach 0.
+    let settle = Instant::now() + Duration::from_secs(5);
+    loop {
+        monitor::scrape(&ctx, false);
+        let t = &ctx.tern;
+        let idle = t.conns_now.get() == 0 && t.subs_now.get() == 0;
+        if idle || t.scrapes.get() == 0 || ctx.aborted() || Instant::now() >= settle {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
     let _ = writeln!(out, "{}", report::progress(&ctx));
     let report = report::final_report(&ctx, interrupted);
     Ok(Outcome {

@@ -69,6 +69,9 @@ pub fn scrape(ctx: &Ctx, start: bool) {
             t.scrapes.inc();
             t.slow_now.set(c.slow_consumers);
             t.too_long_now.set(c.frames_too_long);
+            t.conns_now.set(c.connections_open);
+            t.subs_now.set(c.subscriptions);
+            t.pending_now.set(c.pending_bytes);
             if start {
                 t.slow_start.set(c.slow_consumers);
                 t.too_long_start.set(c.frames_too_long);

@@ -105,6 +105,16 @@ pub fn progress(ctx: &Ctx) -> String {
             cpu_s(ctx)
         );
     }
+    if ctx.tern.scrapes.get() > 0 {
+        let t = &ctx.tern;
+        let _ = write!(
+            s,
+            " | conns {} subs {} pending {:.1} MiB",
+            t.conns_now.get(),
+            t.subs_now.get(),
+            mib(t.pending_now.get())
+        );
+    }
     let _ = write!(
         s,
         " | slow consumers {} | churn {} random {} half {} big {} storm {} flood {}",
@@ -223,10 +233,13 @@ pub fn final_report(ctx: &Ctx, interrupted: bool) -> String {
     if tt.scrapes.get() > 0 {
         let _ = writeln!(
             s,
-            "tern /metrics: frames too long {}, {} scrapes, {} failed",
+            "tern /metrics: frames too long {}; after the soak's clients left: {} connections open, {} subscriptions, {} bytes unsent; {} scrapes, {} failed",
             tt.too_long_now
                 .get()
                 .saturating_sub(tt.too_long_start.get()),
+            tt.conns_now.get(),
+            tt.subs_now.get(),
+            tt.pending_now.get(),
             tt.scrapes.get(),
             tt.scrape_errors.get()
         );

@@ -122,6 +122,11 @@ pub struct TernTally {
     pub slow_now: Count,
     pub too_long_start: Count,
     pub too_long_now: Count,
+    /// Gauges from the last scrape: open connections, subscriptions,
+    /// unsent output bytes.
+    pub conns_now: Count,
+    pub subs_now: Count,
+    pub pending_now: Count,
     pub scrapes: Count,
     pub scrape_errors: Count,
 }
