@@ -89,7 +89,14 @@ pub fn scrape(ctx: &Ctx, start: bool) {
 /// Watches until the run ends.
 pub fn run(ctx: Arc<Ctx>, process: Option<Process>) {
     let mut next_scrape = Instant::now() + SCRAPE;
-    while ctx.sleep(SAMPLE) {
+    loop {
+        let t = Instant::now();
+        if !ctx.sleep(SAMPLE) {
+            break;
+        }
+        ctx.probes
+            .self_lag
+            .record(t.elapsed().saturating_sub(SAMPLE), ctx.elapsed());
         if let Some(p) = &process {
             if !sample(&ctx, p) {
                 return;

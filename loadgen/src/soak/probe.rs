@@ -44,7 +44,7 @@ pub fn run(ctx: Arc<Ctx>) {
         let r = Client::open(*addr, *protocol, wait).and_then(|mut c| c.hello(wait));
         let took = t.elapsed();
         ctx.probes.probes.inc();
-        ctx.probes.worst_us.raise(took.as_micros() as u64);
+        ctx.probes.worst.record(took, ctx.elapsed());
         let late = match r {
             Ok(()) if took <= limit => continue,
             Ok(()) => format!("answered after {:.3} s", took.as_secs_f64()),

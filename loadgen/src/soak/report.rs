@@ -85,7 +85,7 @@ pub fn progress(ctx: &Ctx) -> String {
     let t = totals(ctx);
     let c = &ctx.chaos;
     let mut s = format!(
-        "[{:>5.0} s] msgs sent {} delivered {} lost {} dup {} reord {} irregular {} | probes {} worst {:.0} ms",
+        "[{:>5.0} s] msgs sent {} delivered {} lost {} dup {} reord {} irregular {} | probes {} worst {:.0} ms (own lag {:.0} ms)",
         ctx.elapsed().as_secs_f64(),
         thousands(t.sent),
         thousands(t.received),
@@ -94,7 +94,8 @@ pub fn progress(ctx: &Ctx) -> String {
         t.reordered,
         t.irregular,
         ctx.probes.probes.get(),
-        ctx.probes.worst_us.get() as f64 / 1000.0,
+        ctx.probes.worst.get().as_secs_f64() * 1000.0,
+        ctx.probes.self_lag.get().as_secs_f64() * 1000.0,
     );
     if ctx.config.pid.is_some() {
         let _ = write!(
@@ -140,8 +141,8 @@ pub fn final_report(ctx: &Ctx, interrupted: bool) -> String {
     let _ = writeln!(s, "\ntern-soak report: {secs:.0} s against {}", ctx.config);
     let _ = writeln!(
         s,
-        "\nwell-behaved streams      {:>12} {:>12} {:>6} {:>5} {:>6} {:>7} {:>9} {:>10}",
-        "sent", "delivered", "lost", "dup", "reord", "damaged", "sessions", "worst lat"
+        "\nwell-behaved streams      {:>12} {:>12} {:>6} {:>5} {:>6} {:>7} {:>9}  worst latency",
+        "sent", "delivered", "lost", "dup", "reord", "damaged", "sessions"
     );
     for kind in StreamKind::ALL {
         let t = ctx.stream(kind);
@@ -159,7 +160,7 @@ pub fn final_report(ctx: &Ctx, interrupted: bool) -> String {
         }
         let _ = writeln!(
             s,
-            "  {:<23} {:>12} {:>12} {:>6} {:>5} {:>6} {:>7} {:>4}/{:<4} {:>7.1} ms",
+            "  {:<23} {:>12} {:>12} {:>6} {:>5} {:>6} {:>7} {:>4}/{:<4}  {}",
             kind.label(),
             thousands(t.sent.get()),
             thousands(t.received.get()),
@@ -169,7 +170,7 @@ pub fn final_report(ctx: &Ctx, interrupted: bool) -> String {
             t.corrupt.get(),
             t.sessions.get() - t.failed_sessions.get(),
             t.sessions.get(),
-            t.worst_latency_us.get() as f64 / 1000.0,
+            t.worst_latency.describe(),
         );
     }
     let t = totals(ctx);
@@ -188,11 +189,12 @@ pub fn final_report(ctx: &Ctx, interrupted: bool) -> String {
     let p = &ctx.probes;
     let _ = writeln!(
         s,
-        "\nliveness: {} fresh-connection PINGs, worst {:.1} ms, {} over the {:.1} s limit",
+        "\nliveness: {} fresh-connection PINGs, worst {}, {} over the {:.1} s limit; tern-soak's own worst scheduling delay {}",
         p.probes.get(),
-        p.worst_us.get() as f64 / 1000.0,
+        p.worst.describe(),
         p.late.get(),
-        ctx.config.probe_timeout.as_secs_f64()
+        ctx.config.probe_timeout.as_secs_f64(),
+        p.self_lag.describe(),
     );
 
     let tt = &ctx.tern;

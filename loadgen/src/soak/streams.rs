@@ -400,8 +400,11 @@ impl Reader {
                         Ok(stamp) if stamp.publisher == self.publisher => {
                             check.observe(stamp.seq);
                             tally.received.inc();
-                            let late_ns = self.ctx.now_ns().saturating_sub(stamp.intended_ns);
-                            tally.worst_latency_us.raise(late_ns / 1000);
+                            let now = self.ctx.now_ns();
+                            let late = now.saturating_sub(stamp.intended_ns);
+                            tally
+                                .worst_latency
+                                .record(Duration::from_nanos(late), Duration::from_nanos(now));
                         }
                         _ => corrupt += 1,
                     }

@@ -3,6 +3,7 @@
 //! and once more for the final report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A shared counter.
 #[derive(Debug, Default)]
@@ -35,6 +36,40 @@ impl Count {
     }
 }
 
+/// The worst of some delay, and when into the run it happened (so it can
+/// be lined up with the other figures and tern's log).
+#[derive(Debug, Default)]
+pub struct Worst {
+    us: Count,
+    at_ms: Count,
+}
+
+impl Worst {
+    /// Records a delay of `d` seen at `at` into the run.
+    pub fn record(&self, d: Duration, at: Duration) {
+        let us = d.as_micros() as u64;
+        if self.us.0.fetch_max(us, Ordering::Relaxed) < us {
+            // Two new worsts at once may leave the other's time: close
+            // enough for a report.
+            self.at_ms.set(at.as_millis() as u64);
+        }
+    }
+
+    /// The worst delay so far.
+    pub fn get(&self) -> Duration {
+        Duration::from_micros(self.us.get())
+    }
+
+    /// `12.3 ms at 45.6 s`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.1} ms at {:.1} s",
+            self.us.get() as f64 / 1000.0,
+            self.at_ms.get() as f64 / 1000.0
+        )
+    }
+}
+
 /// One kind of well-behaved stream, all its sessions together.
 #[derive(Debug, Default)]
 pub struct StreamTally {
@@ -54,9 +89,9 @@ pub struct StreamTally {
     /// Sessions finished with a verdict, and how many of them failed.
     pub sessions: Count,
     pub failed_sessions: Count,
-    /// Worst delivery latency seen, in microseconds (from when the message
-    /// was due to be sent).
-    pub worst_latency_us: Count,
+    /// Worst delivery latency seen (from when the message was due to be
+    /// sent to when it was read).
+    pub worst_latency: Worst,
 }
 
 /// The hostile and heavy clients.
@@ -136,5 +171,9 @@ pub struct TernTally {
 pub struct ProbeTally {
     pub probes: Count,
     pub late: Count,
-    pub worst_us: Count,
+    pub worst: Worst,
+    /// The soak's own worst scheduling delay (a timed sleep that woke this
+    /// late): a late probe or delivery near it may be the machine's, not
+    /// tern's.
+    pub self_lag: Worst,
 }
