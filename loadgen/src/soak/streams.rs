@@ -127,6 +127,11 @@ pub fn run(ctx: Arc<Ctx>, kind: StreamKind, index: u32) {
         };
         s.run(publisher, subscriber, end);
         n += 1;
+        // A session that ended early failed (the relay refused, or is
+        // gone): the next one waits a moment.
+        if Instant::now() < end {
+            ctx.sleep(Duration::from_secs(1));
+        }
     }
 }
 
