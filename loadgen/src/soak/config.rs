@@ -60,7 +60,7 @@ impl Actor {
     name = "tern-soak",
     version,
     about = "Soak a running tern relay: well-behaved and hostile clients for a chosen time; fail on any loss, a slow PING, memory past a bound, or the relay exiting.",
-    long_about = "Soak a running tern relay for --duration with a mix of clients, all on loopback:\n\n\
+    long_about = "Soak a running tern relay for --duration with a mix of clients, all on loopback (every address given must be a loopback one):\n\n\
 - well-behaved streams carrying sequence numbers (line->line, NATS->NATS, line->NATS, NATS->line, and line->line from shard 0 to shard 1 with --shard-targets), in sessions of --session with fresh connections and a fresh subject each;\n\
 - chaos (--chaos): subscribers that never read, random bytes, half a frame then a TCP reset, a 100 MiB frame without terminator, connect/close churn, SUB/UNSUB storms with wildcards, a cross-shard flood. Each is bounded in connections and rate.\n\n\
 It fails (exit status 1) when a well-behaved subscriber loses, duplicates, reorders or gets damaged a message the relay accepted (every PUB before the publisher's closing PING, from a subscription confirmed by PING/PONG before the first PUB), or a well-behaved client is refused, cut or stalled; when a PING on a fresh connection (one a second, over every target) is not answered within --probe-timeout; when the relay's resident memory (VmHWM, with --pid) exceeds --rss-limit; when the relay exits (with --pid). A line every --report-every, a full report at the end.\n\n\
@@ -302,6 +302,15 @@ impl Args {
         if self.big_frame_every.is_zero() || self.flood_period.is_zero() {
             return bad("--big-frame-every and --flood-period must be more than 0");
         }
+        let mut addrs: Vec<(&str, SocketAddr)> = vec![("--target", self.target)];
+        addrs.extend(self.nats_target.0.map(|a| ("--nats-target", a)));
+        addrs.extend(self.shard_targets.iter().map(|&a| ("--shard-targets", a)));
+        addrs.extend(self.metrics.map(|a| ("--metrics", a)));
+        if let Some((flag, a)) = addrs.iter().find(|(_, a)| !a.ip().is_loopback()) {
+            return Err(ConfigError(format!(
+                "{flag} {a} is not a loopback address: tern-soak runs on loopback only (its hostile clients are not for a network)"
+            )));
+        }
         let chaos = self.chaos.0;
         let (rss_limit, rss_basis) = match self.rss_limit {
             Some(l) => (l, "given with --rss-limit".to_string()),
@@ -442,5 +451,11 @@ mod tests {
         assert!(parse(&["--session", "1s"]).is_err());
         assert!(parse(&["--flood-burst", "20s"]).is_err());
         assert!(parse(&["--nats-target", "localhost"]).is_err());
+        let far = parse(&["--shard-targets", "127.0.0.1:1,10.0.0.1:2"]).unwrap_err();
+        assert!(
+            far.contains("--shard-targets 10.0.0.1:2 is not a loopback"),
+            "{far}"
+        );
+        assert!(parse(&["--target", "[::1]:7000", "--metrics", "127.0.0.2:9"]).is_ok());
     }
 }
