@@ -23,6 +23,9 @@
 //! * [`sys`] — the Linux calls std does not wrap that only the load
 //!   generator needs (epoll, timer slack); CPU pinning and CPU time come
 //!   from [`tern::sys`].
+//! * [`soak`] — the `tern-soak` harness: hours of well-behaved and hostile
+//!   clients against a running relay, failing on any loss, a slow `PING`,
+//!   memory past a bound or the relay exiting.
 //!
 //! # Example
 //!
@@ -46,6 +49,7 @@ pub mod options;
 pub mod payload;
 pub mod proto;
 pub mod report;
+pub mod soak;
 pub mod sys;
 mod worker;
 

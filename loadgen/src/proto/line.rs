@@ -38,6 +38,17 @@ impl LineCodec {
         self.end(out);
     }
 
+    /// `UNSUB <subject>[ <group>]`.
+    pub fn unsubscribe(&self, out: &mut Vec<u8>, subject: &str, group: Option<&str>) {
+        out.extend_from_slice(b"UNSUB ");
+        out.extend_from_slice(subject.as_bytes());
+        if let Some(g) = group {
+            out.push(b' ');
+            out.extend_from_slice(g.as_bytes());
+        }
+        self.end(out);
+    }
+
     /// `PING`.
     pub fn ping(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"PING");
@@ -108,9 +119,11 @@ mod tests {
         c.subscribe(&mut out, "a.*", Some("workers"));
         c.ping(&mut out);
         c.publish(&mut out, b"a.b", |o| o.extend_from_slice(b"hello world"));
+        c.unsubscribe(&mut out, "a.*", Some("workers"));
+        c.unsubscribe(&mut out, "a.>", None);
         assert_eq!(
             out,
-            b"SUB a.b\nSUB a.* workers\nPING\nPUB a.b hello world\n"
+            b"SUB a.b\nSUB a.* workers\nPING\nPUB a.b hello world\nUNSUB a.* workers\nUNSUB a.>\n"
         );
 
         let c = codec(r"END\r\n");

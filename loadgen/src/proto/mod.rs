@@ -247,6 +247,17 @@ impl Codec {
         }
     }
 
+    /// A `PING`: answered with [`Event::Pong`] once the server has handled
+    /// everything sent before it (the subscription barrier in tern's line
+    /// and NATS protocols).
+    pub fn ping(&self, out: &mut Vec<u8>) {
+        match self {
+            Codec::Line(c) => c.ping(out),
+            Codec::Nats(c) => c.ping(out),
+            Codec::Redis(c) => c.ping(out),
+        }
+    }
+
     /// The answer to a server's keep-alive [`Event::Ping`].
     pub fn pong(&self, out: &mut Vec<u8>) {
         if let Codec::Nats(c) = self {
@@ -371,5 +382,11 @@ mod tests {
         assert!(e.info_first && e.pongs == 1);
         assert!(out.starts_with(b"CONNECT {"));
         assert!(out.ends_with(b"PING\r\n"));
+
+        for (codec, ping) in [(&line, &b"PING\n"[..]), (&nats, b"PING\r\n")] {
+            out.clear();
+            codec.ping(&mut out);
+            assert_eq!(out, ping);
+        }
     }
 }

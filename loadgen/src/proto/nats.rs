@@ -34,6 +34,13 @@ impl NatsCodec {
         out.extend_from_slice(b"\r\n");
     }
 
+    /// `UNSUB <sid>`.
+    pub fn unsubscribe(&self, out: &mut Vec<u8>, sid: usize) {
+        out.extend_from_slice(b"UNSUB ");
+        push_usize(out, sid);
+        out.extend_from_slice(b"\r\n");
+    }
+
     /// `PING`.
     pub fn ping(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"PING\r\n");
@@ -142,9 +149,10 @@ mod tests {
         c.publish(&mut out, b"bench.0", 5, |o| o.extend_from_slice(b"hello"));
         c.ping(&mut out);
         c.pong(&mut out);
+        c.unsubscribe(&mut out, 12);
         assert_eq!(
             out,
-            b"SUB bench.0 1\r\nSUB bench.1 q 12\r\nPUB bench.0 5\r\nhello\r\nPING\r\nPONG\r\n"
+            b"SUB bench.0 1\r\nSUB bench.1 q 12\r\nPUB bench.0 5\r\nhello\r\nPING\r\nPONG\r\nUNSUB 12\r\n"
         );
         out.clear();
         c.connect(&mut out);
