@@ -136,7 +136,7 @@ fuzz() {
             echo "   FAILED: $t crashed (or libFuzzer stopped); from its log:"
             # The panic message or the sanitizer's report, and the input.
             grep -E -A4 'panicked at|ERROR: (AddressSanitizer|libFuzzer)' "$log" |
-                grep -v -E '^ *(stack backtrace|[0-9]+: |at )' | head -n 20 | sed 's/^/   | /'
+                grep -v -E '^ *(stack backtrace|[0-9]+: |at |#[0-9]+ )' | head -n 20 | sed 's/^/   | /'
             grep -E '^(SUMMARY|Base64):' "$log" | sed 's/^/   | /'
             echo "   inputs kept: $(ls "$artifacts" | sed "s|^|fuzz/$artifacts/|" | tr '\n' ' ')"
             echo "   reproduce: fuzz/run.sh repro $t fuzz/$artifacts/<file>"

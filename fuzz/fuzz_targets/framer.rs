@@ -4,15 +4,16 @@
 //! consumer switching between terminated and counted frames and stopping
 //! part-way through a read's frames. Both must hand out the same frames
 //! and the same errors, in the same calls; the real framer must also keep
-//! its memory bound.
+//! its memory bound, and never write over a frame the consumer still
+//! holds (as a forwarded message is held past later reads).
 //!
-//! Input: `[terminator] [max_frame] [read_size] [plan list] [mode list]
-//! stream…` (see `choose_*` below; a list is a count byte and that many
-//! bytes).
+//! Input: `[terminator] [max_frame] [read_size, keep] [plan list] [mode
+//! list] stream…` (see `choose_*` below; a list is a count byte and that
+//! many bytes).
 
 #![no_main]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tern::framing::{FrameError, Framer, Mode, Terminator, DEFAULT_READ_SIZE};
 use tern_fuzz::framer_model::{NaiveFramer, Outcome};
@@ -47,8 +48,12 @@ fn choose_max_frame(input: &mut Input) -> usize {
     }
 }
 
-fn choose_read_size(input: &mut Input) -> usize {
-    [64, 100, 4096, DEFAULT_READ_SIZE][usize::from(input.byte() & 3)]
+/// The read size (low two bits) and which frames the consumer keeps (the
+/// next two).
+fn choose_read_size_and_keep(input: &mut Input) -> (usize, Keep) {
+    let b = input.byte();
+    let size = [64, 100, 4096, DEFAULT_READ_SIZE][usize::from(b & 3)];
+    (size, Keep::from_bits(b >> 2))
 }
 
 /// A mode byte: below 128 terminator mode, else `Count` of its low six
@@ -75,14 +80,24 @@ fn take_limit(p: u8) -> usize {
 }
 
 /// The framer's outcome in the model's terms, after checking that every
-/// view of the frame agrees.
-fn outcome(r: Result<tern::framing::Frame<'_>, FrameError>, max: usize) -> Outcome {
+/// view of the frame agrees. With `keep`, the frame is also kept, as an
+/// owned `Bytes` sharing the read buffer, in `kept`.
+fn outcome(
+    r: Result<tern::framing::Frame<'_>, FrameError>,
+    max: usize,
+    keep: bool,
+    kept: &mut Vec<Bytes>,
+) -> Outcome {
     match r {
         Ok(frame) => {
             let bytes = frame.as_slice();
             assert_eq!(frame.len(), bytes.len());
             assert_eq!(frame.is_empty(), bytes.is_empty());
-            assert_eq!(&frame.to_bytes()[..], bytes);
+            let owned = frame.to_bytes();
+            assert_eq!(&owned[..], bytes);
+            if keep {
+                kept.push(owned);
+            }
             assert_eq!(&frame.slice_bytes(0..bytes.len())[..], bytes);
             let (chunk, range) = frame.chunk();
             assert_eq!(&chunk[range], bytes);
@@ -106,6 +121,43 @@ struct Harness {
     budget: usize,
     max: usize,
     tlen: usize,
+    /// Which frames the consumer holds on to (see [`Keep`]).
+    keep: Keep,
+    /// Frames held, still sharing the buffer they were read into (as a
+    /// message forwarded to another shard does), and their bytes: the
+    /// framer must never write over memory a frame still uses.
+    kept: Vec<Bytes>,
+    expected: Vec<Vec<u8>>,
+}
+
+/// Which frames the consumer keeps alive after taking them. Holding none
+/// lets the framer reuse its buffer; holding some makes it leave them be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    None,
+    All,
+    EveryFourth,
+    /// Until the next read arrives.
+    UntilNextRead,
+}
+
+impl Keep {
+    fn from_bits(b: u8) -> Keep {
+        [
+            Keep::None,
+            Keep::All,
+            Keep::EveryFourth,
+            Keep::UntilNextRead,
+        ][usize::from(b & 3)]
+    }
+
+    fn keeps(self, n: usize) -> bool {
+        match self {
+            Keep::None => false,
+            Keep::EveryFourth => n.is_multiple_of(4),
+            Keep::All | Keep::UntilNextRead => true,
+        }
+    }
 }
 
 /// The mode the consumer wants for frame number `taken`.
@@ -136,11 +188,16 @@ impl Harness {
             let mode = mode_of(&self.modes, self.taken);
             frames.set_mode(mode);
             assert_eq!(frames.mode(), mode);
-            let got = frames.next_frame().map(|r| outcome(r, self.max));
+            let keep = self.keep.keeps(self.taken);
+            let got = frames
+                .next_frame()
+                .map(|r| outcome(r, self.max, keep, &mut self.kept));
             let want = self.model.next_frame(mode);
             assert_eq!(got, want, "frame {} in {mode:?}", self.taken);
-            if got.is_none() {
-                return true;
+            match got {
+                None => return true,
+                Some(Ok(frame)) if keep => self.expected.push(frame),
+                Some(_) => {}
             }
             self.taken += 1;
             n += 1;
@@ -159,6 +216,12 @@ impl Harness {
         }
     }
 
+    /// The frames held still hold what they held when handed out.
+    fn check_kept(&self) {
+        let kept: Vec<&[u8]> = self.kept.iter().map(|b| &b[..]).collect();
+        assert!(kept == self.expected, "a frame handed out was overwritten");
+    }
+
     /// After `next_frame` gave `None`: at most the partial frame, which is
     /// refused once it is longer than the maximum (plus what may start a
     /// terminator), so the memory a connection pins stays bounded.
@@ -173,7 +236,7 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let terminator = choose_terminator(&mut input);
     let max = choose_max_frame(&mut input);
-    let read_size = choose_read_size(&mut input);
+    let (read_size, keep) = choose_read_size_and_keep(&mut input);
     let plan = input.list(16).to_vec();
     let modes = input.list(32).to_vec();
     let stream = input.rest();
@@ -183,6 +246,9 @@ fuzz_target!(|data: &[u8]| {
         tlen: terminator.len(),
         real: Framer::with_read_size(terminator, max, read_size),
         modes,
+        keep,
+        kept: Vec::new(),
+        expected: Vec::new(),
         taken: 0,
         budget: 2 * stream.len() + 64,
         max,
@@ -190,6 +256,11 @@ fuzz_target!(|data: &[u8]| {
     // Pieces of one buffer, for `extend` of adjacent pieces (no copy).
     let mut shared = BytesMut::from(stream);
     for (piece, p) in reads(stream, &plan) {
+        if h.keep == Keep::UntilNextRead {
+            h.check_kept();
+            h.kept.clear();
+            h.expected.clear();
+        }
         let adjacent = shared.split_to(piece.len());
         match (p >> 3) & 3 {
             0 => h.real.push(piece),
@@ -214,4 +285,5 @@ fuzz_target!(|data: &[u8]| {
         h.take(take_limit(p));
     }
     h.take(usize::MAX);
+    h.check_kept();
 });
