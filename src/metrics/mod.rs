@@ -93,6 +93,29 @@ pub use connections::{sort_connections, SortKey};
 pub use process::ProcessUsage;
 pub use prometheus::{encode_metrics, METRICS_CONTENT_TYPE};
 
+/// What the `metrics_request` fuzz target (`fuzz/`) drives: the request-head
+/// parser and the two query-string parsers, the code a client's bytes reach
+/// before any page is built. Not an API: hidden from the docs, and free to
+/// change with the fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::request::{parse_request, HeadBuffer, HttpError, Request};
+
+    /// Parses `query` as `/connections` does, then as `/connz` does: each
+    /// `Ok(())` if that page would be served, else the reason its `400`
+    /// gives.
+    pub fn parse_queries(query: &str) -> [Result<(), String>; 2] {
+        [
+            super::ConnectionsQuery::parse(query)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            super::ConnzQuery::parse(query)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        ]
+    }
+}
+
 use crate::relay::Monitor;
 use crate::shard::ConnectionInfo;
 use crate::stats::Totals;

@@ -8,7 +8,11 @@
 //! [`super::Options::max_head`]) or with more than [`MAX_HEADERS`] headers
 //! is refused with `431`; anything `httparse` refuses, or a target that is
 //! not a path, with `400`. Any bytes are safe to feed in: the tests feed
-//! random ones.
+//! random ones, and the `metrics_request` fuzz target (`fuzz/`) feeds
+//! whatever libFuzzer makes up.
+//!
+//! The module is private; its items are `pub` only so that
+//! [`super::fuzzing`] can hand them to that fuzz target.
 
 use super::response::Response;
 
@@ -17,19 +21,19 @@ pub(super) const MAX_HEADERS: usize = 32;
 
 /// A request line, as far as this server cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Request {
+pub struct Request {
     /// `GET` and `HEAD` are served, anything else is answered `405`.
-    pub(super) method: String,
+    pub method: String,
     /// The path, without the query: what the request is routed on.
-    pub(super) path: String,
+    pub path: String,
     /// What follows `?`, without it (empty if none): `/connections` takes
     /// its options from it.
-    pub(super) query: String,
+    pub query: String,
 }
 
 /// A request that cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum HttpError {
+pub enum HttpError {
     /// Not HTTP/1.x, or a target that is not a path.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -56,7 +60,7 @@ impl HttpError {
 /// A request head being received: at most `max_head` bytes, parsed again
 /// after each read until it is complete.
 #[derive(Debug)]
-pub(super) struct HeadBuffer {
+pub struct HeadBuffer {
     /// `max_head` bytes, allocated once: the bound on what a client can
     /// make the server hold.
     buf: Vec<u8>,
@@ -66,7 +70,7 @@ pub(super) struct HeadBuffer {
 
 impl HeadBuffer {
     /// An empty buffer for a head of at most `max_head` bytes.
-    pub(super) fn new(max_head: usize) -> HeadBuffer {
+    pub fn new(max_head: usize) -> HeadBuffer {
         HeadBuffer {
             buf: vec![0; max_head],
             len: 0,
@@ -75,7 +79,7 @@ impl HeadBuffer {
 
     /// Room for the next read; [`HttpError::HeadTooLarge`] once the buffer
     /// is full and the head still incomplete.
-    pub(super) fn spare(&mut self) -> Result<&mut [u8], HttpError> {
+    pub fn spare(&mut self) -> Result<&mut [u8], HttpError> {
         if self.len == self.buf.len() {
             return Err(HttpError::HeadTooLarge);
         }
@@ -84,14 +88,14 @@ impl HeadBuffer {
 
     /// Takes note of `n` more bytes read into [`HeadBuffer::spare`] and
     /// parses what has come: `Ok(None)` while the head is incomplete.
-    pub(super) fn filled(&mut self, n: usize) -> Result<Option<Request>, HttpError> {
+    pub fn filled(&mut self, n: usize) -> Result<Option<Request>, HttpError> {
         self.len = (self.len + n).min(self.buf.len());
         parse_request(&self.buf[..self.len])
     }
 }
 
 /// Parses a request head: `Ok(None)` while it is incomplete.
-pub(super) fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
+pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(buf) {

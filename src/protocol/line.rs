@@ -152,8 +152,11 @@ fn parse_pub(body: &[u8]) -> Result<Command<'_>, ProtoError> {
         return Err(ProtoError::InvalidSubject);
     }
     // The payload is every byte after the space that follows the subject,
-    // and empty when there is no such space.
-    let payload = body.get(subject.len() + 1..).unwrap_or_default();
+    // and empty when there is no such space: then the empty slice at the
+    // frame's end, so that it is still a slice of the frame (the core
+    // forwards a message by its parts' places in the read buffer, and
+    // copies one whose parts are not all in it).
+    let payload = body.get(subject.len() + 1..).unwrap_or(&body[body.len()..]);
     Ok(Command::Pub(Message::plain(subject, payload)))
 }
 
@@ -289,6 +292,41 @@ mod tests {
         assert!(matches!(parse(&ok), Ok(Pub(_))));
         ok.truncate(4 + 256);
         assert!(matches!(parse(&ok), Ok(Pub(_))));
+    }
+
+    #[test]
+    fn every_field_is_a_slice_of_the_frame() {
+        // Found by the line_protocol fuzz target: an empty payload without
+        // the space before it was a slice of nothing, so forwarding the
+        // message to another shard copied it.
+        let within = |part: &[u8], frame: &[u8]| {
+            let (p, f) = (part.as_ptr() as usize, frame.as_ptr() as usize);
+            p >= f && p + part.len() <= f + frame.len()
+        };
+        for frame in [&b"PUB a.b"[..], b"PUB a.b ", b"pub a x y", b"PUB  x"] {
+            if let Ok(Pub(m)) = parse(frame) {
+                assert!(within(m.subject, frame) && within(m.payload, frame));
+            }
+        }
+        let frame = b"PUB a.b";
+        let Ok(Pub(m)) = parse(frame) else {
+            panic!("not a publish")
+        };
+        assert!(m.payload.is_empty());
+        assert!(within(m.payload, frame), "empty payload outside the frame");
+        assert!(
+            crate::mesh::Place::of(frame, &m).is_some(),
+            "forwarded by place, not copied"
+        );
+        for frame in [&b"SUB a.* g"[..], b"UNSUB a"] {
+            match parse(frame) {
+                Ok(Sub { subject, group } | Unsub { subject, group }) => {
+                    assert!(within(subject, frame));
+                    assert!(group.is_none_or(|g| within(g, frame)));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
