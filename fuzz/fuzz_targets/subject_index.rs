@@ -125,6 +125,20 @@ struct Routing {
 }
 
 impl Routing {
+    /// The naive local index's plain subscribers of `subject`, and the
+    /// members of each of its matching groups, by group id.
+    fn local_matches(&self, subject: &[u8]) -> (BTreeSet<SubRef>, BTreeMap<u64, BTreeSet<SubRef>>) {
+        let mut plain = BTreeSet::new();
+        let mut groups: BTreeMap<u64, BTreeSet<SubRef>> = BTreeMap::new();
+        for ((p, group, sub), _) in self.local.matching(subject) {
+            match group {
+                None => plain.insert(*sub),
+                Some(name) => groups.entry(group_id(p, name)).or_default().insert(*sub),
+            };
+        }
+        (plain, groups)
+    }
+
     /// Checks the plan of a message published here on `subject`.
     fn check_publish(&self, subject: &[u8]) {
         let plan = &self.plan;
@@ -133,17 +147,7 @@ impl Routing {
         let shards: BTreeSet<ShardId> = plan.remote.iter().map(|t| t.shard).collect();
         assert_eq!(shards.len(), plan.remote.len(), "a shard twice");
 
-        let mut plain_here = BTreeSet::new();
-        let mut groups_here: BTreeMap<u64, BTreeSet<SubRef>> = BTreeMap::new();
-        for ((p, group, sub), _) in self.local.matching(subject) {
-            match group {
-                None => plain_here.insert(*sub),
-                Some(name) => groups_here
-                    .entry(group_id(p, name))
-                    .or_default()
-                    .insert(*sub),
-            };
-        }
+        let (plain_here, groups_here) = self.local_matches(subject);
         let mut plain_there = BTreeSet::new();
         let mut groups_there: BTreeMap<u64, BTreeSet<ShardId>> = BTreeMap::new();
         for ((p, group, shard), _) in self.remote.matching(subject) {
@@ -211,17 +215,7 @@ impl Routing {
         assert!(plan.remote.is_empty(), "forwarded on");
         let local: BTreeSet<SubRef> = plan.local.iter().copied().collect();
         assert_eq!(local.len(), plan.local.len(), "a local receiver twice");
-        let mut plain_here = BTreeSet::new();
-        let mut groups_here: BTreeMap<u64, BTreeSet<SubRef>> = BTreeMap::new();
-        for ((p, group, sub), _) in self.local.matching(subject) {
-            match group {
-                None => plain_here.insert(*sub),
-                Some(name) => groups_here
-                    .entry(group_id(p, name))
-                    .or_default()
-                    .insert(*sub),
-            };
-        }
+        let (plain_here, groups_here) = self.local_matches(subject);
         let mut explained = BTreeSet::new();
         if plain {
             assert!(plain_here.is_subset(&local), "a local subscriber missed");
