@@ -258,16 +258,7 @@ impl Client {
         match self.read_some(timeout) {
             Ok(0) => return Err(ClientError::Closed),
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(false)
-            }
+            Err(e) if nothing_arrived(&e) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
         let mut pings = 0;
@@ -303,16 +294,7 @@ impl Client {
                 self.buf.clear();
                 Ok(n)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(0)
-            }
+            Err(e) if nothing_arrived(&e) => Ok(0),
             Err(e) => Err(e.into()),
         }
     }
@@ -340,6 +322,15 @@ impl Client {
         self.buf.truncate(len + *r.as_ref().unwrap_or(&0));
         r
     }
+}
+
+/// Whether a read error only means no bytes came within the timeout (or a
+/// signal cut the wait short): the connection is still good.
+fn nothing_arrived(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]
