@@ -37,6 +37,13 @@
 //!   them and stops them; the library entry point used by the binary, the
 //!   tests and the load generator.
 //! * [`config`] — the relay's settings, their defaults and their validation.
+//! * [`config_file`] — the TOML file of `--config`: flags as keys, and the
+//!   users and permissions only the file holds.
+//! * [`auth`] — who may connect (a token, or users with bcrypt or plain
+//!   passwords), checked off the shard's thread, and what each user may
+//!   publish and subscribe to.
+//! * [`tls`] — the relay's certificate and key (reloadable), the client CA
+//!   of mutual TLS, and the names a client certificate carries.
 //! * [`units`] — the syntax of sizes, durations and CPU lists in flags:
 //!   each parser beside its formatter, shared by both binaries.
 //! * [`preflight`] — start-up findings (io_uring, locked memory, CPUs, ports,
@@ -51,8 +58,10 @@
 //! glommio is used by [`shard`] (the tasks) and [`relay`] (building and
 //! joining the executors), nowhere else.
 
+pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod config_file;
 pub mod framing;
 pub mod logging;
 pub mod mesh;
@@ -66,6 +75,7 @@ pub mod shard;
 pub mod stats;
 pub mod subject;
 pub mod sys;
+pub mod tls;
 pub mod units;
 
 #[cfg(test)]

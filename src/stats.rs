@@ -113,12 +113,28 @@ counters! {
     errors_invalid_arguments,
     /// `-ERR too many subscriptions`.
     errors_too_many_subscriptions,
+    /// `-ERR permission denied` (a line client's `PUB` or `SUB` outside its
+    /// user's permissions).
+    errors_permission_denied,
     /// Messages a line-protocol receiver could not be sent: the payload
     /// holds the terminator, or the subject breaks the line protocol's
     /// rules (possible for a NATS publish).
     undeliverable_to_line,
     /// NATS protocol errors (answered with `-ERR`, or closed without one).
     nats_errors,
+    /// Publishes and subscriptions refused for the user's permissions
+    /// (both protocols), and deliveries a subscription's deny list held
+    /// back.
+    permission_denials,
+    /// Connections refused by authentication, by reason (one counter per
+    /// [`crate::auth::Refusal`], named `auth_failures_<label>`).
+    auth_failures_no_credentials,
+    auth_failures_bad_token,
+    auth_failures_unknown_user,
+    auth_failures_bad_password,
+    auth_failures_timeout,
+    auth_failures_tls_handshake,
+    auth_failures_tls_timeout,
     /// Bytes queued for clients and not yet written (gauge).
     pending_bytes,
     /// Bytes of read buffers held for clients' input (gauge): allocated
@@ -142,12 +158,36 @@ impl ShardStats {
             InvalidGroup => &self.errors_invalid_group,
             InvalidArguments => &self.errors_invalid_arguments,
             TooManySubscriptions => &self.errors_too_many_subscriptions,
+            PermissionDenied => {
+                self.permission_denials.add(1);
+                &self.errors_permission_denied
+            }
+            // Counted by reason with the other authentication failures
+            // (`count_auth_failure`).
+            AuthorizationRequired | AuthorizationFailed | AuthorizationTimeout => return,
             FrameTooLong => return self.frames_too_long.add(1),
             SlowConsumer => return self.slow_consumers.add(1),
             TooManyConnections => return self.connections_rejected.add(1),
         };
         by_reason.add(1);
         self.protocol_errors.add(1);
+    }
+}
+
+impl ShardStats {
+    /// Counts a connection refused by authentication.
+    pub fn count_auth_failure(&self, why: crate::auth::Refusal) {
+        use crate::auth::Refusal::*;
+        match why {
+            NoCredentials => &self.auth_failures_no_credentials,
+            BadToken => &self.auth_failures_bad_token,
+            UnknownUser => &self.auth_failures_unknown_user,
+            BadPassword => &self.auth_failures_bad_password,
+            Timeout => &self.auth_failures_timeout,
+            TlsHandshake => &self.auth_failures_tls_handshake,
+            TlsTimeout => &self.auth_failures_tls_timeout,
+        }
+        .add(1);
     }
 }
 

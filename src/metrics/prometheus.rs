@@ -153,6 +153,12 @@ const FAMILIES: &[Family] = &[
         help: "NATS protocol errors: answered with -ERR, or closed as nats-server closes them.",
     },
     Family {
+        field: "permission_denials",
+        name: "tern_permission_denials_total",
+        kind: Kind::Counter,
+        help: "Publishes and subscriptions refused for the user's permissions, and deliveries held back by a subscription deny list.",
+    },
+    Family {
         field: "pending_bytes",
         name: "tern_pending_bytes",
         kind: Kind::Gauge,
@@ -172,6 +178,32 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
+/// A family of counters by reason: the [`Totals`] fields named
+/// `<prefix><reason>`, exported as one name with a `reason` label.
+struct ByReason {
+    /// Prefix of its [`Totals`] fields.
+    prefix: &'static str,
+    name: &'static str,
+    help: &'static str,
+}
+
+/// The families by reason. `-ERR` replies: the reason is the words of the
+/// reply joined by `_` (`errors_unknown_verb` → `unknown_verb`, for
+/// `-ERR unknown verb`). Authentication failures: the reason is
+/// [`crate::auth::Refusal::label`].
+const BY_REASON: &[ByReason] = &[
+    ByReason {
+        prefix: ERRORS_PREFIX,
+        name: ERRORS_FAMILY,
+        help: "Frames answered with -ERR, by reason (frames too long and slow consumers are counted apart).",
+    },
+    ByReason {
+        prefix: "auth_failures_",
+        name: "tern_auth_failures_total",
+        help: "Connections refused by authentication or the TLS handshake, by reason.",
+    },
+];
+
 /// The family of the `errors_<reason>` fields.
 const ERRORS_FAMILY: &str = "tern_protocol_errors_total";
 /// Prefix of the per-reason error fields of [`Totals`].
@@ -179,9 +211,8 @@ const ERRORS_PREFIX: &str = "errors_";
 /// The sum of the per-reason fields, not exported (see [`FAMILIES`]).
 const ERRORS_SUM: &str = "protocol_errors";
 
-/// The `reason` label of an `errors_<reason>` field: the words of its
-/// `-ERR` reply joined by `_` (`errors_unknown_verb` → `unknown_verb`, for
-/// `-ERR unknown verb`).
+/// The `reason` label of an `errors_<reason>` field.
+#[cfg(test)]
 fn error_reason(field: &str) -> Option<&str> {
     field.strip_prefix(ERRORS_PREFIX)
 }
@@ -224,18 +255,15 @@ pub fn encode_metrics(shards: &[Totals], cores: &[usize], process: &ProcessUsage
         }
     }
 
-    header(
-        &mut out,
-        ERRORS_FAMILY,
-        Kind::Counter,
-        "Frames answered with -ERR, by reason (frames too long and slow consumers are counted apart).",
-    );
-    for (shard, values) in fields.iter().enumerate() {
-        for &(field, value) in values {
-            if let Some(reason) = error_reason(field) {
-                let _ = write!(out, "{ERRORS_FAMILY}{{shard=\"{shard}\",reason=\"");
-                escape_label(&mut out, reason);
-                let _ = writeln!(out, "\"}} {value}");
+    for family in BY_REASON {
+        header(&mut out, family.name, Kind::Counter, family.help);
+        for (shard, values) in fields.iter().enumerate() {
+            for &(field, value) in values {
+                if let Some(reason) = field.strip_prefix(family.prefix) {
+                    let _ = write!(out, "{}{{shard=\"{shard}\",reason=\"", family.name);
+                    escape_label(&mut out, reason);
+                    let _ = writeln!(out, "\"}} {value}");
+                }
             }
         }
     }
@@ -317,7 +345,7 @@ fn encode_process(out: &mut String, p: &ProcessUsage) {
 /// Whether `field` has a family of its own or is part of the errors one.
 fn is_described(field: &str) -> bool {
     field == ERRORS_SUM
-        || field.starts_with(ERRORS_PREFIX)
+        || BY_REASON.iter().any(|f| field.starts_with(f.prefix))
         || FAMILIES.iter().any(|f| f.field == field)
 }
 
@@ -509,6 +537,7 @@ mod tests {
             InvalidGroup,
             InvalidArguments,
             TooManySubscriptions,
+            PermissionDenied,
         ] {
             let s = ShardStats::default();
             s.count_error(e);

@@ -45,6 +45,14 @@ pub enum ProtoError {
     SlowConsumer,
     #[error("too many connections")]
     TooManyConnections,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("authorization required")]
+    AuthorizationRequired,
+    #[error("authorization failed")]
+    AuthorizationFailed,
+    #[error("authorization timeout")]
+    AuthorizationTimeout,
 }
 
 impl ProtoError {
@@ -60,11 +68,15 @@ impl ProtoError {
             ProtoError::FrameTooLong => "frame too long",
             ProtoError::SlowConsumer => "slow consumer",
             ProtoError::TooManyConnections => "too many connections",
+            ProtoError::PermissionDenied => "permission denied",
+            ProtoError::AuthorizationRequired => "authorization required",
+            ProtoError::AuthorizationFailed => "authorization failed",
+            ProtoError::AuthorizationTimeout => "authorization timeout",
         }
     }
 
     /// Every reason, for counters indexed by reason.
-    pub const ALL: [ProtoError; 9] = [
+    pub const ALL: [ProtoError; 13] = [
         ProtoError::UnknownVerb,
         ProtoError::MissingSubject,
         ProtoError::InvalidSubject,
@@ -74,7 +86,39 @@ impl ProtoError {
         ProtoError::FrameTooLong,
         ProtoError::SlowConsumer,
         ProtoError::TooManyConnections,
+        ProtoError::PermissionDenied,
+        ProtoError::AuthorizationRequired,
+        ProtoError::AuthorizationFailed,
+        ProtoError::AuthorizationTimeout,
     ];
+}
+
+/// Whether `frame` is an `AUTH` frame (verb in any case), well-formed or
+/// not: the credentials, or `None` if it is `AUTH` without one or two
+/// non-empty fields.
+///
+/// Only a relay with authentication configured reads `AUTH` (with this,
+/// before anything else); for the others [`parse`] answers it as an
+/// unknown verb, as version 1 of the protocol did.
+pub fn parse_auth(frame: &[u8]) -> Option<Option<crate::auth::Credentials>> {
+    use crate::auth::Credentials;
+    let (verb, args) = match memchr::memchr(b' ', frame) {
+        Some(i) => (&frame[..i], Some(&frame[i + 1..])),
+        None => (frame, None),
+    };
+    if !verb.eq_ignore_ascii_case(b"AUTH") {
+        return None;
+    }
+    let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
+    let fields: Vec<&[u8]> = args.map(|a| a.split(|&b| b == b' ').collect()).unwrap_or_default();
+    Some(match fields.as_slice() {
+        [token] if !token.is_empty() => Some(Credentials::Token(text(token))),
+        [user, pass] if !user.is_empty() && !pass.is_empty() => Some(Credentials::User {
+            user: text(user),
+            pass: text(pass),
+        }),
+        _ => None,
+    })
 }
 
 /// Parses one frame (without its terminator).

@@ -265,9 +265,13 @@ pub enum NatsError {
     /// side); the `SUB` is refused, the connection stays.
     #[error("maximum subscriptions exceeded")]
     MaxSubscriptions,
-    /// Authentication failed (for later; closes).
+    /// Authentication failed, or an operation other than `CONNECT` came
+    /// first while authentication is required (closes).
     #[error("Authorization Violation")]
     AuthorizationViolation,
+    /// No `CONNECT` within the auth timeout (closes).
+    #[error("Authentication Timeout")]
+    AuthenticationTimeout,
     /// The client does not read fast enough (the server's side). nats-server
     /// closes such a client without an `-ERR`.
     #[error("Slow Consumer")]
@@ -291,6 +295,7 @@ impl NatsError {
             MaxConnections => "maximum connections exceeded",
             MaxSubscriptions => "maximum subscriptions exceeded",
             AuthorizationViolation => "Authorization Violation",
+            AuthenticationTimeout => "Authentication Timeout",
             HeadersNotSupported | PubArgs | PubSize | HpubArgs | HpubHeaderSize | HpubTotalSize
             | HpubHeaderTooLarge | SubArgs | UnsubArgs | BadConnect | BadInfo | ClientError
             | SlowConsumer => return None,
@@ -308,7 +313,7 @@ impl NatsError {
     }
 
     /// Every error, for counters indexed by error.
-    pub const ALL: [NatsError; 24] = {
+    pub const ALL: [NatsError; 25] = {
         use NatsError::*;
         [
             UnknownProtocol,
@@ -334,6 +339,7 @@ impl NatsError {
             MaxConnections,
             MaxSubscriptions,
             AuthorizationViolation,
+            AuthenticationTimeout,
             SlowConsumer,
         ]
     };
@@ -404,6 +410,7 @@ mod tests {
                 Some("Authorization Violation"),
                 true,
             ),
+            (AuthenticationTimeout, Some("Authentication Timeout"), true),
             (SlowConsumer, None, true),
         ];
         assert_eq!(cases.len(), NatsError::ALL.len());
