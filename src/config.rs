@@ -6,7 +6,11 @@
 //! itself; [`crate::preflight`] checks it against the machine.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::Authorization;
+use crate::tls::TlsConfig;
 
 use crate::framing::Terminator;
 use crate::preflight::GLOMMIO_MIN_IO_MEMORY;
@@ -98,6 +102,11 @@ pub struct Config {
     pub shard_listen: SocketAddr,
     /// Bytes asked of the kernel per socket read.
     pub read_size: usize,
+    /// Who may connect and what each user may do (the config file's
+    /// `[authorization]`); `None`: anyone, with every right.
+    pub auth: Option<Arc<Authorization>>,
+    /// TLS on every listener; `None`: clear text.
+    pub tls: Option<TlsConfig>,
     /// Test hook: a shard that receives the frame
     /// [`crate::shard::core::PANIC_FRAME`] panics, so tests can check how
     /// the relay handles a dead shard. Off unless a test sets it (the
@@ -125,6 +134,8 @@ impl Default for Config {
             shard_listeners: false,
             shard_listen: "127.0.0.1:0".parse().expect("valid"),
             read_size: crate::framing::DEFAULT_READ_SIZE,
+            auth: None,
+            tls: None,
             panic_frame: false,
         }
     }
@@ -170,6 +181,17 @@ impl Config {
         if self.io_memory < GLOMMIO_MIN_IO_MEMORY {
             return Err(ConfigError::IoMemoryTooSmall(self.io_memory));
         }
+        if self.auth.as_ref().is_some_and(|a| a.timeout.is_zero()) {
+            return Err(ConfigError::Zero("--auth-timeout"));
+        }
+        if self.tls.as_ref().is_some_and(|t| t.timeout.is_zero()) {
+            return Err(ConfigError::Zero("--tls-timeout"));
+        }
+        if self.auth.as_ref().is_some_and(|a| a.map_certificates)
+            && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+        {
+            return Err(ConfigError::MapUsersWithoutClientCa);
+        }
         Ok(())
     }
 }
@@ -200,6 +222,8 @@ pub enum ConfigError {
     /// glommio would silently allocate its minimum instead.
     #[error("--io-memory {} is below glommio's minimum of {} per shard: give at least 64KiB", format_size(*.0 as u64), format_size(GLOMMIO_MIN_IO_MEMORY as u64))]
     IoMemoryTooSmall(usize),
+    #[error("--tls-map-users needs client certificates: give --tls-client-ca (and --tls-cert, --tls-key)")]
+    MapUsersWithoutClientCa,
 }
 
 #[cfg(test)]

@@ -30,7 +30,6 @@
 //! win over the file. Every error names the line.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
@@ -129,10 +128,12 @@ pub fn parse(text: &str, flags: &[FlagSpec<'_>]) -> Result<ConfigFile, ConfigFil
             let section = file.authorization.expect("the key is there");
             let at = section.span().start;
             let built = section.into_inner().build(at);
-            Some(built.map_err(|(offset, message)| ConfigFileError::Authorization {
-                line: line_at(text, offset),
-                message,
-            })?)
+            Some(
+                built.map_err(|(offset, message)| ConfigFileError::Authorization {
+                    line: line_at(text, offset),
+                    message,
+                })?,
+            )
         }
     };
     // `toml::Table` does not keep the keys' places: find each one's line
@@ -194,7 +195,10 @@ fn scalar(v: toml::Value) -> Option<String> {
 /// 1-based line of byte `offset`.
 fn line_at(text: &str, offset: usize) -> usize {
     let offset = offset.min(text.len());
-    1 + text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count()
+    1 + text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
 /// Where a top-level `key` is set: the first line that starts (after
@@ -311,10 +315,13 @@ impl AuthorizationSection {
                     }
                     let password = entry.password.as_deref().map(Secret::parse);
                     if let Some(p) = &password {
-                        p.check_format().map_err(|e| fail(format!("password: {e}")))?;
+                        p.check_format()
+                            .map_err(|e| fail(format!("password: {e}")))?;
                         if matches!(p, Secret::Plain(pw) if pw.is_empty() || pw.contains(char::is_whitespace))
                         {
-                            return Err(fail("a plain-text password is one word, not empty".into()));
+                            return Err(fail(
+                                "a plain-text password is one word, not empty".into(),
+                            ));
                         }
                     }
                     let permissions = Permissions {
@@ -348,6 +355,7 @@ impl AuthorizationSection {
 mod tests {
     use super::*;
     use crate::auth::{Credentials, Refusal};
+    use std::time::Duration;
 
     const FLAGS: &[FlagSpec<'static>] = &[
         FlagSpec {
@@ -412,7 +420,10 @@ mod tests {
         let e = err("listen = [[1]]\n");
         assert!(e.contains("list of strings"), "{e}");
         let e = err("shards = 1\ncheck_config = true\n");
-        assert!(e.starts_with("line 2:") && e.contains("only on the command line"), "{e}");
+        assert!(
+            e.starts_with("line 2:") && e.contains("only on the command line"),
+            "{e}"
+        );
         let e = err("a = \n");
         assert!(e.starts_with("line 1:"), "{e}");
         let e = err("shards = 1\n[other]\nx = 1\n");
@@ -474,7 +485,9 @@ subscribe = ["_INBOX.>"]
         assert!(e.starts_with("line 2:") && e.contains("tokn"), "{e}");
         let e = err("[authorization]\n[[authorization.users]]\nuser = \"a\"\npassword = \"p\"\n[[authorization.users]]\nuser = \"b\"\npassword = \"p\"\npermissions = { publish = [\"a..b\"] }\n");
         assert!(e.starts_with("line 5:") && e.contains("`a..b`"), "{e}");
-        let e = err("[authorization]\n[[authorization.users]]\nuser = \"a\"\npassword = \"$2a$10$bad\"\n");
+        let e = err(
+            "[authorization]\n[[authorization.users]]\nuser = \"a\"\npassword = \"$2a$10$bad\"\n",
+        );
         assert!(e.contains("bcrypt"), "{e}");
         let e = err("[authorization]\n[[authorization.users]]\nuser = \"a\"\n[[authorization.users]]\nuser = \"a\"\n");
         assert!(e.contains("listed twice"), "{e}");

@@ -14,22 +14,28 @@
 //! status 2, the status clap uses for usage errors. A clean shutdown exits
 //! 0 after a one-line summary.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use tern::auth::Authorization;
 use tern::config::{self, Config};
+use tern::config_file::{self, FlagKind, FlagSpec};
 use tern::framing::Terminator;
 use tern::logging;
 use tern::metrics::MetricsListener;
 use tern::preflight::{self, Findings, Verdict};
 use tern::relay::Relay;
 use tern::sys::allowed_cpus;
+use tern::tls::TlsConfig;
 use tern::units::{self, format_cpu_list, format_duration, format_size};
 
 /// Exit status of every start-up error (and of clap's usage errors).
@@ -124,7 +130,35 @@ struct Cli {
     #[arg(long, value_name = "ADDR", value_parser = parse_first_addr)]
     metrics: Option<SocketAddr>,
 
-    /// Check the flags and the environment, print what was found, and exit (0 if all is well, else 2) without serving
+    /// TLS on every listener: this PEM file's certificate (and chain); needs --tls-key [default: clear text]
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: clients must present a certificate issued by a CA in this PEM file
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Longest a TLS handshake may take; slower or silent clients are closed
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = units::parse_duration)]
+    tls_timeout: Duration,
+
+    /// NATS listeners expect the TLS handshake first, before INFO (nats-server's handshake_first), instead of after a clear-text INFO
+    #[arg(long, requires = "tls_cert")]
+    nats_tls_first: bool,
+
+    /// A client certificate whose common name, DNS name or e-mail address is a user's name (config file [authorization]) logs in as that user; needs --tls-client-ca
+    #[arg(long, requires = "tls_client_ca")]
+    tls_map_users: bool,
+
+    /// Read settings from this TOML file: each flag is a key (max_frame = "1MiB"), users and permissions are in [authorization]; flags on the command line win
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Check the flags, the config file and the environment, print what was found, and exit (0 if all is well, else 2) without serving
     #[arg(long)]
     check_config: bool,
 
@@ -204,14 +238,16 @@ fn parse_log_filter(s: &str) -> Result<String, logging::FilterError> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let (cli, authorization) = match parse_command_line(&args) {
+        Ok(parsed) => parsed,
+        Err(Failure::Usage(e)) => return usage_error(e),
+        Err(Failure::Startup(msg)) => return startup_error(msg),
     };
     if let Err(msg) = init_logging(cli.log_level.as_deref(), cli.log_format) {
         return startup_error(msg);
     }
-    let config = match build_config(&cli) {
+    let config = match build_config(&cli).and_then(|c| with_security(c, &cli, authorization)) {
         Ok(c) => c,
         Err(msg) => return startup_error(msg),
     };
@@ -219,6 +255,125 @@ fn main() -> ExitCode {
         return check_config(&preflight::findings(&config, cli.metrics));
     }
     run(config, cli.metrics)
+}
+
+/// Why the command line could not be read.
+enum Failure {
+    /// clap's own error (also `--help` and `--version`).
+    Usage(clap::Error),
+    /// The config file's.
+    Startup(String),
+}
+
+/// Reads the command line and, with `--config`, the file it names: each
+/// of the file's keys is a flag the command line did not give (the command
+/// line wins), and its `[authorization]` section the users.
+fn parse_command_line(args: &[OsString]) -> Result<(Cli, Option<Authorization>), Failure> {
+    let matches = Cli::command()
+        .try_get_matches_from(args)
+        .map_err(Failure::Usage)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(Failure::Usage)?;
+    let Some(path) = &cli.config else {
+        return Ok((cli, None));
+    };
+    let in_file = |msg: String| Failure::Startup(format!("config file {}: {msg}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| in_file(e.to_string()))?;
+    let command = Cli::command();
+    let specs: Vec<FlagSpec<'_>> = command
+        .get_arguments()
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            let kind = match arg.get_action() {
+                clap::ArgAction::SetTrue => FlagKind::Switch,
+                clap::ArgAction::Append => FlagKind::Many,
+                clap::ArgAction::Set => FlagKind::One,
+                _ => return None,
+            };
+            Some((arg.get_id().as_str(), long, kind))
+        })
+        .map(|(id, _, kind)| FlagSpec { key: id, kind })
+        .collect();
+    let file = config_file::parse(&text, &specs).map_err(|e| in_file(e.to_string()))?;
+    // The file's flags as words, before the command line's own.
+    let words = |f: &config_file::FileFlag| -> Vec<OsString> {
+        let long = command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == f.key)
+            .and_then(|a| a.get_long())
+            .unwrap_or(&f.key)
+            .to_string();
+        if f.values.is_empty() {
+            vec![format!("--{long}").into()]
+        } else {
+            f.values
+                .iter()
+                .map(|v| format!("--{long}={v}").into())
+                .collect()
+        }
+    };
+    let from_file: Vec<&config_file::FileFlag> = file
+        .flags
+        .iter()
+        .filter(|f| matches.value_source(&f.key) != Some(ValueSource::CommandLine))
+        .collect();
+    let mut merged: Vec<OsString> = args[..1].to_vec();
+    for f in &from_file {
+        merged.extend(words(f));
+    }
+    merged.extend(args[1..].iter().cloned());
+    match Cli::try_parse_from(&merged) {
+        Ok(cli) => Ok((cli, file.authorization)),
+        Err(e) => {
+            // Which of the file's values clap refused: each alone.
+            for f in &from_file {
+                let mut alone: Vec<OsString> = args[..1].to_vec();
+                alone.extend(words(f));
+                if let Err(e) = Cli::try_parse_from(&alone) {
+                    let rendered = e.to_string();
+                    let first = rendered.lines().next().unwrap_or("invalid value");
+                    let first = first.strip_prefix("error: ").unwrap_or(first);
+                    return Err(in_file(format!("line {}: {}: {first}", f.line, f.key)));
+                }
+            }
+            Err(Failure::Usage(e))
+        }
+    }
+}
+
+/// Adds TLS (from the flags) and authentication (from the config file)
+/// to `config`.
+fn with_security(
+    config: Config,
+    cli: &Cli,
+    authorization: Option<Authorization>,
+) -> Result<Config, String> {
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: cli.tls_client_ca.clone(),
+            timeout: cli.tls_timeout,
+            nats_handshake_first: cli.nats_tls_first,
+        }),
+        _ => None,
+    };
+    let auth = match authorization {
+        Some(mut a) => {
+            a.map_certificates = cli.tls_map_users;
+            Some(std::sync::Arc::new(a))
+        }
+        None if cli.tls_map_users => {
+            return Err(
+                "--tls-map-users maps certificates to users, but there are none: list them in the config file's [authorization] section".to_string(),
+            )
+        }
+        None => None,
+    };
+    Ok(Config {
+        tls,
+        auth,
+        ..config
+    })
 }
 
 /// Prints a start-up error as the one line users and scripts expect.
@@ -358,13 +513,13 @@ fn check_config(findings: &Findings) -> ExitCode {
     for f in findings {
         let (key, found) = (f.key, &f.found);
         match &f.verdict {
-            Verdict::Info => println!("{key:<17}{found}"),
-            Verdict::Ok => println!("{key:<17}{found}: ok"),
+            Verdict::Info => println!("{key:<19}{found}"),
+            Verdict::Ok => println!("{key:<19}{found}: ok"),
             Verdict::Warning(w) => {
-                println!("{key:<17}{found}: WARNING: {w}");
+                println!("{key:<19}{found}: WARNING: {w}");
                 warnings += 1;
             }
-            Verdict::Error(e) => println!("{key:<17}FAILED: {e}"),
+            Verdict::Error(e) => println!("{key:<19}FAILED: {e}"),
         }
     }
     let problems: Vec<_> = findings.errors().collect();
@@ -387,7 +542,7 @@ fn check_config(findings: &Findings) -> ExitCode {
 fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
     // Registered before the relay starts so that a signal during start-up
     // is not fatal (the default action) but ends the relay cleanly.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => return startup_error(format_args!("cannot install signal handlers: {e}")),
     };
@@ -441,20 +596,28 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
     // Signals arrive through signal-hook's self-pipe on a thread of their
     // own, so that the main thread waits for the first of a signal and a
     // shard failure, without polling.
+    // SIGHUP reloads the TLS files and goes on waiting.
     let (signal_tx, signal_rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
-        let mut signals = signals.forever();
-        if let Some(first) = signals.next() {
+        let mut stops = signals.forever().filter(|&s| {
+            if s == SIGHUP {
+                let _ = signal_tx.send(SIGHUP);
+                return false;
+            }
+            true
+        });
+        if let Some(first) = stops.next() {
             let _ = signal_tx.send(first);
         }
         // A second signal means "now": skip the flush.
-        if signals.next().is_some() {
+        if stops.next().is_some() {
             eprintln!("tern: second signal: exiting without flushing");
             std::process::exit(1);
         }
     });
-    let signal = crossbeam_channel::select! {
-        recv(signal_rx) -> signal => signal.unwrap_or(SIGTERM),
+    let signal = loop {
+        let signal = crossbeam_channel::select! {
+            recv(signal_rx) -> signal => signal.unwrap_or(SIGTERM),
         recv(relay.failures()) -> reason => {
             // A dead shard takes its listeners' clients and its share of
             // every queue group with it: exit at once, non-zero, so that the
@@ -463,6 +626,19 @@ fn run(config: Config, metrics: Option<SocketAddr>) -> ExitCode {
             let reason = reason.unwrap_or_else(|_| "a shard died".to_string());
             eprintln!("tern: exiting with status 1: {reason}");
             std::process::exit(1);
+        }
+        };
+        if signal != SIGHUP {
+            break signal;
+        }
+        match relay.reload_tls() {
+            Ok(true) => tracing::info!(
+                "SIGHUP: TLS certificate, key and client CA reloaded; new connections use them"
+            ),
+            Ok(false) => tracing::info!("SIGHUP: nothing to reload (no TLS configured)"),
+            Err(e) => {
+                tracing::error!("SIGHUP: TLS files not reloaded, the ones in force stay: {e}")
+            }
         }
     };
     let name = if signal == SIGINT {
@@ -513,7 +689,7 @@ struct StartupSummary(String);
 impl StartupSummary {
     fn of(c: &Config) -> Self {
         StartupSummary(format!(
-            "{} shard{} on CPUs {}; terminator {}; max-frame {}, max-pending {}, max-stall {}, max-memory {}, max-subs {}, max-connections {}; spin-before-park {}, io-memory {}",
+            "{} shard{} on CPUs {}; terminator {}; max-frame {}, max-pending {}, max-stall {}, max-memory {}, max-subs {}, max-connections {}; spin-before-park {}, io-memory {}; TLS {}; authentication {}",
             c.cores.len(),
             if c.cores.len() == 1 { "" } else { "s" },
             format_cpu_list(&c.cores),
@@ -526,6 +702,16 @@ impl StartupSummary {
             c.max_connections,
             format_duration(c.spin_before_park),
             format_size(c.io_memory as u64),
+            match &c.tls {
+                None => "off",
+                Some(t) if t.client_ca.is_some() => "on (mutual)",
+                Some(_) => "on",
+            },
+            match c.auth.as_deref().map(|a| &a.method) {
+                None => "off".to_string(),
+                Some(tern::auth::Method::Token(_)) => "token".to_string(),
+                Some(tern::auth::Method::Users(u)) => format!("{} users", u.len()),
+            },
         ))
     }
 }

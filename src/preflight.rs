@@ -24,6 +24,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError, DEFAULT_MAX_CONNECTIONS};
@@ -95,6 +96,10 @@ pub enum PreflightError {
     /// The settings contradict each other or the protocol.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The TLS files cannot be used (shared: the binary and the relay
+    /// report the same error).
+    #[error(transparent)]
+    Tls(Arc<crate::tls::TlsError>),
     /// The same listen address was given twice (in `--listen` and
     /// `--nats-listen` together).
     #[error("{0} is given twice in --listen/--nats-listen: give each address once")]
@@ -455,7 +460,9 @@ pub fn check(config: Config, metrics: Option<SocketAddr>) -> Result<Checked, Pre
 /// 6. `io_uring`: a ring can be set up;
 /// 7. `open files`: enough for `--max-connections`, once the soft limit is
 ///    raised to the hard one ([`raise_open_files_limit`]); short is only a
-///    warning, since the relay still serves as many clients as it can.
+///    warning, since the relay still serves as many clients as it can;
+/// 8. `tls`: the certificate, key and client CA files can be used;
+/// 9. `authorization`: who may connect (plain-text secrets are a warning).
 pub fn findings(config: &Config, metrics: Option<SocketAddr>) -> Findings {
     let mut out = Findings::default();
     out.push(Finding::new(
@@ -482,7 +489,80 @@ pub fn findings(config: &Config, metrics: Option<SocketAddr>) -> Findings {
     out.push(locked_memory(config.cores.len(), config.io_memory));
     out.push(io_uring());
     out.push(open_files(sys::limits(Resource::OpenFiles), config));
+    if !matches!(invalid, Some(ConfigError::MapUsersWithoutClientCa)) {
+        out.push(tls(config));
+    }
+    out.push(authorization(config));
     out
+}
+
+/// `tls`: the certificate, key and client CA files can be read and used
+/// together.
+fn tls(config: &Config) -> Finding {
+    let Some(t) = &config.tls else {
+        return Finding::new("tls", "off (clear text on every listener)", Verdict::Info);
+    };
+    let found = format!(
+        "certificate {}, key {}{}, handshake timeout {}{}",
+        t.cert.display(),
+        t.key.display(),
+        t.client_ca
+            .as_ref()
+            .map(|ca| format!(", client CA {} (mutual TLS)", ca.display()))
+            .unwrap_or_default(),
+        format_duration(t.timeout),
+        if t.nats_handshake_first {
+            ", NATS handshake first"
+        } else {
+            ""
+        }
+    );
+    match crate::tls::TlsAcceptor::load(t) {
+        Ok(_) => Finding::new("tls", found, Verdict::Ok),
+        Err(e) => Finding::new(
+            "tls",
+            found,
+            Verdict::Error(PreflightError::Tls(Arc::new(e))),
+        ),
+    }
+}
+
+/// `authorization`: who may connect; plain-text secrets are a warning.
+fn authorization(config: &Config) -> Finding {
+    use crate::auth::Method;
+    let Some(a) = &config.auth else {
+        return Finding::new(
+            "authorization",
+            "off (anyone who reaches a listener may publish and subscribe)",
+            Verdict::Info,
+        );
+    };
+    let what = match &a.method {
+        Method::Token(_) => "a token".to_string(),
+        Method::Users(u) => format!("{} user{}", u.len(), if u.len() == 1 { "" } else { "s" }),
+    };
+    let found = format!(
+        "{what}, auth timeout {}{}",
+        format_duration(a.timeout),
+        if a.map_certificates {
+            ", client certificates map to users"
+        } else {
+            ""
+        }
+    );
+    let plain = a.plain_text_secrets();
+    if plain.is_empty() {
+        Finding::new("authorization", found, Verdict::Ok)
+    } else {
+        Finding::new(
+            "authorization",
+            found,
+            Verdict::Warning(format!(
+                "{} stored in plain text in the config file: store bcrypt hashes instead (any bcrypt tool, e.g. `htpasswd -bnBC 11 \"\" PASSWORD | tr -d ':\\n'`)",
+                plain.join(", ")
+            )),
+        )
+    }
 }
 
 /// One line per setting, with `invalid` (what [`Config::validate`] said)
@@ -527,6 +607,7 @@ fn setting_of(e: &ConfigError) -> &'static str {
         ConfigError::NoShards => "shards",
         ConfigError::Zero(flag) => flag.trim_start_matches('-'),
         ConfigError::IoMemoryTooSmall(_) => "io-memory",
+        ConfigError::MapUsersWithoutClientCa => "tls",
     }
 }
 
@@ -1336,6 +1417,8 @@ mod tests {
                 "locked memory",
                 "io_uring",
                 "open files",
+                "tls",
+                "authorization",
             ]
         );
         assert_eq!(found.errors().count(), 0, "{found:?}");

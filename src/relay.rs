@@ -48,6 +48,7 @@ use crate::mesh::{self, Doorbell, ShardId};
 use crate::preflight::{self, MemlockExhausted, PreflightError};
 use crate::shard::{self, ConnectionInfo, Control, Listener, NatsIdentity, Protocol, ShardSpec};
 use crate::stats::{ShardStats, Totals};
+use crate::tls::{TlsAcceptor, TlsError};
 
 /// Batches a mesh path holds before its sender must wait.
 const MESH_CAPACITY: usize = 256;
@@ -129,6 +130,8 @@ pub struct Relay {
     supervisor: Option<JoinHandle<()>>,
     /// Failures, as the supervisor reports them.
     failures: Receiver<String>,
+    /// The TLS server side every shard shares, if the relay speaks TLS.
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// A read-only view of a running relay, for any thread (the metrics
@@ -276,6 +279,12 @@ impl Relay {
             max_payload: config.max_frame,
         });
         let next_cid = Arc::new(AtomicU64::new(1));
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some(Arc::new(
+                TlsAcceptor::load(t).map_err(|e| PreflightError::Tls(Arc::new(e)))?,
+            )),
+        };
 
         let (endpoints, bells) = mesh::build(shards, MESH_CAPACITY);
         let config = Arc::new(config);
@@ -312,6 +321,7 @@ impl Relay {
                 next_cid: next_cid.clone(),
                 nats: nats.clone(),
                 control,
+                tls: tls.clone(),
             };
             let ready = ready_tx.clone();
             let exit = exit_tx.clone();
@@ -405,7 +415,18 @@ impl Relay {
             stopping,
             supervisor: Some(supervisor),
             failures,
+            tls,
         })
+    }
+
+    /// Reads the TLS certificate, key and client CA files again (SIGHUP):
+    /// new handshakes use them, open connections keep theirs. `Ok(false)`
+    /// if the relay does not speak TLS; on error the files in force stay.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        match &self.tls {
+            None => Ok(false),
+            Some(tls) => tls.reload().map(|()| true),
+        }
     }
 
     /// The addresses clients connect to, one per `--listen`, with port 0

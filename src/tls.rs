@@ -232,7 +232,10 @@ mod tests {
         // A broken file on reload keeps the configuration in force.
         std::fs::write(&config.cert, "not a certificate").unwrap();
         let err = acceptor.reload().unwrap_err().to_string();
-        assert!(err.contains("holds no certificate") && err.contains("cert.pem"), "{err}");
+        assert!(
+            err.contains("holds no certificate") && err.contains("cert.pem"),
+            "{err}"
+        );
         let _ = material(&dir);
         let missing = TlsConfig {
             key: dir.join("nope.pem"),
@@ -261,14 +264,13 @@ mod tests {
     #[test]
     fn certificate_names_are_common_name_then_alternative_names() {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec!["host.example".to_string()]).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["host.example".to_string()]).unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "alice");
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::Rfc822Name("alice@example.com".try_into().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            "alice@example.com".try_into().unwrap(),
+        ));
         let cert = params.self_signed(&key).unwrap();
         assert_eq!(
             certificate_names(cert.der()),

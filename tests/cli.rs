@@ -274,7 +274,7 @@ fn less_io_memory_than_glommio_allocates_is_refused() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(
-        stdout(&o).contains("io-memory        FAILED: --io-memory 1 KiB"),
+        stdout(&o).contains("io-memory          FAILED: --io-memory 1 KiB"),
         "{}",
         stdout(&o)
     );
@@ -395,7 +395,7 @@ fn check_config_reports_what_it_found_and_exits_0() {
     assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
     for part in [
         // A bare duration is seconds, as in tern-loadgen.
-        "spin-before-park 5s",
+        "spin-before-park   5s",
         "shards",
         "listen",
         "127.0.0.1:0",
@@ -485,7 +485,7 @@ fn check_config_probes_the_metrics_address() {
     let base = ["--check-config", "--listen", "127.0.0.1:0", "--shards", "1"];
     let o = tern(&base);
     assert!(
-        stdout(&o).contains("metrics          off"),
+        stdout(&o).contains("metrics            off"),
         "{}",
         stdout(&o)
     );
@@ -495,7 +495,7 @@ fn check_config_probes_the_metrics_address() {
     let o = tern(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("metrics          http://127.0.0.1:0/metrics (free): ok"),
+        stdout(&o).contains("metrics            http://127.0.0.1:0/metrics (free): ok"),
         "{}",
         stdout(&o)
     );
@@ -509,7 +509,7 @@ fn check_config_probes_the_metrics_address() {
     assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
     assert!(
         out.contains(&format!(
-            "metrics          FAILED: cannot serve metrics on {addr}"
+            "metrics            FAILED: cannot serve metrics on {addr}"
         )),
         "{out}"
     );

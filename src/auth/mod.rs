@@ -67,7 +67,8 @@ impl Secret {
     /// Whether a stored bcrypt value is a hash bcrypt can read.
     pub fn check_format(&self) -> Result<(), String> {
         match self {
-            Secret::Bcrypt(hash) => hash.parse::<bcrypt::HashParts>()
+            Secret::Bcrypt(hash) => hash
+                .parse::<bcrypt::HashParts>()
                 .map(|_| ())
                 .map_err(|e| format!("not a valid bcrypt hash ({e})")),
             Secret::Plain(_) => Ok(()),
@@ -144,7 +145,9 @@ impl fmt::Debug for Credentials {
         match self {
             Credentials::None => f.write_str("None"),
             Credentials::Token(_) => f.write_str("Token(<redacted>)"),
-            Credentials::User { user, .. } => write!(f, "User {{ user: {user:?}, pass: <redacted> }}"),
+            Credentials::User { user, .. } => {
+                write!(f, "User {{ user: {user:?}, pass: <redacted> }}")
+            }
         }
     }
 }
@@ -172,6 +175,8 @@ pub enum Refusal {
     UnknownUser,
     /// A known user, the wrong password.
     BadPassword,
+    /// An `AUTH` frame without one or two non-empty fields.
+    Malformed,
     /// No credentials within the auth timeout.
     Timeout,
     /// The TLS handshake failed (plain text on a TLS port, a certificate the
@@ -183,11 +188,12 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::NoCredentials,
         Refusal::BadToken,
         Refusal::UnknownUser,
         Refusal::BadPassword,
+        Refusal::Malformed,
         Refusal::Timeout,
         Refusal::TlsHandshake,
         Refusal::TlsTimeout,
@@ -200,6 +206,7 @@ impl Refusal {
             Refusal::BadToken => "bad_token",
             Refusal::UnknownUser => "unknown_user",
             Refusal::BadPassword => "bad_password",
+            Refusal::Malformed => "malformed",
             Refusal::Timeout => "timeout",
             Refusal::TlsHandshake => "tls_handshake",
             Refusal::TlsTimeout => "tls_timeout",
@@ -256,10 +263,7 @@ impl Authorization {
         let Method::Users(users) = &self.method else {
             return None;
         };
-        names
-            .iter()
-            .find_map(|n| users.get(n.as_str()))
-            .map(grant)
+        names.iter().find_map(|n| users.get(n.as_str())).map(grant)
     }
 
     /// Users whose password is stored in plain text (start-up warns).
@@ -331,14 +335,24 @@ mod tests {
                 timeout: DEFAULT_AUTH_TIMEOUT,
                 map_certificates: false,
             };
-            assert_eq!(auth.is_slow(&Credentials::Token("x".into())), stored.starts_with("$2"));
+            assert_eq!(
+                auth.is_slow(&Credentials::Token("x".into())),
+                stored.starts_with("$2")
+            );
             assert!(auth.verify(&Credentials::Token("s3cret".into())).is_ok());
             assert_eq!(
-                auth.verify(&Credentials::Token("s3cre".into())).unwrap_err(),
+                auth.verify(&Credentials::Token("s3cre".into()))
+                    .unwrap_err(),
                 Refusal::BadToken
             );
-            assert_eq!(auth.verify(&Credentials::None).unwrap_err(), Refusal::NoCredentials);
-            assert_eq!(auth.verify(&user("a", "s3cret")).unwrap_err(), Refusal::BadToken);
+            assert_eq!(
+                auth.verify(&Credentials::None).unwrap_err(),
+                Refusal::NoCredentials
+            );
+            assert_eq!(
+                auth.verify(&user("a", "s3cret")).unwrap_err(),
+                Refusal::BadToken
+            );
         }
     }
 
@@ -358,9 +372,18 @@ mod tests {
         assert!(a.permissions.is_none(), "all rights: nothing to check");
         let b = auth.verify(&user("bob", "pw-b")).unwrap();
         assert_eq!(b.permissions.as_deref(), Some(&limited));
-        assert_eq!(auth.verify(&user("alice", "pw-b")).unwrap_err(), Refusal::BadPassword);
-        assert_eq!(auth.verify(&user("carol", "x")).unwrap_err(), Refusal::UnknownUser);
-        assert_eq!(auth.verify(&user("cert-only", "")).unwrap_err(), Refusal::BadPassword);
+        assert_eq!(
+            auth.verify(&user("alice", "pw-b")).unwrap_err(),
+            Refusal::BadPassword
+        );
+        assert_eq!(
+            auth.verify(&user("carol", "x")).unwrap_err(),
+            Refusal::UnknownUser
+        );
+        assert_eq!(
+            auth.verify(&user("cert-only", "")).unwrap_err(),
+            Refusal::BadPassword
+        );
         assert_eq!(
             auth.verify(&Credentials::Token("pw-a".into())).unwrap_err(),
             Refusal::UnknownUser

@@ -165,7 +165,10 @@ mod tests {
 
     #[test]
     fn allow_lists_and_deny_wins() {
-        let r = rule(Some(&["orders.>", "prices.*"]), &["orders.secret", "prices.x"]);
+        let r = rule(
+            Some(&["orders.>", "prices.*"]),
+            &["orders.secret", "prices.x"],
+        );
         assert!(r.permits(b"orders.new"));
         assert!(r.permits(b"orders.a.b"));
         assert!(r.permits(b"prices.eur"));
@@ -190,7 +193,10 @@ mod tests {
         assert!(!r.permits(b"*.new"));
         assert!(!r.permits(b">"));
         let r = rule(Some(&["orders.new"]), &[]);
-        assert!(!r.permits(b"orders.*"), "a literal allow does not cover `*`");
+        assert!(
+            !r.permits(b"orders.*"),
+            "a literal allow does not cover `*`"
+        );
         // A deny of one subject does not refuse a wildcard over it; the
         // delivery filter does.
         let p = Permissions {
@@ -221,7 +227,11 @@ mod tests {
         let mut cache = PermissionCache::default();
         for _ in 0..2 {
             for s in ["a.b", "a.x", "b.c", "a.b.c", "a.b"] {
-                assert_eq!(cache.permits(&r, s.as_bytes()), r.permits(s.as_bytes()), "{s}");
+                assert_eq!(
+                    cache.permits(&r, s.as_bytes()),
+                    r.permits(s.as_bytes()),
+                    "{s}"
+                );
             }
         }
         assert_eq!(cache.len(), 4);

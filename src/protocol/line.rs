@@ -110,7 +110,9 @@ pub fn parse_auth(frame: &[u8]) -> Option<Option<crate::auth::Credentials>> {
         return None;
     }
     let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
-    let fields: Vec<&[u8]> = args.map(|a| a.split(|&b| b == b' ').collect()).unwrap_or_default();
+    let fields: Vec<&[u8]> = args
+        .map(|a| a.split(|&b| b == b' ').collect())
+        .unwrap_or_default();
     Some(match fields.as_slice() {
         [token] if !token.is_empty() => Some(Credentials::Token(text(token))),
         [user, pass] if !user.is_empty() && !pass.is_empty() => Some(Credentials::User {

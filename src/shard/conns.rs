@@ -11,11 +11,13 @@
 //! ([`super::tasks`]) keeps each connection's stream by the same id.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::auth::{PermissionCache, Permissions};
 use crate::outbound::Outbound;
 use crate::protocol::nats::ConnectOptions;
 use crate::router::ConnId;
@@ -61,6 +63,38 @@ pub struct Conn {
     pub msgs_in: u64,
     /// Deliveries queued to it.
     pub msgs_out: u64,
+    /// It authenticated (or needed not: the relay has no authentication
+    /// configured only when nothing checks this).
+    pub authenticated: bool,
+    /// The user it authenticated as (`None`: no users configured, or a
+    /// token).
+    pub user: Option<Arc<str>>,
+    /// What its user may do, if that is not everything: `None` on every
+    /// connection of a relay without permissions, so the hot path checks
+    /// one pointer.
+    pub permissions: Option<Box<ConnPermissions>>,
+}
+
+/// A restricted connection's permissions and its remembered verdicts.
+pub struct ConnPermissions {
+    pub rules: Arc<Permissions>,
+    /// Publish verdicts by subject.
+    pub publish: PermissionCache,
+}
+
+impl ConnPermissions {
+    pub fn new(rules: Arc<Permissions>) -> Self {
+        ConnPermissions {
+            rules,
+            publish: PermissionCache::default(),
+        }
+    }
+
+    /// Whether the user may publish to `subject`.
+    #[inline]
+    pub fn may_publish(&mut self, subject: &[u8]) -> bool {
+        self.publish.permits(&self.rules.publish, subject)
+    }
 }
 
 impl Conn {
@@ -83,6 +117,9 @@ impl Conn {
             since,
             msgs_in: 0,
             msgs_out: 0,
+            authenticated: false,
+            user: None,
+            permissions: None,
         }
     }
 
@@ -92,6 +129,11 @@ impl Conn {
             Wire::Line { subs } => subs.len(),
             Wire::Nats(n) => n.subs.len(),
         }
+    }
+
+    /// Whether it speaks NATS.
+    pub fn is_nats(&self) -> bool {
+        matches!(self.wire, Wire::Nats(_))
     }
 
     /// Whether it is being closed (no more deliveries or reading).

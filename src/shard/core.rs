@@ -28,8 +28,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use super::conns::{Conn, ConnTable, NatsSub, Wire};
+use super::conns::{Conn, ConnPermissions, ConnTable, NatsSub, Wire};
 use super::{ClientInfo, ConnectionInfo};
+use crate::auth::{Grant, Refusal};
 use crate::budget::{self, MemoryBudget};
 use crate::config::Config;
 use crate::mesh::{self, Forward, MeshMsg, Outlet, Place, ShardId, Span};
@@ -50,6 +51,43 @@ pub const PANIC_FRAME: &[u8] = b"TERN-TEST-PANIC";
 /// Server `PING`s a NATS client may leave unanswered; one more and it is
 /// stale (nats-server's default `ping_max`).
 pub const MAX_PINGS_OUT: u8 = 2;
+
+/// Whether a connection with `permissions` may subscribe to `subject`.
+#[inline]
+fn may_subscribe(permissions: &Option<Box<ConnPermissions>>, subject: &[u8]) -> bool {
+    permissions
+        .as_ref()
+        .is_none_or(|p| p.rules.subscribe.permits(subject))
+}
+
+/// What a connection's permissions refused.
+enum Denied<'a> {
+    Publish(&'a [u8]),
+    Subscribe(&'a [u8], Option<&'a [u8]>),
+}
+
+impl Denied<'_> {
+    /// nats-server's `-ERR` text for it.
+    fn nats_text(&self) -> String {
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match self {
+            Denied::Publish(subject) => {
+                format!("Permissions Violation for Publish to \"{}\"", s(subject))
+            }
+            Denied::Subscribe(subject, None) => {
+                format!(
+                    "Permissions Violation for Subscription to \"{}\"",
+                    s(subject)
+                )
+            }
+            Denied::Subscribe(subject, Some(queue)) => format!(
+                "Permissions Violation for Subscription to \"{}\" using queue \"{}\"",
+                s(subject),
+                s(queue)
+            ),
+        }
+    }
+}
 
 /// What a connection task does after the core handled a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -479,7 +517,9 @@ impl Core {
                 group,
                 sid,
             } => {
-                self.subscribe_sid(id, subject, group, sid);
+                if !self.subscribe_sid(id, subject, group, sid) {
+                    return Next::Read;
+                }
                 Next::Read
             }
             Command::UnsubSid { sid, max_msgs } => {
@@ -496,7 +536,7 @@ impl Core {
             Command::Empty => return Next::Read,
         };
         // NATS `verbose`: every accepted `SUB` and `UNSUB` is acknowledged
-        // (a refused one got its `-ERR` instead).
+        // (a refused `SUB` got its `-ERR` instead, and returned above).
         if self.verbose(id) {
             self.reply_ok(id);
         }
@@ -569,6 +609,71 @@ impl Core {
         }
     }
 
+    /// Connection `id` authenticated: it gets `grant`'s user and
+    /// permissions.
+    pub fn authenticated(&mut self, id: ConnId, grant: Grant) {
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.authenticated = true;
+            conn.user = grant.user;
+            conn.permissions = grant.permissions.map(|p| Box::new(ConnPermissions::new(p)));
+        }
+    }
+
+    /// Connection `id` failed to authenticate (`why`): counted, logged with
+    /// its address (never with what it sent), answered in its protocol and
+    /// closed.
+    pub fn refuse_login(&mut self, id: ConnId, why: Refusal) {
+        self.stats.count_auth_failure(why);
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        tracing::warn!(peer = %conn.peer, shard = self.id, reason = why.label(), "authentication failed");
+        if conn.is_nats() {
+            let err = match why {
+                Refusal::Timeout => NatsError::AuthenticationTimeout,
+                _ => NatsError::AuthorizationViolation,
+            };
+            // Counted above, not as a protocol error.
+            if let Some(text) = err.text() {
+                self.reply(id, |out, _| {
+                    out.push(nats::err_len(text), |b| nats::encode_err(b, text))
+                });
+            }
+        } else {
+            let err = match why {
+                Refusal::Timeout => ProtoError::AuthorizationTimeout,
+                Refusal::NoCredentials => ProtoError::AuthorizationRequired,
+                _ => ProtoError::AuthorizationFailed,
+            };
+            self.reply(id, |out, t| out.push_err(err, t));
+        }
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.closing = true;
+            conn.wake();
+        }
+    }
+
+    /// Refuses what connection `id`'s permissions do not allow: `-ERR
+    /// permission denied` (line) or nats-server's `Permissions Violation`
+    /// text (NATS). The connection stays open.
+    #[cold]
+    fn deny(&mut self, id: ConnId, what: Denied<'_>) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        if !conn.is_nats() {
+            // Counts the denial too.
+            self.refuse(id, ProtoError::PermissionDenied, &[]);
+            return;
+        }
+        self.stats.permission_denials.add(1);
+        self.stats.nats_errors.add(1);
+        let text = what.nats_text();
+        self.reply(id, |out, _| {
+            out.push(nats::err_len(&text), |b| nats::encode_err(b, &text))
+        });
+    }
+
     /// One round of the NATS keep-alive: a client with
     /// [`MAX_PINGS_OUT`] `PING`s unanswered is stale (`-ERR 'Stale
     /// Connection'`, closed); every other NATS client is sent a `PING`.
@@ -614,6 +719,12 @@ impl Core {
     fn publish(&mut self, id: ConnId, msg: Message<'_>, chunk: &Bytes) {
         let (from_line, verbose, no_responders) = match self.conns.get_mut(id) {
             Some(c) => {
+                if let Some(p) = c.permissions.as_deref_mut() {
+                    if !p.may_publish(msg.subject) {
+                        self.deny(id, Denied::Publish(msg.subject));
+                        return;
+                    }
+                }
                 c.msgs_in += 1;
                 match &c.wire {
                     Wire::Line { .. } => (true, false, false),
@@ -732,6 +843,14 @@ impl Core {
             return;
         }
         let msg = &d.msg;
+        if let Some(p) = &conn.permissions {
+            // A wildcard subscription the user was allowed may still match
+            // a subject its deny list names.
+            if p.rules.filters_deliveries() && !p.rules.may_receive(msg.subject) {
+                self.stats.permission_denials.add(1);
+                return;
+            }
+        }
         let (pushed, ended) = match &mut conn.wire {
             Wire::Line { .. } => {
                 if !d.line_ok(&self.terminator) {
@@ -902,12 +1021,17 @@ impl Core {
         make_key(&mut self.key, subject, group);
         let Some(Conn {
             wire: Wire::Line { subs },
+            permissions: conn_permissions,
             ..
         }) = self.conns.get_mut(id)
         else {
             return;
         };
         if subs.contains(&self.key[..]) {
+            return;
+        }
+        if !may_subscribe(conn_permissions, subject) {
+            self.deny(id, Denied::Subscribe(subject, group));
             return;
         }
         if subs.len() >= self.limits.max_subs {
@@ -936,17 +1060,32 @@ impl Core {
         self.stats.subscriptions.sub(1);
     }
 
-    fn subscribe_sid(&mut self, id: ConnId, subject: &[u8], group: Option<&[u8]>, sid: &[u8]) {
-        let Some(n) = self.conns.nats_mut(id) else {
-            return;
+    fn subscribe_sid(
+        &mut self,
+        id: ConnId,
+        subject: &[u8],
+        group: Option<&[u8]>,
+        sid: &[u8],
+    ) -> bool {
+        let Some(Conn {
+            wire: Wire::Nats(n),
+            permissions,
+            ..
+        }) = self.conns.get_mut(id)
+        else {
+            return false;
         };
         if n.subs.number(sid).is_some() {
             // nats-server keeps the first subscription under a sid.
-            return;
+            return true;
+        }
+        if !may_subscribe(permissions, subject) {
+            self.deny(id, Denied::Subscribe(subject, group));
+            return false;
         }
         if n.subs.len() >= self.limits.max_subs {
             self.refuse_nats(id, NatsError::MaxSubscriptions);
-            return;
+            return false;
         }
         let number = n
             .subs
@@ -966,6 +1105,7 @@ impl Core {
             subject,
             group,
         );
+        true
     }
 
     fn unsubscribe_sid(&mut self, id: ConnId, sid: &[u8], max_msgs: Option<u64>) {

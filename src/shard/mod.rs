@@ -11,13 +11,15 @@
 //!   is queued to whom and what goes to which shard;
 //! * [`conns`] — the connection table the core keeps.
 //!
-//! [`shutdown`] is the stop signal the tasks share. Nothing here is
+//! [`socket`] is a client's stream, clear or inside TLS. [`shutdown`] is
+//! the stop signal the tasks share. Nothing here is
 //! shared with another thread except through the mesh's channels and the
 //! [`Control`] channel from the relay.
 
 pub mod conns;
 pub mod core;
 pub mod shutdown;
+pub mod socket;
 pub mod tasks;
 
 use std::net::SocketAddr;
@@ -124,4 +126,7 @@ pub struct ShardSpec {
     pub nats: Arc<NatsIdentity>,
     /// Requests from the relay and its [`crate::relay::Monitor`].
     pub control: crossbeam_channel::Receiver<Control>,
+    /// The TLS server side, if the relay speaks TLS (shared by every
+    /// shard, reloaded on SIGHUP).
+    pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
 }

@@ -55,16 +55,19 @@ use glommio::sync::Gate;
 use super::conns::{Conn, Wire};
 use super::core::{Core, InboundBatch, Next};
 use super::shutdown::Shutdown;
+use super::socket::{self, Socket};
 use super::{Control, Listener, NatsIdentity, Protocol, ShardSpec};
+use crate::auth::{Credentials, Grant, Refusal};
 use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::framing::{FrameError, Framer};
 use crate::mesh::{self, Doorbell, Endpoint};
 use crate::outbound::Outbound;
-use crate::protocol::nats::{self, Decoder, Op, ServerInfo};
+use crate::protocol::nats::{self, ConnectOptions, Decoder, Op, ServerInfo};
 use crate::protocol::{line, Command, ProtoError};
 use crate::router::ConnId;
 use crate::stats::ShardStats;
+use crate::tls::TlsAcceptor;
 
 /// How long shutdown waits for clients to take what they are owed.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
@@ -74,6 +77,10 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// (10 trims over 10,000 closes on 2 shards); at this spacing even a
 /// connection storm spends little of the shard on them.
 const TRIM_AFTER_CLOSES: usize = 1024;
+
+/// Longest a closing TLS connection waits to send what rustls holds and
+/// its closing alert.
+const TLS_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Inbound batches applied per path before the mesh task lets other tasks
 /// run.
@@ -93,7 +100,9 @@ struct Shard {
     nats: Arc<NatsIdentity>,
     core: RefCell<Core>,
     /// Each connection's socket, by [`ConnId`]: the core never sees them.
-    sockets: RefCell<Vec<Option<TcpStream>>>,
+    sockets: RefCell<Vec<Option<Socket>>>,
+    /// The TLS server side, if clients must speak TLS.
+    tls: Option<Arc<TlsAcceptor>>,
     /// Connection tasks paused for mesh back-pressure.
     mesh_waiters: RefCell<Vec<Waker>>,
     /// Connections closed since memory was last given back (see
@@ -117,6 +126,7 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         next_cid,
         nats,
         control,
+        tls,
     } = spec;
     let Endpoint {
         doorbell,
@@ -140,6 +150,7 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         next_cid,
         nats,
         sockets: RefCell::new(Vec::new()),
+        tls,
         mesh_waiters: RefCell::new(Vec::new()),
         closed_since_trim: Cell::new(0),
         shutdown: Shutdown::default(),
@@ -228,13 +239,14 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let id = shard.add(stream, peer, protocol, addr);
-        match gate.spawn(connection(shard.clone(), id, protocol)) {
+        match gate.spawn(connection(shard.clone(), stream, peer, protocol, addr)) {
             Ok(task) => {
                 task.detach();
             }
             // The gate is closing: the shard is stopping.
-            Err(_) => shard.remove(id),
+            Err(_) => {
+                shard.open.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -331,8 +343,47 @@ impl Drop for InputHeld {
     }
 }
 
-/// Drives one connection from accept to close.
-async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
+/// What a connection that has not authenticated yet does next (see
+/// [`Shard::process_login`]).
+enum Login {
+    /// What it would do anyway: read on, wait, or close.
+    Then(Next),
+    /// Check these credentials; a NATS client's `CONNECT` options take
+    /// effect once they pass.
+    Verify(Credentials, Option<Box<ConnectOptions>>),
+}
+
+/// A NATS client's credentials, as its `CONNECT` gives them.
+fn nats_credentials(options: &ConnectOptions) -> Credentials {
+    if !options.auth_token.is_empty() {
+        Credentials::Token(options.auth_token.clone())
+    } else if !options.user.is_empty() {
+        Credentials::User {
+            user: options.user.clone(),
+            pass: options.pass.clone(),
+        }
+    } else {
+        Credentials::None
+    }
+}
+
+/// Drives one connection from accept to close: the TLS handshake if the
+/// relay speaks TLS, authentication if it has users, then its frames.
+async fn connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    protocol: Protocol,
+    local: SocketAddr,
+) {
+    let cid = shard.next_cid.fetch_add(1, Ordering::Relaxed);
+    let Some((socket, greeted)) = shard.secure(stream, peer, protocol, local, cid).await else {
+        shard.open.fetch_sub(1, Ordering::Relaxed);
+        return;
+    };
+    let id = shard.add(socket, peer, protocol, local, cid, greeted);
+    // Until it authenticates: the time it has left.
+    let mut login = shard.login_deadline(id);
     let (mut framer, mut session) = match protocol {
         Protocol::Line => (
             Framer::with_read_size(
@@ -351,6 +402,23 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
     let mut input = InputHeld::new(shard.stats.clone());
     loop {
         let next = match &mut session {
+            _ if login.is_some() => match shard.process_login(id, &mut framer, &mut session, eof) {
+                Login::Then(next) => next,
+                Login::Verify(credentials, options) => {
+                    shard.log_in(id, credentials, options).await;
+                    if shard
+                        .core
+                        .borrow()
+                        .conns()
+                        .get(id)
+                        .is_some_and(|c| !c.leaving())
+                    {
+                        login = None;
+                    }
+                    shard.flush();
+                    continue;
+                }
+            },
             Session::Line => shard.process(id, &mut framer, eof),
             Session::Nats(decoder) => shard.process_nats(id, &mut framer, decoder, eof),
         };
@@ -386,7 +454,24 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
             shard.core.borrow_mut().refuse_for_memory(id);
             continue;
         }
-        let read = poll_fn(|cx| shard.poll_read(id, cx, &mut framer)).await;
+        let read = match login {
+            None => poll_fn(|cx| shard.poll_read(id, cx, &mut framer)).await,
+            Some(deadline) => {
+                let read = async { Some(poll_fn(|cx| shard.poll_read(id, cx, &mut framer)).await) };
+                let late = async {
+                    glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                    None
+                };
+                match futures_lite::future::or(read, late).await {
+                    Some(read) => read,
+                    None => {
+                        shard.core.borrow_mut().refuse_login(id, Refusal::Timeout);
+                        shard.flush();
+                        continue;
+                    }
+                }
+            }
+        };
         match read {
             Some(0) | None => eof = true,
             Some(n) => {
@@ -399,6 +484,7 @@ async fn connection(shard: Rc<Shard>, id: ConnId, protocol: Protocol) {
     // Half-close or shutdown: hand over what the client is owed first
     // (at shutdown, also what other shards still forward).
     poll_fn(|cx| shard.poll_conn(id, cx, Core::is_done)).await;
+    shard.close_tls(id).await;
     shard.remove(id);
 }
 
@@ -497,39 +583,38 @@ impl Shard {
     }
 
     /// Admits a connection accepted on a `protocol` listener bound to
-    /// `local`; a NATS client is greeted with `INFO`.
+    /// `local`, as connection `cid`; a NATS client not yet `greeted` is
+    /// greeted with `INFO`.
     fn add(
         &self,
-        stream: TcpStream,
+        socket: Socket,
         peer: SocketAddr,
         protocol: Protocol,
         local: SocketAddr,
+        cid: u64,
+        greeted: bool,
     ) -> ConnId {
-        let cid = self.next_cid.fetch_add(1, Ordering::Relaxed);
         let wire = match protocol {
             Protocol::Line => Wire::line(),
             Protocol::Nats => Wire::nats(),
         };
+        let names = match &self.config.auth {
+            Some(auth) if auth.map_certificates => socket.certificate_names(),
+            _ => Vec::new(),
+        };
         let mut core = self.core.borrow_mut();
         let id = core.open(peer, cid, wire, Instant::now());
-        if protocol == Protocol::Nats {
-            let info = ServerInfo {
-                server_id: self.nats.server_id.clone(),
-                server_name: self.nats.server_name.clone(),
-                version: nats::SERVER_VERSION.to_string(),
-                proto: nats::PROTO,
-                host: local.ip().to_string(),
-                port: local.port(),
-                headers: true,
-                auth_required: false,
-                tls_required: false,
-                max_payload: self.nats.max_payload as u64,
-                client_id: cid,
-                client_ip: peer.ip().to_string(),
-            };
-            let mut greeting = Vec::with_capacity(nats::info_len(&info));
-            nats::encode_info(&mut greeting, &info);
-            core.greet(id, &greeting);
+        if protocol == Protocol::Nats && !greeted {
+            core.greet(id, &self.info(cid, peer, local));
+        }
+        // A client certificate that names a user logs that user in.
+        if let Some(grant) = self
+            .config
+            .auth
+            .as_ref()
+            .and_then(|a| a.verify_certificate(&names))
+        {
+            core.authenticated(id, grant);
         }
         drop(core);
         let mut sockets = self.sockets.borrow_mut();
@@ -537,8 +622,144 @@ impl Shard {
         if sockets.len() <= slot {
             sockets.resize_with(slot + 1, || None);
         }
-        sockets[slot] = Some(stream);
+        sockets[slot] = Some(socket);
         id
+    }
+
+    /// The `INFO` a NATS client connected from `peer` to `local` is sent.
+    fn info(&self, cid: u64, peer: SocketAddr, local: SocketAddr) -> Vec<u8> {
+        let info = ServerInfo {
+            server_id: self.nats.server_id.clone(),
+            server_name: self.nats.server_name.clone(),
+            version: nats::SERVER_VERSION.to_string(),
+            proto: nats::PROTO,
+            host: local.ip().to_string(),
+            port: local.port(),
+            headers: true,
+            auth_required: self.config.auth.is_some(),
+            tls_required: self.tls.is_some(),
+            max_payload: self.nats.max_payload as u64,
+            client_id: cid,
+            client_ip: peer.ip().to_string(),
+        };
+        let mut greeting = Vec::with_capacity(nats::info_len(&info));
+        nats::encode_info(&mut greeting, &info);
+        greeting
+    }
+
+    /// Makes an accepted stream ready to serve: in clear text as it is;
+    /// with TLS, after the handshake (for NATS, after a clear-text `INFO`
+    /// unless the handshake comes first). Also whether the client has been
+    /// sent its `INFO`. `None`: the handshake failed (counted and logged).
+    async fn secure(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        protocol: Protocol,
+        local: SocketAddr,
+        cid: u64,
+    ) -> Option<(Socket, bool)> {
+        let Some(tls) = &self.tls else {
+            return Some((Socket::Plain(stream), false));
+        };
+        let settings = tls.config();
+        let info_first = protocol == Protocol::Nats && !settings.nats_handshake_first;
+        if info_first {
+            let info = self.info(cid, peer, local);
+            let sent = async {
+                futures_lite::AsyncWriteExt::write_all(&mut stream, &info)
+                    .await
+                    .is_ok()
+            };
+            let stop = async {
+                self.shutdown.wait().await;
+                false
+            };
+            if !futures_lite::future::or(sent, stop).await {
+                return None;
+            }
+        }
+        let handshake =
+            async { Some(socket::handshake(stream, tls.server_config(), settings.timeout).await) };
+        let stop = async {
+            self.shutdown.wait().await;
+            None
+        };
+        match futures_lite::future::or(handshake, stop).await? {
+            Ok(socket) => Some((socket, info_first)),
+            Err((why, detail)) => {
+                self.stats.count_auth_failure(why);
+                tracing::warn!(%peer, shard = self.core.borrow().id(), reason = why.label(), "TLS handshake failed: {detail}");
+                None
+            }
+        }
+    }
+
+    /// When connection `id` must have authenticated by, or `None` if it
+    /// need not (no authentication configured, or its certificate did).
+    fn login_deadline(&self, id: ConnId) -> Option<Instant> {
+        let auth = self.config.auth.as_ref()?;
+        let core = self.core.borrow();
+        match core.conns().get(id) {
+            Some(c) if c.authenticated => None,
+            _ => Some(Instant::now() + auth.timeout),
+        }
+    }
+
+    /// Checks connection `id`'s credentials, off the shard's thread when
+    /// that is slow (bcrypt), and lets it in or refuses it.
+    async fn log_in(
+        &self,
+        id: ConnId,
+        credentials: Credentials,
+        options: Option<Box<ConnectOptions>>,
+    ) {
+        let Some(auth) = self.config.auth.clone() else {
+            return;
+        };
+        let verdict: Result<Grant, Refusal> = if auth.is_slow(&credentials) {
+            glommio::executor()
+                .spawn_blocking(move || auth.verify(&credentials))
+                .await
+        } else {
+            auth.verify(&credentials)
+        };
+        let mut core = self.core.borrow_mut();
+        match verdict {
+            Ok(grant) => {
+                if let Some(user) = &grant.user {
+                    if let Some(c) = core.conns().get(id) {
+                        tracing::debug!(peer = %c.peer, %user, "authenticated");
+                    }
+                }
+                core.authenticated(id, grant);
+                if let Some(options) = options {
+                    core.connect(id, &options);
+                }
+            }
+            Err(why) => core.refuse_login(id, why),
+        }
+    }
+
+    /// Over TLS: sends what rustls still holds and the closing alert, for
+    /// at most [`TLS_CLOSE_WAIT`].
+    async fn close_tls(&self, id: ConnId) {
+        let is_tls = matches!(
+            self.sockets.borrow().get(id as usize),
+            Some(Some(Socket::Tls(_)))
+        );
+        if !is_tls {
+            return;
+        }
+        let close = poll_fn(|cx| {
+            let mut sockets = self.sockets.borrow_mut();
+            match sockets.get_mut(id as usize).and_then(Option::as_mut) {
+                Some(socket) => Pin::new(socket).poll_close(cx).map(|_| ()),
+                None => Poll::Ready(()),
+            }
+        });
+        let late = glommio::timer::sleep(TLS_CLOSE_WAIT);
+        futures_lite::future::or(close, late).await;
     }
 
     /// Closes a connection: its subscriptions leave every shard's index,
@@ -581,6 +802,17 @@ impl Shard {
                 Ok(frame) => match line::parse(frame.as_slice()) {
                     Ok(command) => core.handle(id, command, frame.chunk().0),
                     Err(e) => {
+                        // A second `AUTH` (only a relay with authentication
+                        // knows the verb).
+                        let e = match e {
+                            ProtoError::UnknownVerb
+                                if self.config.auth.is_some()
+                                    && line::parse_auth(frame.as_slice()).is_some() =>
+                            {
+                                ProtoError::InvalidArguments
+                            }
+                            e => e,
+                        };
                         core.refuse(id, e, frame.as_slice());
                         Next::Read
                     }
@@ -597,6 +829,72 @@ impl Shard {
             }
         }
         Next::Read
+    }
+
+    /// Reads what a connection that must authenticate sent first: a line
+    /// client's first non-empty frame must be `AUTH`, a NATS client's first
+    /// operation `CONNECT`; anything else is refused and closes it.
+    fn process_login(
+        &self,
+        id: ConnId,
+        framer: &mut Framer,
+        session: &mut Session,
+        eof: bool,
+    ) -> Login {
+        let mut core = self.core.borrow_mut();
+        let ready = core.readiness(id, eof);
+        if ready != Next::Read {
+            return Login::Then(ready);
+        }
+        let mut frames = framer.frames();
+        match session {
+            Session::Line => {
+                while let Some(item) = frames.next_frame() {
+                    let frame = match item {
+                        Ok(frame) if frame.as_slice().is_empty() => continue,
+                        Ok(frame) => frame,
+                        Err(FrameError::TooLong { .. }) => {
+                            core.refuse_login(id, Refusal::NoCredentials);
+                            return Login::Then(Next::Read);
+                        }
+                    };
+                    return match line::parse_auth(frame.as_slice()) {
+                        Some(Some(credentials)) => Login::Verify(credentials, None),
+                        Some(None) => {
+                            core.refuse_login(id, Refusal::Malformed);
+                            Login::Then(Next::Read)
+                        }
+                        None => {
+                            core.refuse_login(id, Refusal::NoCredentials);
+                            Login::Then(Next::Read)
+                        }
+                    };
+                }
+            }
+            Session::Nats(decoder) => {
+                if let Some(item) = decoder.next(&mut frames) {
+                    return match item {
+                        Ok(Op::Connect(options)) => Login::Verify(
+                            nats_credentials(options),
+                            Some(Box::new(options.clone())),
+                        ),
+                        Ok(_) => {
+                            core.refuse_login(id, Refusal::NoCredentials);
+                            Login::Then(Next::Read)
+                        }
+                        Err(e) => {
+                            core.refuse_nats(id, e);
+                            Login::Then(Next::Read)
+                        }
+                    };
+                }
+                if let Err(e) = decoder.check_partial(framer) {
+                    core.refuse_nats(id, e);
+                    return Login::Then(Next::Close);
+                }
+            }
+        }
+        Login::Then(Next::Read)
     }
 
     /// Handles every complete NATS operation buffered for `id`.
@@ -759,7 +1057,7 @@ impl Shard {
 /// Writes as much of `out` as the socket takes. If the socket is full, the
 /// waker in `cx` is registered for writability. An error means the peer is
 /// gone.
-fn write(stream: &mut TcpStream, out: &mut Outbound, cx: &mut Context<'_>) -> io::Result<()> {
+fn write(stream: &mut Socket, out: &mut Outbound, cx: &mut Context<'_>) -> io::Result<()> {
     while !out.is_empty() {
         match Pin::new(&mut *stream).poll_write(cx, out.unsent()) {
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
@@ -768,5 +1066,10 @@ fn write(stream: &mut TcpStream, out: &mut Outbound, cx: &mut Context<'_>) -> io
             Poll::Pending => return Ok(()),
         }
     }
-    Ok(())
+    // Over TLS the last records may still be in rustls's buffer; if the
+    // socket is full, the waker is registered for when it is not.
+    match stream.poll_flush_tls(cx) {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
