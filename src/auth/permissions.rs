@@ -5,13 +5,17 @@
 //! one for subscribing, each an allow list and a deny list of subject
 //! patterns (wildcards allowed). A subject is permitted when the allow list
 //! is absent or one of its patterns matches, and no deny pattern matches:
-//! deny wins. This is nats-server's rule, and matching is nats-server's
-//! too: a subscription subject's own wildcards are taken as plain tokens, so
-//! `SUB orders.*` needs an allow pattern that matches the token `*` (such
-//! as `orders.*`, `orders.>` or `>`), and a deny pattern `orders.secret`
-//! does not refuse `SUB orders.*`. What such a wildcard subscription would
-//! receive on a denied subject is filtered out at delivery instead
-//! ([`Permissions::may_receive`]), as nats-server does.
+//! deny wins (nats-server's rule).
+//!
+//! A subscription's own wildcards need an allow pattern that covers every
+//! subject they could match: `SUB orders.*` is allowed by `orders.*`,
+//! `orders.>` or `>`, but not by `orders.new`; `SUB orders.>` only by a
+//! pattern ending in `>` there. (nats-server takes the subscription's
+//! wildcards as plain tokens, so its `orders.*` also lets `SUB orders.>`
+//! through, which then receives `orders.a.b`; tern does not.) It is refused
+//! when a deny pattern covers it all; a deny pattern that covers only part
+//! of it (`orders.secret` under `SUB orders.*`) is applied to each delivery
+//! instead ([`Permissions::may_receive`]), as nats-server does.
 //!
 //! The relay checks a connection's publish subjects once each:
 //! [`PermissionCache`] remembers the verdicts, so an authorised publisher
@@ -21,6 +25,24 @@
 use rustc_hash::FxHashMap;
 
 use crate::subject::{is_valid_subject, pattern_matches};
+
+/// Whether every subject `subject` matches (it may hold wildcards) is
+/// matched by `pattern`. For a subject without wildcards this is
+/// [`pattern_matches`].
+pub fn covers(pattern: &[u8], subject: &[u8]) -> bool {
+    let mut p = pattern.split(|&b| b == b'.');
+    let mut s = subject.split(|&b| b == b'.');
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return true,
+            // A valid pattern has `>` last only.
+            (Some(b">"), Some(_)) => return true,
+            (Some(b"*"), Some(t)) if t != b">" => {}
+            (Some(pt), Some(st)) if pt == st && pt != b"*" && pt != b">" => {}
+            _ => return false,
+        }
+    }
+}
 
 /// One direction's rule: an allow list (absent: everything) and a deny list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,16 +82,18 @@ impl SubjectRule {
         self.allow.is_none() && self.deny.is_empty()
     }
 
-    /// Whether `subject` (its wildcards taken as plain tokens) is allowed.
+    /// Whether `subject` (a publish subject, or a subscription's, wildcards
+    /// and all) is allowed: an allow pattern covers it, no deny pattern
+    /// does.
     pub fn permits(&self, subject: &[u8]) -> bool {
         let allowed = match &self.allow {
             None => true,
-            Some(allow) => allow.iter().any(|p| pattern_matches(p, subject)),
+            Some(allow) => allow.iter().any(|p| covers(p, subject)),
         };
-        allowed && !self.denies(subject)
+        allowed && !self.deny.iter().any(|p| covers(p, subject))
     }
 
-    /// Whether a deny pattern matches `subject`.
+    /// Whether a deny pattern matches the published `subject`.
     fn denies(&self, subject: &[u8]) -> bool {
         self.deny.iter().any(|p| pattern_matches(p, subject))
     }
@@ -187,11 +211,17 @@ mod tests {
     }
 
     #[test]
-    fn a_subscription_subjects_wildcards_are_plain_tokens() {
-        let r = rule(Some(&["orders.*"]), &[]);
+    fn a_subscriptions_wildcards_must_be_covered() {
+        let r = rule(Some(&["orders.*", "logs.>"]), &[]);
         assert!(r.permits(b"orders.*"));
+        assert!(r.permits(b"orders.x"));
+        assert!(!r.permits(b"orders.>"), "`*` does not cover `>`");
         assert!(!r.permits(b"*.new"));
         assert!(!r.permits(b">"));
+        assert!(r.permits(b"logs.>"));
+        assert!(r.permits(b"logs.*.x"));
+        assert!(r.permits(b"logs.a.>"));
+        assert!(!r.permits(b"logs"));
         let r = rule(Some(&["orders.new"]), &[]);
         assert!(
             !r.permits(b"orders.*"),
@@ -207,9 +237,26 @@ mod tests {
         assert!(p.filters_deliveries());
         assert!(!p.may_receive(b"orders.secret"));
         assert!(p.may_receive(b"orders.new"));
-        // A deny with a wildcard refuses the same wildcard subscription.
+        // A deny that covers the whole subscription refuses it.
         let r = rule(None, &["orders.>"]);
         assert!(!r.permits(b"orders.*"));
+        assert!(!r.permits(b"orders.>"));
+        assert!(r.permits(b">"), "only partly denied: filtered at delivery");
+    }
+
+    #[test]
+    fn covers_agrees_with_matching_on_literal_subjects() {
+        let patterns = ["a", "a.b", "a.*", "*.b", "a.>", ">", "*", "a.*.c", "*.*"];
+        let subjects = ["a", "b", "a.b", "a.c", "b.b", "a.b.c", "a.x.c", "x.y.z"];
+        for p in patterns {
+            for s in subjects {
+                assert_eq!(
+                    covers(p.as_bytes(), s.as_bytes()),
+                    pattern_matches(p.as_bytes(), s.as_bytes()),
+                    "{p} {s}"
+                );
+            }
+        }
     }
 
     #[test]
