@@ -11,7 +11,7 @@
 //! while empty, as in nats-server); tern adds `shard`. Left out, because
 //! the shards do not keep them per connection: `in_bytes`, `out_bytes`,
 //! `last_activity`, `idle` and `rtt`; and the TLS, user and account
-//! fields, which tern has no use for.
+//! fields other than `authorized_user`, which tern has no use for.
 //!
 //! The query, as nats-server reads it (the first value of a parameter
 //! counts, an empty one is absent, parameters it does not know are
@@ -27,8 +27,11 @@
 //! * `cid`: only that connection (and `limit` 1);
 //! * `state`: `open` only (tern keeps no closed connections: `closed` and
 //!   `all` are refused);
-//! * `subs` and `auth` are checked and add nothing: tern does not list
-//!   subscriptions per connection, and has no users;
+//! * `auth`: with a true value, each connection's `authorized_user` (the
+//!   user it logged in as, if the relay has users; never a password or
+//!   token);
+//! * `subs` is checked and adds nothing: tern does not list
+//!   subscriptions per connection;
 //! * `user`, `acc`, `mqtt_client` and `filter_subject` (other than `>`)
 //!   filter by things tern does not have: refused.
 
@@ -134,6 +137,8 @@ pub(super) struct ConnzQuery {
     limit: usize,
     /// Only this connection.
     cid: Option<u64>,
+    /// List each connection's `authorized_user`.
+    auth: bool,
 }
 
 impl ConnzQuery {
@@ -148,17 +153,17 @@ impl ConnzQuery {
                     .map_err(|_| ConnzError::InvalidNumber { param, value })
             })
         };
-        let boolean = |param: &'static str| -> Result<(), ConnzError> {
+        let boolean = |param: &'static str| -> Result<bool, ConnzError> {
             match get(param) {
-                None => Ok(()),
+                None => Ok(false),
                 Some(value) => match go_bool(&value) {
-                    Some(_) => Ok(()),
+                    Some(b) => Ok(b),
                     None => Err(ConnzError::InvalidBool { param, value }),
                 },
             }
         };
 
-        boolean("auth")?;
+        let auth = boolean("auth")?;
         if !get("subs").is_some_and(|v| v.eq_ignore_ascii_case("detail")) {
             boolean("subs")?;
         }
@@ -203,6 +208,7 @@ impl ConnzQuery {
             offset: usize::try_from(offset).unwrap_or(0),
             limit,
             cid: cid.filter(|&c| c > 0),
+            auth,
         })
     }
 }
@@ -305,13 +311,16 @@ struct ConnInfoJson<'a> {
     lang: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     version: &'a str,
+    /// With `auth=true`: the user it logged in as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorized_user: Option<&'a str>,
     /// tern's: the shard that serves it.
     shard: ShardId,
 }
 
 impl<'a> ConnInfoJson<'a> {
-    /// `c` as listed at `now`.
-    fn new(c: &'a ConnectionInfo, now: SystemTime) -> ConnInfoJson<'a> {
+    /// `c` as listed at `now` (with its user if `auth`).
+    fn new(c: &'a ConnectionInfo, now: SystemTime, auth: bool) -> ConnInfoJson<'a> {
         let (protocol, name, lang, version) = match &c.client {
             ClientInfo::Line => ("line", "", "tern-line", ""),
             ClientInfo::Nats {
@@ -336,6 +345,7 @@ impl<'a> ConnInfoJson<'a> {
             name,
             lang,
             version,
+            authorized_user: c.user.as_deref().filter(|_| auth),
             shard: c.shard,
         }
     }
@@ -365,7 +375,7 @@ pub(super) fn encode_connz(
     let to = query.offset.saturating_add(query.limit).min(list.len());
     let connections: Vec<ConnInfoJson<'_>> = list[from..to]
         .iter()
-        .map(|c| ConnInfoJson::new(c, now))
+        .map(|c| ConnInfoJson::new(c, now, query.auth))
         .collect();
     let json = ConnzJson {
         server_id,
@@ -403,6 +413,7 @@ mod tests {
             offset: 0,
             limit: DEFAULT_LIMIT,
             cid: None,
+            auth: false,
         };
         assert_eq!(q(""), Ok(default));
         // Empty values are absent; zero or negative limits are the default;
@@ -419,7 +430,8 @@ mod tests {
                 sort: ConnzSort::Pending,
                 offset: 2,
                 limit: 7,
-                cid: None
+                cid: None,
+                auth: false,
             })
         );
         // A cid asks for one connection; cid=0 is "any".
@@ -433,7 +445,6 @@ mod tests {
             "subs=detail",
             "subs=DETAIL",
             "subs=false",
-            "auth=true",
             "auth=F",
             "state=open",
             "state=OPEN",
@@ -442,6 +453,8 @@ mod tests {
         ] {
             assert_eq!(q(ok), Ok(default), "{ok}");
         }
+        assert!(q("auth=true").unwrap().auth);
+        assert!(q("auth=1").unwrap().auth);
         // Values are percent-decoded, as a form or a browser sends them.
         assert_eq!(q("sort=msgs%5fto").unwrap().sort, ConnzSort::MsgsTo);
         assert_eq!(refusal("sort=a+b%2"), "invalid sorting option: a b%2");
@@ -623,6 +636,31 @@ mod tests {
     }
 
     #[test]
+    fn the_authorized_user_is_listed_only_when_asked() {
+        let c = ConnectionInfo {
+            shard: 0,
+            cid: 1,
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            client: ClientInfo::Line,
+            age: Duration::ZERO,
+            subscriptions: 0,
+            msgs_in: 0,
+            msgs_out: 0,
+            pending_bytes: 0,
+            user: Some("alice".into()),
+        };
+        let page = |query: &str| -> serde_json::Value {
+            let body = encode_connz("NID", vec![c.clone()], &q(query).unwrap(), UNIX_EPOCH);
+            serde_json::from_slice(&body).unwrap()
+        };
+        assert_eq!(
+            page("auth=true")["connections"][0]["authorized_user"],
+            "alice"
+        );
+        assert!(page("")["connections"][0].get("authorized_user").is_none());
+    }
+
+    #[test]
     fn a_nats_client_before_connect_and_ipv6_peers() {
         let c = ConnectionInfo {
             shard: 1,
@@ -638,6 +676,7 @@ mod tests {
             msgs_in: 0,
             msgs_out: 0,
             pending_bytes: 0,
+            user: None,
         };
         let v6 = ConnectionInfo {
             cid: 5,

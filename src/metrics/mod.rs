@@ -225,6 +225,9 @@ impl Source for Monitor {
             max_pending: config.max_pending,
             ping_interval: config.nats_ping_interval,
             start: self.started(),
+            auth_timeout: config.auth.as_ref().map(|a| a.timeout),
+            tls_timeout: config.tls.as_ref().map(|t| t.timeout),
+            tls_verify: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
         }
     }
 
@@ -484,6 +487,9 @@ mod tests {
             max_pending: 64 << 20,
             ping_interval: Duration::from_secs(120),
             start: std::time::UNIX_EPOCH + Duration::new(1_714_564_803, 400_000),
+            auth_timeout: None,
+            tls_timeout: None,
+            tls_verify: false,
         }
     }
 
@@ -504,6 +510,7 @@ mod tests {
             msgs_in,
             msgs_out: 7,
             pending_bytes: pending,
+            user: (port % 2 == 0).then(|| "alice".to_string()),
         }
     }
 

@@ -7,7 +7,9 @@
 //! `--nats-listen` address; absent without one), the limits
 //! (`max_connections`, `max_subscriptions` per connection, `ping_interval`
 //! in nanoseconds, `ping_max`, `max_control_line`, `max_payload`,
-//! `max_pending` per connection), `http_host`/`http_port` (this endpoint),
+//! `max_pending` per connection), with authentication `auth_required` and
+//! `auth_timeout`, with TLS `tls_required`, `tls_verify` and `tls_timeout`
+//! (seconds), `http_host`/`http_port` (this endpoint),
 //! `start`, `now`, `uptime`, `mem` (resident bytes), `cores` (shards),
 //! `cpu`, and the relay's counters summed over shards: `connections`,
 //! `total_connections`, `subscriptions`, `in_msgs`, `out_msgs`,
@@ -15,7 +17,7 @@
 //! `tern`: its version and the CPU of each shard.
 //!
 //! Left out, because tern has no such thing: `go`, `gomaxprocs` and
-//! `git_commit` (tern is not a Go build), TLS, authentication, cluster,
+//! `git_commit` (tern is not a Go build), cluster,
 //! gateway, leaf node, MQTT, websocket and JetStream settings and counts,
 //! `write_deadline`, `http_req_stats` and `config_load_time`.
 
@@ -50,6 +52,14 @@ pub(super) struct ServerInfo {
     pub(super) ping_interval: Duration,
     /// When the relay started (wall clock).
     pub(super) start: SystemTime,
+    /// Clients must authenticate, within this long (`None`: no
+    /// authentication configured).
+    pub(super) auth_timeout: Option<Duration>,
+    /// Clients must speak TLS, finishing the handshake within this long
+    /// (`None`: clear text).
+    pub(super) tls_timeout: Option<Duration>,
+    /// Clients must present a certificate (mutual TLS).
+    pub(super) tls_verify: bool,
 }
 
 /// The shortest window `/varz`' `cpu` is measured over: like
@@ -135,6 +145,18 @@ struct VarzJson<'a> {
     max_control_line: usize,
     max_payload: usize,
     max_pending: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_verify: bool,
+    /// Seconds, as nats-server writes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_timeout: Option<f64>,
+    /// Seconds, as nats-server writes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_timeout: Option<f64>,
     start: String,
     now: String,
     uptime: String,
@@ -182,6 +204,11 @@ pub(super) fn encode_varz(page: &VarzPage<'_>) -> Vec<u8> {
         max_control_line: crate::protocol::nats::MAX_CONTROL_LINE,
         max_payload: s.max_payload,
         max_pending: s.max_pending,
+        auth_required: s.auth_timeout.is_some(),
+        tls_required: s.tls_timeout.is_some(),
+        tls_verify: s.tls_verify,
+        tls_timeout: s.tls_timeout.map(|t| t.as_secs_f64()),
+        auth_timeout: s.auth_timeout.map(|t| t.as_secs_f64()),
         start: rfc3339_nanos(s.start),
         now: rfc3339_nanos(page.now),
         uptime: uptime(page.uptime),
@@ -329,6 +356,46 @@ mod tests {
             ("slow_consumers", 8),
         ] {
             assert_eq!(v[field], value, "{field}");
+        }
+    }
+
+    #[test]
+    fn authentication_and_tls_are_described_when_configured() {
+        let plain = fake_server();
+        let secured = ServerInfo {
+            auth_timeout: Some(Duration::from_secs(2)),
+            tls_timeout: Some(Duration::from_millis(500)),
+            tls_verify: true,
+            ..fake_server()
+        };
+        let render = |server: &ServerInfo| -> serde_json::Value {
+            let page = VarzPage {
+                server,
+                totals: &Totals::default(),
+                now: UNIX_EPOCH,
+                uptime: Duration::ZERO,
+                mem: None,
+                cpu: 0.0,
+                http: "127.0.0.1:8222".parse().unwrap(),
+                shard_cpus: &[0],
+            };
+            serde_json::from_slice(&encode_varz(&page)).unwrap()
+        };
+        let v = render(&secured);
+        assert_eq!(v["auth_required"], true);
+        assert_eq!(v["auth_timeout"], 2.0);
+        assert_eq!(v["tls_required"], true);
+        assert_eq!(v["tls_verify"], true);
+        assert_eq!(v["tls_timeout"], 0.5);
+        let v = render(&plain);
+        for absent in [
+            "auth_required",
+            "auth_timeout",
+            "tls_required",
+            "tls_verify",
+            "tls_timeout",
+        ] {
+            assert!(v.get(absent).is_none(), "{absent}");
         }
     }
 

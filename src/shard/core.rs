@@ -1353,6 +1353,7 @@ impl Core {
                 msgs_in: c.msgs_in,
                 msgs_out: c.msgs_out,
                 pending_bytes: c.out.pending(),
+                user: c.user.as_deref().map(str::to_string),
             })
             .collect()
     }

@@ -65,6 +65,8 @@ pub struct ConnectionInfo {
     pub msgs_out: u64,
     /// Bytes queued to it and not yet written.
     pub pending_bytes: usize,
+    /// The user it authenticated as, if the relay has users.
+    pub user: Option<String>,
 }
 
 /// A listening socket and the protocol spoken on it.
