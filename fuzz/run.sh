@@ -28,7 +28,7 @@ set -euo pipefail
 start=$PWD
 cd "$(dirname "$0")"
 
-all_targets=(framer line_protocol nats_decoder metrics_request subject_index)
+all_targets=(framer line_protocol nats_decoder metrics_request subject_index config_file)
 
 # libFuzzer flags per target: the longest input worth trying (past the
 # limits each parser enforces: 256-byte subjects, 4 KiB NATS control lines,
@@ -40,6 +40,7 @@ target_flags() {
         nats_decoder) echo "-max_len=10240 -dict=dict/nats_decoder.dict" ;;
         metrics_request) echo "-max_len=9000 -dict=dict/metrics_request.dict" ;;
         subject_index) echo "-max_len=2048" ;;
+        config_file) echo "-max_len=4096 -dict=dict/config_file.dict" ;;
         *) return 1 ;;
     esac
 }

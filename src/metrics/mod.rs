@@ -510,7 +510,7 @@ mod tests {
             msgs_in,
             msgs_out: 7,
             pending_bytes: pending,
-            user: (port % 2 == 0).then(|| "alice".to_string()),
+            user: port.is_multiple_of(2).then(|| "alice".to_string()),
         }
     }
 
