@@ -45,7 +45,7 @@ use hdrhistogram::Histogram;
 use crate::integrity::{GroupLedger, SeqTracker};
 use crate::options::Options;
 use crate::payload::{Alphabet, PayloadCodec, Stamp};
-use crate::proto::{identify, printable, Codec, Event, Expect, Protocol};
+use crate::proto::{identify, printable, Codec, Event, Expect, Login, Protocol};
 use crate::sys::{self, Interest, Poller};
 use crate::Error;
 
@@ -422,7 +422,12 @@ impl Worker {
         for &s in subscribers {
             let who = format!("subscriber {s}");
             let mut hello = Vec::new();
-            let expect = sub_codec.subscriber_hello(&mut hello, &subjects, opts.group.as_deref());
+            let expect = sub_codec.subscriber_hello(
+                &mut hello,
+                &subjects,
+                opts.group.as_deref(),
+                Login::NONE,
+            );
             let addr = opts.subscriber_target(s);
             let (stream, leftover) = handshake(&who, addr, opts, &sub_codec, &hello, expect)?;
             let role = Role::Subscriber(SubState {
@@ -444,7 +449,7 @@ impl Worker {
         for &pi in publishers {
             let who = format!("publisher {pi}");
             let mut hello = Vec::new();
-            let expect = codec.publisher_hello(&mut hello);
+            let expect = codec.publisher_hello(&mut hello, Login::NONE);
             let addr = opts.target_for(pi);
             let (stream, leftover) = handshake(&who, addr, opts, &codec, &hello, expect)?;
             let role = Role::Publisher(PubState {
@@ -1233,7 +1238,7 @@ mod tests {
         };
         let codec = Codec::new(protocol, opts.terminator.clone());
         let mut hello = Vec::new();
-        let expect = codec.subscriber_hello(&mut hello, &opts.subject_names(), None);
+        let expect = codec.subscriber_hello(&mut hello, &opts.subject_names(), None, Login::NONE);
         handshake("subscriber 0", addr, &opts, &codec, &hello, expect).map(|(_, rest)| rest)
     }
 
