@@ -51,6 +51,7 @@ pub mod proto;
 pub mod report;
 pub mod soak;
 pub mod sys;
+pub mod tls;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -93,6 +94,22 @@ pub enum Error {
         addr: SocketAddr,
         phase: &'static str,
         reason: String,
+    },
+    #[error("TLS handshake with {addr} failed: {detail}; {hint}")]
+    Tls {
+        addr: SocketAddr,
+        detail: String,
+        hint: String,
+    },
+    /// One side speaks TLS and the other does not.
+    #[error("{addr}: {detail}")]
+    TlsMismatch { addr: SocketAddr, detail: String },
+    #[error("{who}: authentication with {addr} failed: -ERR {reason}; {hint}")]
+    Auth {
+        who: String,
+        addr: SocketAddr,
+        reason: String,
+        hint: &'static str,
     },
     #[error("{who}: unexpected answer from {addr}: {answer}")]
     Unexpected {
@@ -151,7 +168,9 @@ pub fn run(opts: Options) -> Result<Report, Failure> {
     opts.validate()?;
     let cpus = opts.worker_cpus();
     let workers = cpus.len();
-    let shared = Arc::new(Shared::new(opts.clone(), workers));
+    // TLS: the PEM files are read once, before any connection.
+    let tls = opts.tls.as_ref().map(tls::client_config).transpose()?;
+    let shared = Arc::new(Shared::new(opts.clone(), workers, tls));
 
     // Connections round-robin over workers: publishers, then subscribers.
     let mut owned = vec![(Vec::new(), Vec::new()); workers];

@@ -12,7 +12,8 @@ use tern::framing::Terminator;
 use tern::units::{format_cpu_list, parse_cpu_list, parse_duration, parse_size};
 
 use crate::payload::MIN_SIZE;
-use crate::proto::Protocol;
+use crate::proto::{Credentials, Protocol};
+use crate::tls::{default_server_name, TlsOptions};
 use crate::Error;
 
 /// Default `--window`: messages a publisher may have in flight at
@@ -85,6 +86,11 @@ pub struct Options {
     /// Set (e.g. by a SIGINT handler) to stop the run early; the results so
     /// far are reported as a [`crate::Error::Interrupted`] failure.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Every connection over TLS (`--tls`).
+    pub tls: Option<TlsOptions>,
+    /// Credentials every connection presents (`--user`/`--password`,
+    /// `--token`).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for Options {
@@ -113,6 +119,8 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             interrupt: None,
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -216,6 +224,40 @@ impl Options {
                 .all(|b| (0x21..=0x7e).contains(&b) && b != b'*' && b != b'>')
         {
             return bad(format!("subject prefix `{prefix}` is not a valid subject"));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(Error::Options)?;
+            let nats = [self.protocol, self.subscriber_protocol()].contains(&Protocol::Nats);
+            if tls.first && !nats {
+                return bad("--tls-first is for the NATS protocol only (tern's line protocol and Redis start TLS with the first byte anyway)".into());
+            }
+        }
+        if let Some(c) = &self.credentials {
+            let fields: Vec<(&str, &str)> = match c {
+                Credentials::User { user, password } => {
+                    vec![("--user", user), ("--password", password)]
+                }
+                Credentials::Token(t) => vec![("--token", t)],
+            };
+            let line = [self.protocol, self.subscriber_protocol()].contains(&Protocol::Line);
+            for (flag, value) in fields {
+                if value.is_empty() {
+                    return bad(format!("{flag} must not be empty"));
+                }
+                // One AUTH frame, fields split at spaces (docs/protocol.md).
+                let terminator = self.terminator.as_bytes();
+                if line
+                    && (value.contains(' ')
+                        || value
+                            .as_bytes()
+                            .windows(terminator.len())
+                            .any(|w| w == terminator))
+                {
+                    return bad(format!(
+                        "{flag}: tern's line protocol cannot carry a space or the terminator in AUTH"
+                    ));
+                }
+            }
         }
         if let Some(cores) = &self.cores {
             if cores.is_empty() {
@@ -331,6 +373,62 @@ pub struct Args {
     /// number is seconds).
     #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Connect over TLS (rustls). NATS: after the server's clear-text INFO
+    /// (or first, with --tls-first); line protocol and Redis: from the first
+    /// byte. Needs --tls-ca or --tls-insecure.
+    #[arg(long, help_heading = "TLS")]
+    pub tls: bool,
+    /// PEM file of the CA certificate(s) to trust for the server's
+    /// certificate.
+    #[arg(long, value_name = "PATH", requires = "tls", help_heading = "TLS")]
+    pub tls_ca: Option<PathBuf>,
+    /// Do not verify the server's certificate (says so on stderr); for
+    /// benchmarks against a throwaway certificate only.
+    #[arg(
+        long,
+        requires = "tls",
+        conflicts_with = "tls_ca",
+        help_heading = "TLS"
+    )]
+    pub tls_insecure: bool,
+    /// Name the server's certificate must be valid for [default: the host
+    /// of --target, or localhost if it is an IP address].
+    #[arg(long, value_name = "NAME", requires = "tls", help_heading = "TLS")]
+    pub tls_server_name: Option<String>,
+    /// Client certificate (PEM chain) for mutual TLS; with --tls-key.
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "tls_key"], help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "tls_cert"], help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+    /// NATS only: start the TLS handshake at once and read INFO over TLS
+    /// (nats-server's `handshake_first`).
+    #[arg(long, requires = "tls", help_heading = "TLS")]
+    pub tls_first: bool,
+    /// User name to authenticate as; with --password. NATS: CONNECT's
+    /// user/pass; line protocol: `AUTH <user> <password>` first; Redis:
+    /// `AUTH <user> <password>`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "password",
+        help_heading = "Authentication"
+    )]
+    pub user: Option<String>,
+    /// Password of --user (visible to other local users in the process
+    /// list: use throwaway credentials).
+    #[arg(
+        long,
+        value_name = "PW",
+        requires = "user",
+        help_heading = "Authentication"
+    )]
+    pub password: Option<String>,
+    /// Token to authenticate with, instead of --user/--password. NATS:
+    /// CONNECT's auth_token; line protocol: `AUTH <token>` first; Redis:
+    /// `AUTH <token>` (requirepass).
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["user", "password"], help_heading = "Authentication")]
+    pub token: Option<String>,
 }
 
 impl Args {
@@ -349,7 +447,24 @@ impl Args {
             .map(parse_cpu_list)
             .transpose()
             .map_err(|e| Error::Options(format!("--cores: {e}")))?;
+        let tls = self.tls.then(|| TlsOptions {
+            ca: self.tls_ca,
+            insecure: self.tls_insecure,
+            server_name: self.tls_server_name.unwrap_or_else(|| {
+                default_server_name(self.target.split(',').next().unwrap_or(""))
+            }),
+            cert: self.tls_cert,
+            key: self.tls_key,
+            first: self.tls_first,
+        });
+        let credentials = match (self.user, self.password, self.token) {
+            (Some(user), Some(password), None) => Some(Credentials::User { user, password }),
+            (None, None, Some(token)) => Some(Credentials::Token(token)),
+            _ => None,
+        };
         let opts = Options {
+            tls,
+            credentials,
             targets,
             protocol: self.protocol,
             subscriber,
@@ -560,6 +675,118 @@ mod tests {
             &["--target", "nowhere"],
         ] {
             assert!(args(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn tls_and_credential_flags() {
+        let o = args(&[
+            "--target",
+            "127.0.0.1:4222",
+            "--protocol",
+            "nats",
+            "--tls",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-first",
+            "--user",
+            "bench",
+            "--password",
+            "pw",
+        ])
+        .unwrap();
+        let tls = o.tls.unwrap();
+        assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(tls.server_name, "localhost", "an IP target: localhost");
+        assert!(tls.first && !tls.insecure);
+        assert_eq!(
+            o.credentials,
+            Some(Credentials::User {
+                user: "bench".into(),
+                password: "pw".into()
+            })
+        );
+        let o = args(&[
+            "--target",
+            "localhost:7000",
+            "--tls",
+            "--tls-insecure",
+            "--tls-server-name",
+            "relay.example",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let tls = o.tls.unwrap();
+        assert_eq!(tls.server_name, "relay.example");
+        assert!(tls.insecure && tls.cert.is_some() && tls.key.is_some());
+        assert_eq!(o.credentials, Some(Credentials::Token("t".into())));
+        assert!(args(&[]).unwrap().tls.is_none());
+        assert!(args(&[]).unwrap().credentials.is_none());
+
+        // What clap refuses.
+        let parse = |extra: &[&str]| {
+            let mut v = vec!["tern-loadgen"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v).map(|_| ())
+        };
+        for bad in [
+            &["--token", "t", "--user", "u", "--password", "p"][..],
+            &["--user", "u"],
+            &["--password", "p"],
+            &["--tls-ca", "ca.pem"],
+            &["--tls-insecure"],
+            &["--tls-first"],
+            &["--tls-server-name", "x"],
+            &["--tls", "--tls-ca", "ca.pem", "--tls-insecure"],
+            &["--tls", "--tls-insecure", "--tls-cert", "c.pem"],
+            &["--tls", "--tls-insecure", "--tls-key", "k.pem"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be refused by clap");
+        }
+        // What validation refuses.
+        for bad in [
+            &["--tls"][..],
+            &["--tls", "--tls-insecure", "--tls-first"],
+            &["--tls", "--tls-insecure", "--tls-server-name", "a b"],
+            &["--token", ""],
+            &["--token", "has space"],
+            &["--user", "u", "--password", "a\nb"],
+        ] {
+            match args(bad) {
+                Err(Error::Options(m)) => assert!(m.contains("--"), "{bad:?}: {m}"),
+                other => panic!("{bad:?} should be refused, got {other:?}"),
+            }
+        }
+        // A space is fine where the protocol quotes or counts bytes.
+        assert!(args(&["--protocol", "nats", "--user", "u", "--password", "a b"]).is_ok());
+        assert!(args(&["--protocol", "redis", "--token", "a b"]).is_ok());
+    }
+
+    #[test]
+    fn help_lists_the_tls_and_credential_flags() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        for flag in [
+            "--tls",
+            "--tls-ca <PATH>",
+            "--tls-insecure",
+            "--tls-server-name <NAME>",
+            "--tls-cert <PATH>",
+            "--tls-key <PATH>",
+            "--tls-first",
+            "--user <NAME>",
+            "--password <PW>",
+            "--token <TOKEN>",
+        ] {
+            assert!(
+                help.lines().any(|l| l.trim() == flag),
+                "{flag} missing from --help"
+            );
         }
     }
 

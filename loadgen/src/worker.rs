@@ -33,7 +33,7 @@
 //! Receive time is taken once per `read`, right after it returns: all
 //! messages in one read arrived together as far as the generator can tell.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -45,8 +45,10 @@ use hdrhistogram::Histogram;
 use crate::integrity::{GroupLedger, SeqTracker};
 use crate::options::Options;
 use crate::payload::{Alphabet, PayloadCodec, Stamp};
-use crate::proto::{identify, printable, Codec, Event, Expect, Protocol};
+use crate::proto::nats::Info;
+use crate::proto::{identify, printable, Codec, Event, Expect, Login, Protocol};
 use crate::sys::{self, Interest, Poller};
+use crate::tls::{late_handshake_error, TlsSetup, TlsStream, Transport};
 use crate::Error;
 
 /// Bytes read per `read` call.
@@ -109,10 +111,12 @@ pub(crate) struct Shared {
     pub ledgers: Vec<GroupLedger>,
     /// Per worker: deliveries received so far (drain progress).
     pub delivered: Vec<AtomicU64>,
+    /// With `--tls`: the configuration every connection shares.
+    pub tls: Option<TlsSetup>,
 }
 
 impl Shared {
-    pub(crate) fn new(opts: Options, workers: usize) -> Self {
+    pub(crate) fn new(opts: Options, workers: usize, tls: Option<TlsSetup>) -> Self {
         let p = opts.publishers;
         let grouped = opts.group.is_some();
         let acks = if grouped { p } else { p * opts.subscribers };
@@ -131,6 +135,7 @@ impl Shared {
                 Vec::new()
             },
             delivered: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            tls,
             opts,
         }
     }
@@ -306,8 +311,8 @@ impl RecvBuf {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     addr: SocketAddr,
     who: String,
     role: Role,
@@ -320,7 +325,7 @@ struct Conn {
     last_error: Option<String>,
 }
 
-impl Conn {
+impl<S> Conn<S> {
     fn pending(&self) -> usize {
         self.out.len() - self.out_pos
     }
@@ -359,7 +364,24 @@ pub(crate) fn run_worker(
         }
     }
     sys::tight_timer_slack();
-    let mut w = match Worker::connect(worker, &publishers, &subscribers, shared) {
+    // One loop per transport, each monomorphic: the plain one is the
+    // TcpStream loop it always was.
+    if shared.tls.is_some() {
+        run_on::<TlsStream>(worker, &publishers, &subscribers, shared, &ticks, &ready)
+    } else {
+        run_on::<TcpStream>(worker, &publishers, &subscribers, shared, &ticks, &ready)
+    }
+}
+
+fn run_on<S: Transport>(
+    worker: usize,
+    publishers: &[usize],
+    subscribers: &[usize],
+    shared: Arc<Shared>,
+    ticks: &Sender<Tick>,
+    ready: &Sender<Result<(), Error>>,
+) -> WorkerResult {
+    let mut w = match Worker::<S>::connect(worker, publishers, subscribers, shared) {
         Ok(w) => {
             let _ = ready.send(Ok(()));
             w
@@ -369,15 +391,15 @@ pub(crate) fn run_worker(
             return WorkerResult::empty();
         }
     };
-    w.run(&ticks);
-    w.finish(&ticks)
+    w.run(ticks);
+    w.finish(ticks)
 }
 
-struct Worker {
+struct Worker<S> {
     id: usize,
     shared: Arc<Shared>,
     poller: Poller,
-    conns: Vec<Conn>,
+    conns: Vec<Conn<S>>,
     /// The publishers' protocol.
     codec: Codec,
     /// The subscribers' protocol (the publishers' unless a mixed run).
@@ -391,7 +413,7 @@ struct Worker {
     remote_acks: bool,
 }
 
-impl Worker {
+impl<S: Transport> Worker<S> {
     fn connect(
         id: usize,
         publishers: &[usize],
@@ -415,6 +437,11 @@ impl Worker {
             source: e,
         })?;
         let p = opts.publishers;
+        let login = Login {
+            credentials: opts.credentials.as_ref(),
+            tls: S::TLS,
+        };
+        let tls = shared.tls.as_ref();
         let mut conns = Vec::new();
         // Subscribers first: they must be in force before anyone publishes
         // (the coordinator only starts the clock once every worker is
@@ -422,9 +449,11 @@ impl Worker {
         for &s in subscribers {
             let who = format!("subscriber {s}");
             let mut hello = Vec::new();
-            let expect = sub_codec.subscriber_hello(&mut hello, &subjects, opts.group.as_deref());
+            let expect =
+                sub_codec.subscriber_hello(&mut hello, &subjects, opts.group.as_deref(), login);
             let addr = opts.subscriber_target(s);
-            let (stream, leftover) = handshake(&who, addr, opts, &sub_codec, &hello, expect)?;
+            let (stream, leftover) =
+                handshake::<S>(&who, addr, opts, tls, &sub_codec, &hello, expect)?;
             let role = Role::Subscriber(SubState {
                 id: s,
                 result: SubscriberResult {
@@ -444,9 +473,9 @@ impl Worker {
         for &pi in publishers {
             let who = format!("publisher {pi}");
             let mut hello = Vec::new();
-            let expect = codec.publisher_hello(&mut hello);
+            let expect = codec.publisher_hello(&mut hello, login);
             let addr = opts.target_for(pi);
-            let (stream, leftover) = handshake(&who, addr, opts, &codec, &hello, expect)?;
+            let (stream, leftover) = handshake::<S>(&who, addr, opts, tls, &codec, &hello, expect)?;
             let role = Role::Publisher(PubState {
                 id: pi,
                 subject: subjects[pi % subjects.len()].clone().into_bytes(),
@@ -459,10 +488,13 @@ impl Worker {
             conns.push(Conn::new(stream, addr, who, role, leftover));
         }
         for (token, c) in conns.iter().enumerate() {
-            c.stream.set_nonblocking(true).map_err(|e| Error::Io {
-                what: format!("{}: making the socket non-blocking", c.who),
-                source: e,
-            })?;
+            c.stream
+                .socket()
+                .set_nonblocking(true)
+                .map_err(|e| Error::Io {
+                    what: format!("{}: making the socket non-blocking", c.who),
+                    source: e,
+                })?;
             poller
                 .add(&c.stream, token as u64, Interest::READ)
                 .map_err(|e| Error::Io {
@@ -529,7 +561,10 @@ impl Worker {
             if worked {
                 self.busy_ns += now - turn_start;
             }
-            let timeout = self.timeout(&tl, now, next_tick);
+            let mut timeout = self.timeout(&tl, now, next_tick);
+            if S::TLS && self.holds_input() {
+                timeout = Some(Duration::ZERO);
+            }
             ready.clear();
             if let Err(e) = self
                 .poller
@@ -541,6 +576,14 @@ impl Worker {
             {
                 shared.fail(e);
                 return;
+            }
+            if S::TLS && self.holds_input() {
+                let io_start = shared.clock.now_ns();
+                if let Err(e) = self.read_held(&shared, Some(&tl)) {
+                    shared.fail(e);
+                    return;
+                }
+                self.busy_ns += shared.clock.now_ns() - io_start;
             }
             if ready.is_empty() {
                 continue;
@@ -703,10 +746,18 @@ impl Worker {
                 Err(e) => return Err(conn.dropped(&e.to_string())),
             }
         }
-        let backed_up = conn.out_pos < conn.out.len();
+        let mut backed_up = conn.out_pos < conn.out.len();
         if !backed_up {
             conn.out.clear();
             conn.out_pos = 0;
+            // TLS: records the socket did not take wait inside the stream;
+            // they keep the connection registered for writability.
+            if S::TLS {
+                backed_up = !conn
+                    .stream
+                    .flush_held()
+                    .map_err(|e| conn.dropped(&e.to_string()))?;
+            }
         }
         if backed_up != conn.want_write {
             conn.want_write = backed_up;
@@ -882,6 +933,25 @@ impl Worker {
                 self.read(shared, r.token as usize, None)?;
             }
         }
+        if S::TLS {
+            self.read_held(shared, None)?;
+        }
+        Ok(())
+    }
+
+    /// TLS: whether a connection may hold decrypted input that epoll cannot
+    /// report (its last read stopped at `read`'s eighth full buffer).
+    fn holds_input(&self) -> bool {
+        self.conns.iter().any(|c| c.stream.holds_input())
+    }
+
+    /// Reads the connections that may hold decrypted input.
+    fn read_held(&mut self, shared: &Shared, tl: Option<&Timeline>) -> Result<(), Error> {
+        for i in 0..self.conns.len() {
+            if self.conns[i].stream.holds_input() {
+                self.read(shared, i, tl)?;
+            }
+        }
         Ok(())
     }
 
@@ -925,14 +995,8 @@ impl Worker {
     }
 }
 
-impl Conn {
-    fn new(
-        stream: TcpStream,
-        addr: SocketAddr,
-        who: String,
-        role: Role,
-        leftover: Vec<u8>,
-    ) -> Self {
+impl<S: Transport> Conn<S> {
+    fn new(stream: S, addr: SocketAddr, who: String, role: Role, leftover: Vec<u8>) -> Self {
         let mut inbuf = RecvBuf::new();
         let spare = inbuf.spare();
         if leftover.len() <= spare.len() {
@@ -1049,37 +1113,92 @@ fn on_message(
     }
 }
 
-/// Connects to the target and runs a handshake: sends `hello`, then reads
-/// until `expect` is met. Blocking, bounded by `--connect-timeout` per read.
-/// Returns the stream and any bytes read past the handshake.
-fn handshake(
+/// What to tell the user about a refusal that is about credentials, if it
+/// is one.
+fn auth_hint(reason: &str, protocol: Protocol, have_credentials: bool) -> Option<&'static str> {
+    let r = reason.to_ascii_lowercase();
+    if have_credentials && protocol == Protocol::Line && r == "unknown verb" {
+        // docs/protocol.md: AUTH without authentication configured.
+        return Some("the relay has no authentication configured: drop --user/--password/--token");
+    }
+    if r.contains("without any password configured") {
+        return Some("the server has no password configured: drop --user/--password/--token");
+    }
+    if !(r.contains("auth") || r.contains("wrongpass")) {
+        return None;
+    }
+    Some(if have_credentials {
+        "check --user/--password or --token"
+    } else {
+        "the server requires credentials: give --user and --password, or --token"
+    })
+}
+
+/// Connects to the target and runs a handshake: TLS if `S` is TLS, then
+/// sends `hello` and reads until `expect` is met. Blocking, bounded by
+/// `--connect-timeout` per read. Returns the stream and any bytes read past
+/// the handshake.
+fn handshake<S: Transport>(
     who: &str,
     addr: SocketAddr,
     opts: &Options,
+    tls: Option<&TlsSetup>,
     codec: &Codec,
     hello: &[u8],
     mut expect: Expect,
-) -> Result<(TcpStream, Vec<u8>), Error> {
-    let mut stream = TcpStream::connect_timeout(&addr, opts.connect_timeout)
+) -> Result<(S, Vec<u8>), Error> {
+    let mut tcp = TcpStream::connect_timeout(&addr, opts.connect_timeout)
         .map_err(|e| Error::Connect { addr, source: e })?;
     let io = |what: &str, e: io::Error| Error::Io {
         what: format!("{who}: {what}"),
         source: e,
     };
-    stream
-        .set_nodelay(true)
+    tcp.set_nodelay(true)
         .map_err(|e| io("setting TCP_NODELAY", e))?;
-    stream
-        .set_read_timeout(Some(opts.connect_timeout))
+    tcp.set_read_timeout(Some(opts.connect_timeout))
         .map_err(|e| io("setting a read timeout", e))?;
-    stream
-        .write_all(hello)
-        .map_err(|e| io("sending the handshake", e))?;
 
     let protocol = codec.protocol();
     let mut buf = Vec::with_capacity(4096);
     let mut pos = 0;
     let mut chunk = [0u8; 4096];
+    // NATS over TLS: the server's INFO comes in clear text, then the TLS
+    // handshake, unless it wants the handshake first (--tls-first).
+    if S::TLS && protocol == Protocol::Nats && !tls.is_some_and(|t| t.first) {
+        read_clear_info(who, addr, opts, &mut tcp, &mut buf)?;
+        match codec.decode(&buf) {
+            Ok(Some((Event::Info, used))) => {
+                if Info::parse(&buf[..used]).is_some_and(|i| !i.offers_tls()) {
+                    return Err(Error::TlsMismatch {
+                        addr,
+                        detail: "the NATS server does not offer TLS on this port (its INFO has no tls_required or tls_available): drop --tls, or configure TLS on the server".into(),
+                    });
+                }
+            }
+            _ => {
+                let raw = printable(&buf[..buf.len().min(120)]);
+                return Err(match identify(&buf) {
+                    Some(server) if server.protocol() != protocol => Error::WrongProtocol {
+                        addr,
+                        protocol,
+                        server,
+                        answer: raw,
+                    },
+                    _ => Error::Unexpected {
+                        who: who.into(),
+                        addr,
+                        answer: format!(
+                            "{raw} (expected the NATS server's clear-text INFO before TLS)"
+                        ),
+                    },
+                });
+            }
+        }
+    }
+    let mut stream = S::establish(tcp, tls, addr)?;
+    stream
+        .write_all(hello)
+        .map_err(|e| io("sending the handshake", e))?;
     // What to say when the bytes make no sense in our protocol.
     let wrong = |raw: &[u8], fallback: Error| match identify(raw) {
         Some(server) if server.protocol() != protocol => Error::WrongProtocol {
@@ -1115,7 +1234,16 @@ fn handshake(
                 return Err(wrong(&buf, unexpected(&buf[pos..pos + used])));
             }
             match event {
-                Event::Info => expect.info_first = false,
+                Event::Info => {
+                    expect.info_first = false;
+                    let info = Info::parse(&buf[pos..pos + used]).unwrap_or_default();
+                    if !S::TLS && info.tls_required {
+                        return Err(Error::TlsMismatch {
+                            addr,
+                            detail: "the NATS server requires TLS (its INFO says tls_required): add --tls with --tls-ca PATH (or --tls-insecure)".into(),
+                        });
+                    }
+                }
                 Event::Pong => expect.pongs = expect.pongs.saturating_sub(1),
                 Event::Subscribed => expect.subscriptions = expect.subscriptions.saturating_sub(1),
                 Event::Ping => {
@@ -1127,15 +1255,24 @@ fn handshake(
                 }
                 Event::Ok | Event::Ignored => {}
                 Event::Error(reason) => {
+                    let reason = printable(reason);
+                    if let Some(hint) = auth_hint(&reason, protocol, opts.credentials.is_some()) {
+                        return Err(Error::Auth {
+                            who: who.into(),
+                            addr,
+                            reason,
+                            hint,
+                        });
+                    }
                     return Err(wrong(
                         &buf,
                         Error::Refused {
                             who: who.into(),
                             addr,
                             phase: "handshake",
-                            reason: printable(reason),
+                            reason,
                         },
-                    ))
+                    ));
                 }
                 Event::Msg { .. } | Event::Published | Event::Other(_) => {
                     return Err(wrong(&buf, unexpected(&buf[pos..pos + used])))
@@ -1153,7 +1290,14 @@ fn handshake(
                     Error::Dropped {
                         who: who.into(),
                         addr: Some(addr),
-                        detail: "closed by the server during the handshake".into(),
+                        detail: format!(
+                            "closed by the server during the handshake{}",
+                            if S::TLS {
+                                ""
+                            } else {
+                                " (if it expects TLS on this port, add --tls)"
+                            }
+                        ),
                     },
                 ))
             }
@@ -1182,6 +1326,9 @@ fn handshake(
                 ));
             }
             Err(e) => {
+                if let Some(tls_error) = late_handshake_error(addr, tls, &e) {
+                    return Err(tls_error);
+                }
                 return Err(wrong(
                     &buf,
                     Error::Dropped {
@@ -1189,20 +1336,69 @@ fn handshake(
                         addr: Some(addr),
                         detail: format!("{e} during the handshake"),
                     },
-                ))
+                ));
             }
         }
     }
     stream
+        .socket()
         .set_read_timeout(None)
         .map_err(|e| io("clearing the read timeout", e))?;
     Ok((stream, buf[pos..].to_vec()))
 }
 
+/// Reads the NATS server's clear-text `INFO` line (up to its `\n`; the
+/// server says nothing more before the TLS handshake) into `buf`.
+fn read_clear_info(
+    who: &str,
+    addr: SocketAddr,
+    opts: &Options,
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let mut chunk = [0u8; 4096];
+    while memchr::memchr(b'\n', buf).is_none() {
+        match tcp.read(&mut chunk) {
+            Ok(0) => {
+                return Err(Error::Dropped {
+                    who: who.into(),
+                    addr: Some(addr),
+                    detail: "closed by the server before its INFO".into(),
+                })
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Error::Timeout {
+                    who: who.into(),
+                    addr,
+                    timeout: opts.connect_timeout,
+                    hint: " (a NATS server sends INFO first, unless its TLS is in handshake_first mode: then add --tls-first)",
+                })
+            }
+            Err(e) => {
+                return Err(Error::Dropped {
+                    who: who.into(),
+                    addr: Some(addr),
+                    detail: format!("{e} before the server's INFO"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ServerKind;
+    use crate::proto::{Credentials, ServerKind};
+    use crate::tls::{client_config, test_pki, TlsOptions};
+    use std::io::Write;
 
     /// A one-connection fake server: reads what the client sends (until a
     /// pause), answers `reply`, then keeps the socket open until the
@@ -1233,8 +1429,261 @@ mod tests {
         };
         let codec = Codec::new(protocol, opts.terminator.clone());
         let mut hello = Vec::new();
-        let expect = codec.subscriber_hello(&mut hello, &opts.subject_names(), None);
-        handshake("subscriber 0", addr, &opts, &codec, &hello, expect).map(|(_, rest)| rest)
+        let expect = codec.subscriber_hello(&mut hello, &opts.subject_names(), None, Login::NONE);
+        handshake::<TcpStream>("subscriber 0", addr, &opts, None, &codec, &hello, expect)
+            .map(|(_, rest)| rest)
+    }
+
+    #[test]
+    fn handshake_explains_credentials_and_plain_text_against_tls() {
+        // tern's answer to wrong credentials: a clear error, not a hang.
+        let addr = fake_server(b"-ERR authorization failed\n");
+        let opts = Options {
+            credentials: Some(Credentials::Token("wrong".into())),
+            connect_timeout: Duration::from_millis(500),
+            ..Options::default()
+        };
+        let codec = Codec::new(Protocol::Line, opts.terminator.clone());
+        let mut hello = Vec::new();
+        let login = Login {
+            credentials: opts.credentials.as_ref(),
+            tls: false,
+        };
+        let expect = codec.publisher_hello(&mut hello, login);
+        match handshake::<TcpStream>("publisher 0", addr, &opts, None, &codec, &hello, expect) {
+            Err(e @ Error::Auth { .. }) => {
+                let m = e.to_string();
+                assert!(
+                    m.contains("authorization failed") && m.contains("--token"),
+                    "{m}"
+                )
+            }
+            other => panic!("expected Auth, got {other:?}"),
+        }
+        // No credentials given to a server that wants them.
+        match try_handshake(
+            Protocol::Nats,
+            b"INFO {}\r\n-ERR 'Authorization Violation'\r\n",
+        ) {
+            Err(e @ Error::Auth { .. }) => {
+                assert!(e.to_string().contains("give --user and --password"), "{e}")
+            }
+            other => panic!("expected Auth, got {other:?}"),
+        }
+        // A plain client at a NATS server that requires TLS.
+        match try_handshake(
+            Protocol::Nats,
+            b"INFO {\"tls_required\":true,\"auth_required\":true}\r\n",
+        ) {
+            Err(e @ Error::TlsMismatch { .. }) => assert!(e.to_string().contains("--tls"), "{e}"),
+            other => panic!("expected TlsMismatch, got {other:?}"),
+        }
+        assert_eq!(auth_hint("unknown verb", Protocol::Line, false), None);
+        assert!(auth_hint("unknown verb", Protocol::Line, true)
+            .unwrap()
+            .contains("no authentication"));
+        assert!(auth_hint(
+            "WRONGPASS invalid username-password pair",
+            Protocol::Redis,
+            true
+        )
+        .is_some());
+        assert_eq!(
+            auth_hint("too many subscriptions", Protocol::Line, true),
+            None
+        );
+    }
+
+    /// A one-connection TLS server: `clear` sent in clear text first (a NATS
+    /// INFO), then the TLS handshake, then after the client's first bytes,
+    /// `reply` over TLS; then holds the connection until the client goes.
+    /// Returns what it received over TLS.
+    fn tls_server(
+        server: Arc<rustls::ServerConfig>,
+        clear: &'static [u8],
+        reply: &'static [u8],
+    ) -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(clear).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let conn = rustls::ServerConnection::new(server).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            let mut got = vec![0u8; 4096];
+            let n = match tls.read(&mut got) {
+                Ok(n) => n,
+                Err(_) => return Vec::new(), // the client gave up
+            };
+            got.truncate(n);
+            tls.write_all(reply).unwrap();
+            let mut rest = [0u8; 4096];
+            while matches!(tls.read(&mut rest), Ok(n) if n > 0) {}
+            got
+        });
+        (addr, h)
+    }
+
+    fn tls_handshake(
+        protocol: Protocol,
+        tls: TlsOptions,
+        addr: SocketAddr,
+    ) -> Result<(TlsStream, Vec<u8>), Error> {
+        let opts = Options {
+            protocol,
+            connect_timeout: Duration::from_secs(2),
+            credentials: Some(Credentials::User {
+                user: "bench".into(),
+                password: "pw".into(),
+            }),
+            tls: Some(tls),
+            ..Options::default()
+        };
+        let setup = client_config(opts.tls.as_ref().unwrap()).unwrap();
+        let codec = Codec::new(protocol, opts.terminator.clone());
+        let mut hello = Vec::new();
+        let login = Login {
+            credentials: opts.credentials.as_ref(),
+            tls: true,
+        };
+        let expect = codec.publisher_hello(&mut hello, login);
+        handshake::<TlsStream>(
+            "publisher 0",
+            addr,
+            &opts,
+            Some(&setup),
+            &codec,
+            &hello,
+            expect,
+        )
+    }
+
+    fn tls_opts(ca: &std::path::Path, name: &str, first: bool) -> TlsOptions {
+        TlsOptions {
+            ca: Some(ca.to_path_buf()),
+            insecure: false,
+            server_name: name.into(),
+            cert: None,
+            key: None,
+            first,
+        }
+    }
+
+    #[test]
+    fn tls_handshakes_for_each_protocol_order() {
+        let pki = test_pki::pki("order", &["localhost"]);
+        // Line protocol: TLS from the first byte, AUTH first inside it.
+        let (addr, h) = tls_server(pki.server.clone(), b"", b"PONG\nMSG a early\n");
+        let (_s, rest) = tls_handshake(
+            Protocol::Line,
+            tls_opts(&pki.ca_pem, "localhost", false),
+            addr,
+        )
+        .unwrap();
+        assert_eq!(rest, b"MSG a early\n");
+        drop(_s);
+        assert_eq!(h.join().unwrap(), b"AUTH bench pw\nPING\n");
+
+        // NATS: INFO in clear text, then TLS, then CONNECT over it.
+        let (addr, h) = tls_server(
+            pki.server.clone(),
+            b"INFO {\"tls_required\":true}\r\n",
+            b"PONG\r\n",
+        );
+        let (s, rest) = tls_handshake(
+            Protocol::Nats,
+            tls_opts(&pki.ca_pem, "localhost", false),
+            addr,
+        )
+        .unwrap();
+        assert!(rest.is_empty());
+        drop(s);
+        let got = String::from_utf8(h.join().unwrap()).unwrap();
+        assert!(
+            got.starts_with("CONNECT {") && got.contains(r#""tls_required":true"#),
+            "{got}"
+        );
+        assert!(got.contains(r#""user":"bench","pass":"pw""#), "{got}");
+
+        // NATS handshake_first: TLS at once, INFO over TLS.
+        let (addr, h) = tls_server(pki.server.clone(), b"", b"INFO {}\r\nPONG\r\n");
+        let (s, _) = tls_handshake(
+            Protocol::Nats,
+            tls_opts(&pki.ca_pem, "localhost", true),
+            addr,
+        )
+        .unwrap();
+        drop(s);
+        assert!(h.join().unwrap().starts_with(b"CONNECT {"));
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_check() {
+        let pki = test_pki::pki("fail", &["localhost"]);
+        let other = test_pki::pki("other", &["localhost"]);
+        let expect_tls = |r: Result<(TlsStream, Vec<u8>), Error>, needles: &[&str]| match r {
+            Err(e @ Error::Tls { .. }) => {
+                let m = e.to_string();
+                assert!(m.starts_with("TLS handshake with 127.0.0.1:"), "{m}");
+                for n in needles {
+                    assert!(m.contains(n), "`{n}` not in: {m}");
+                }
+            }
+            Err(e) => panic!("expected a TLS error, got {e}"),
+            Ok(_) => panic!("expected a TLS error, got a connection"),
+        };
+        // Signed by another CA.
+        let (addr, _h) = tls_server(pki.server.clone(), b"", b"");
+        expect_tls(
+            tls_handshake(
+                Protocol::Line,
+                tls_opts(&other.ca_pem, "localhost", false),
+                addr,
+            ),
+            &["--tls-ca"],
+        );
+        // Issued for another name.
+        let (addr, _h) = tls_server(pki.server.clone(), b"", b"");
+        expect_tls(
+            tls_handshake(
+                Protocol::Line,
+                tls_opts(&pki.ca_pem, "relay.example", false),
+                addr,
+            ),
+            &["--tls-server-name", "relay.example"],
+        );
+        // --tls-first at a NATS server that sends INFO in clear text first.
+        let (addr, _h) = tls_server(pki.server.clone(), b"INFO {\"tls_required\":true}\r\n", b"");
+        expect_tls(
+            tls_handshake(
+                Protocol::Nats,
+                tls_opts(&pki.ca_pem, "localhost", true),
+                addr,
+            ),
+            &["drop --tls-first"],
+        );
+        // --tls at a plain NATS server.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain_addr = plain.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = plain.accept().unwrap();
+            s.write_all(b"INFO {\"server_id\":\"x\"}\r\n").unwrap();
+            let mut b = [0u8; 64];
+            let _ = s.read(&mut b);
+        });
+        match tls_handshake(
+            Protocol::Nats,
+            tls_opts(&pki.ca_pem, "localhost", false),
+            plain_addr,
+        ) {
+            Err(e @ Error::TlsMismatch { .. }) => {
+                assert!(e.to_string().contains("drop --tls"), "{e}")
+            }
+            Err(e) => panic!("expected TlsMismatch, got {e}"),
+            Ok(_) => panic!("expected TlsMismatch, got a connection"),
+        }
+        h.join().unwrap();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use tern::framing::Terminator;
 
-use super::Event;
+use super::{Credentials, Event};
 
 /// Encoder and decoder for one terminator.
 #[derive(Debug, Clone)]
@@ -25,6 +25,26 @@ impl LineCodec {
 
     fn end(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.terminator.as_bytes());
+    }
+
+    /// `AUTH <token>` or `AUTH <user> <password>`, the first frame on a
+    /// relay with authentication; nothing without credentials. A correct
+    /// one gets no reply, a wrong one `-ERR authorization failed` and a
+    /// close.
+    pub fn auth(&self, out: &mut Vec<u8>, credentials: Option<&Credentials>) {
+        let Some(c) = credentials else {
+            return;
+        };
+        out.extend_from_slice(b"AUTH ");
+        match c {
+            Credentials::Token(token) => out.extend_from_slice(token.as_bytes()),
+            Credentials::User { user, password } => {
+                out.extend_from_slice(user.as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(password.as_bytes());
+            }
+        }
+        self.end(out);
     }
 
     /// `SUB <subject>[ <group>]`.
@@ -125,6 +145,19 @@ mod tests {
             out,
             b"SUB a.b\nSUB a.* workers\nPING\nPUB a.b hello world\nUNSUB a.* workers\nUNSUB a.>\n"
         );
+
+        out.clear();
+        c.auth(&mut out, None);
+        assert!(out.is_empty());
+        c.auth(&mut out, Some(&Credentials::Token("tok".into())));
+        c.auth(
+            &mut out,
+            Some(&Credentials::User {
+                user: "u".into(),
+                password: "p".into(),
+            }),
+        );
+        assert_eq!(out, b"AUTH tok\nAUTH u p\n");
 
         let c = codec(r"END\r\n");
         out.clear();

@@ -165,6 +165,41 @@ pub(crate) fn parse_usize(s: &[u8]) -> Option<usize> {
     })
 }
 
+/// Credentials a connection presents (`--user`/`--password` or `--token`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A user name and password.
+    User { user: String, password: String },
+    /// A bare token.
+    Token(String),
+}
+
+impl fmt::Debug for Credentials {
+    /// Never the secret: options are printed in errors and test output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::User { user, .. } => write!(f, "User {{ user: {user:?}, password: *** }}"),
+            Credentials::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+/// How a connection introduces itself: its credentials, and whether it
+/// runs over TLS (NATS' `CONNECT` says so).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Login<'a> {
+    pub credentials: Option<&'a Credentials>,
+    pub tls: bool,
+}
+
+impl Login<'_> {
+    /// No credentials, no TLS.
+    pub const NONE: Login<'static> = Login {
+        credentials: None,
+        tls: false,
+    };
+}
+
 /// A protocol's encoder and decoder.
 #[derive(Debug, Clone)]
 // One per worker; boxing the line codec would add an indirection to every
@@ -197,18 +232,20 @@ impl Codec {
 
     /// Everything a publisher sends before measuring, and what it must see
     /// back before it is ready.
-    pub fn publisher_hello(&self, out: &mut Vec<u8>) -> Expect {
+    pub fn publisher_hello(&self, out: &mut Vec<u8>, login: Login<'_>) -> Expect {
         match self {
             Codec::Line(c) => {
+                c.auth(out, login.credentials);
                 c.ping(out);
                 Expect::pongs(1)
             }
             Codec::Nats(c) => {
-                c.connect(out);
+                c.connect_as(out, login);
                 c.ping(out);
                 Expect::pongs(1).with_info()
             }
             Codec::Redis(c) => {
+                c.auth(out, login.credentials);
                 c.ping(out);
                 Expect::pongs(1)
             }
@@ -223,9 +260,11 @@ impl Codec {
         out: &mut Vec<u8>,
         subjects: &[String],
         group: Option<&str>,
+        login: Login<'_>,
     ) -> Expect {
         match self {
             Codec::Line(c) => {
+                c.auth(out, login.credentials);
                 for s in subjects {
                     c.subscribe(out, s, group);
                 }
@@ -233,7 +272,7 @@ impl Codec {
                 Expect::pongs(1)
             }
             Codec::Nats(c) => {
-                c.connect(out);
+                c.connect_as(out, login);
                 for (i, s) in subjects.iter().enumerate() {
                     c.subscribe(out, s, group, i + 1);
                 }
@@ -241,6 +280,7 @@ impl Codec {
                 Expect::pongs(1).with_info()
             }
             Codec::Redis(c) => {
+                c.auth(out, login.credentials);
                 c.subscribe(out, subjects);
                 Expect::subscriptions(subjects.len())
             }
@@ -365,23 +405,62 @@ mod tests {
         let mut out = Vec::new();
         let line = Codec::new(Protocol::Line, Terminator::default());
         assert_eq!(
-            line.subscriber_hello(&mut out, &subjects, Some("g")),
+            line.subscriber_hello(&mut out, &subjects, Some("g"), Login::NONE),
             Expect::pongs(1)
         );
         assert_eq!(out, b"SUB bench.0 g\nSUB bench.1 g\nPING\n");
 
         out.clear();
         let redis = Codec::new(Protocol::Redis, Terminator::default());
-        let e = redis.subscriber_hello(&mut out, &subjects, None);
+        let e = redis.subscriber_hello(&mut out, &subjects, None, Login::NONE);
         assert_eq!(e.subscriptions, 2);
         assert!(!e.done());
 
         out.clear();
         let nats = Codec::new(Protocol::Nats, Terminator::default());
-        let e = nats.publisher_hello(&mut out);
+        let e = nats.publisher_hello(&mut out, Login::NONE);
         assert!(e.info_first && e.pongs == 1);
         assert!(out.starts_with(b"CONNECT {"));
         assert!(out.ends_with(b"PING\r\n"));
+
+        // Credentials come first on every connection.
+        let user = Credentials::User {
+            user: "bench".into(),
+            password: "s3cret".into(),
+        };
+        let token = Credentials::Token("t0ken".into());
+        let with = |c| Login {
+            credentials: Some(c),
+            tls: false,
+        };
+        out.clear();
+        line.subscriber_hello(&mut out, &subjects[..1], None, with(&user));
+        assert_eq!(out, b"AUTH bench s3cret\nSUB bench.0\nPING\n");
+        out.clear();
+        line.publisher_hello(&mut out, with(&token));
+        assert_eq!(out, b"AUTH t0ken\nPING\n");
+        out.clear();
+        redis.publisher_hello(&mut out, with(&token));
+        assert_eq!(
+            out,
+            b"*2\r\n$4\r\nAUTH\r\n$5\r\nt0ken\r\n*1\r\n$4\r\nPING\r\n"
+        );
+        out.clear();
+        nats.subscriber_hello(&mut out, &subjects[..1], None, with(&user));
+        assert!(out.starts_with(b"CONNECT {"));
+        let connect = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            connect.contains(r#""user":"bench","pass":"s3cret""#),
+            "{connect}"
+        );
+        assert!(
+            connect.ends_with("}\r\nSUB bench.0 1\r\nPING\r\n"),
+            "{connect}"
+        );
+        assert_eq!(
+            format!("{user:?} {token:?}"),
+            r#"User { user: "bench", password: *** } Token(***)"#
+        );
 
         for (codec, ping) in [(&line, &b"PING\n"[..]), (&nats, b"PING\r\n")] {
             out.clear();

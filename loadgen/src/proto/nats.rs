@@ -2,11 +2,55 @@
 //! (not verbose, no headers), `SUB`, `PUB`, `PING`/`PONG` out; `INFO`, `MSG`,
 //! `PING`/`PONG`, `+OK`, `-ERR` in. Every control line ends in `\r\n`.
 
-use super::{parse_usize, push_usize, DecodeError, Event};
+use serde::Serialize;
+
+use super::{parse_usize, push_usize, Credentials, DecodeError, Event, Login};
 
 /// The `CONNECT` options: `verbose: false` so the server sends no `+OK` per
-/// command, which would double the traffic a publisher must read.
-const CONNECT: &[u8] = br#"CONNECT {"verbose":false,"pedantic":false,"tls_required":false,"name":"tern-loadgen","lang":"rust","version":"0.1.0","protocol":1,"echo":true,"headers":false}"#;
+/// command, which would double the traffic a publisher must read. The
+/// credentials, if any, are JSON strings (escaped by serde_json).
+#[derive(Serialize)]
+struct Connect<'a> {
+    verbose: bool,
+    pedantic: bool,
+    tls_required: bool,
+    name: &'static str,
+    lang: &'static str,
+    version: &'static str,
+    protocol: u8,
+    echo: bool,
+    headers: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_token: Option<&'a str>,
+}
+
+/// What the server's `INFO` says about TLS and authentication, to explain
+/// a handshake that cannot work (the rest of `INFO` is not needed).
+#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct Info {
+    pub tls_required: bool,
+    pub tls_available: bool,
+    pub auth_required: bool,
+}
+
+impl Info {
+    /// The JSON of an `INFO {...}` line (with or without `\r\n`); `None` if
+    /// it is not one.
+    pub fn parse(line: &[u8]) -> Option<Info> {
+        let json = line.strip_prefix(b"INFO ")?;
+        serde_json::from_slice(json.trim_ascii_end()).ok()
+    }
+
+    /// Whether the server offers TLS on this port.
+    pub fn offers_tls(&self) -> bool {
+        self.tls_required || self.tls_available
+    }
+}
 
 /// Encoder and decoder (stateless).
 #[derive(Debug, Clone, Copy, Default)]
@@ -17,7 +61,35 @@ impl NatsCodec {
     /// it after its greeting either way, and sending at once saves a round
     /// trip and lets a non-NATS server answer something we can identify.
     pub fn connect(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(CONNECT);
+        self.connect_as(out, Login::NONE);
+    }
+
+    /// `CONNECT {...}` with `login`'s credentials (`user`/`pass` or
+    /// `auth_token`) and `tls_required` set when the connection is TLS.
+    pub fn connect_as(&self, out: &mut Vec<u8>, login: Login<'_>) {
+        let (user, pass, auth_token) = match login.credentials {
+            None => (None, None, None),
+            Some(Credentials::User { user, password }) => {
+                (Some(user.as_str()), Some(password.as_str()), None)
+            }
+            Some(Credentials::Token(token)) => (None, None, Some(token.as_str())),
+        };
+        let connect = Connect {
+            verbose: false,
+            pedantic: false,
+            tls_required: login.tls,
+            name: "tern-loadgen",
+            lang: "rust",
+            version: env!("CARGO_PKG_VERSION"),
+            protocol: 1,
+            echo: true,
+            headers: false,
+            user,
+            pass,
+            auth_token,
+        };
+        out.extend_from_slice(b"CONNECT ");
+        serde_json::to_writer(&mut *out, &connect).expect("a Vec takes any JSON");
         out.extend_from_slice(b"\r\n");
     }
 
@@ -156,8 +228,63 @@ mod tests {
         );
         out.clear();
         c.connect(&mut out);
-        assert!(out.starts_with(b"CONNECT {\"verbose\":false"));
-        assert!(out.ends_with(b"}\r\n"));
+        let before = br#"CONNECT {"verbose":false,"pedantic":false,"tls_required":false,"name":"tern-loadgen","lang":"rust","version":"0.1.0","protocol":1,"echo":true,"headers":false}"#;
+        assert_eq!(
+            out,
+            [&before[..], b"\r\n"].concat(),
+            "without credentials: the CONNECT sent before TLS existed"
+        );
+    }
+
+    /// The JSON of a CONNECT line.
+    fn connect_json(login: Login<'_>) -> serde_json::Value {
+        let mut out = Vec::new();
+        NatsCodec.connect_as(&mut out, login);
+        let line = out.strip_suffix(b"\r\n").unwrap();
+        serde_json::from_slice(line.strip_prefix(b"CONNECT ").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn connect_carries_credentials_and_tls() {
+        let user = Credentials::User {
+            user: "bench".into(),
+            password: "p\"w\\x".into(),
+        };
+        let j = connect_json(Login {
+            credentials: Some(&user),
+            tls: true,
+        });
+        assert_eq!(j["user"], "bench");
+        assert_eq!(j["pass"], "p\"w\\x", "escaped, read back intact");
+        assert_eq!(j["tls_required"], true);
+        assert!(j.get("auth_token").is_none());
+        assert_eq!(j["verbose"], false);
+
+        let token = Credentials::Token("t0k".into());
+        let j = connect_json(Login {
+            credentials: Some(&token),
+            tls: false,
+        });
+        assert_eq!(j["auth_token"], "t0k");
+        assert!(j.get("user").is_none() && j.get("pass").is_none());
+        assert_eq!(j["tls_required"], false);
+    }
+
+    #[test]
+    fn info_says_what_the_server_wants() {
+        let i = Info::parse(
+            b"INFO {\"server_id\":\"x\",\"tls_required\":true,\"auth_required\":true,\"max_payload\":1048576}\r\n",
+        )
+        .unwrap();
+        assert!(i.tls_required && i.auth_required && i.offers_tls());
+        let plain = Info::parse(b"INFO {\"server_id\":\"x\"}").unwrap();
+        assert_eq!(plain, Info::default());
+        assert!(!plain.offers_tls());
+        assert!(Info::parse(b"INFO {\"tls_available\":true}")
+            .unwrap()
+            .offers_tls());
+        assert_eq!(Info::parse(b"PONG\r\n"), None);
+        assert_eq!(Info::parse(b"INFO nope"), None);
     }
 
     fn all(buf: &[u8]) -> (Vec<String>, usize) {

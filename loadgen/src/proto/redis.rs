@@ -6,7 +6,7 @@
 //! strings, errors, integers, bulk strings and flat arrays of up to four of
 //! those. Anything else is an [`Event::Other`].
 
-use super::{parse_usize, push_usize, DecodeError, Event};
+use super::{parse_usize, push_usize, Credentials, DecodeError, Event};
 
 /// Encoder and decoder (stateless).
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,6 +32,26 @@ impl RedisCodec {
         bulk(out, b"SUBSCRIBE");
         for s in subjects {
             bulk(out, s.as_bytes());
+        }
+    }
+
+    /// `AUTH <password>` (a `--token` is the `requirepass` password) or
+    /// `AUTH <user> <password>` (an ACL user); nothing without credentials.
+    /// Answered `+OK`, or an error that fails the handshake.
+    pub fn auth(&self, out: &mut Vec<u8>, credentials: Option<&Credentials>) {
+        match credentials {
+            None => {}
+            Some(Credentials::Token(password)) => {
+                array_header(out, 2);
+                bulk(out, b"AUTH");
+                bulk(out, password.as_bytes());
+            }
+            Some(Credentials::User { user, password }) => {
+                array_header(out, 3);
+                bulk(out, b"AUTH");
+                bulk(out, user.as_bytes());
+                bulk(out, password.as_bytes());
+            }
         }
     }
 
@@ -92,6 +112,8 @@ impl RedisCodec {
         };
         let event = match v {
             Value::Simple(b"PONG") => Event::Pong,
+            // The answer to AUTH.
+            Value::Simple(b"OK") => Event::Ok,
             Value::Int(_) => Event::Published,
             Value::Error(e) => Event::Error(e),
             _ => Event::Other(&buf[..used]),
@@ -205,7 +227,7 @@ mod tests {
             Event::Pong,
             Event::Error(b"ERR unknown command 'X'"),
             Event::Pong,
-            Event::Other(b"+OK\r\n"),
+            Event::Ok,
         ]
         .iter()
         .map(|e| format!("{e:?}"))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tern::framing::Terminator;
 
-use crate::proto::{printable, Codec, DecodeError, Event, Expect, Protocol};
+use crate::proto::{printable, Codec, DecodeError, Event, Expect, Login, Protocol};
 
 /// How long a write may block before the relay counts as not reading.
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
@@ -181,7 +181,7 @@ impl Client {
     /// For a publisher or a connection that subscribes later: NATS
     /// `CONNECT`, then `PING`, and waits for the `PONG`.
     pub fn hello(&mut self, timeout: Duration) -> Result<(), ClientError> {
-        let expect = self.codec.publisher_hello(&mut self.out);
+        let expect = self.codec.publisher_hello(&mut self.out, Login::NONE);
         self.handshake(expect, timeout, |_| {})
     }
 
@@ -189,7 +189,9 @@ impl Client {
     /// sends `PING` and waits for the `PONG` that puts the subscriptions in
     /// force on every shard.
     pub fn subscribe(&mut self, subjects: &[String], timeout: Duration) -> Result<(), ClientError> {
-        let expect = self.codec.subscriber_hello(&mut self.out, subjects, None);
+        let expect = self
+            .codec
+            .subscriber_hello(&mut self.out, subjects, None, Login::NONE);
         self.handshake(expect, timeout, |_| {})
     }
 

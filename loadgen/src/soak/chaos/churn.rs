@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::proto::Protocol;
+use crate::proto::{Login, Protocol};
 
 use super::super::context::Ctx;
 use super::super::rng::Rng;
@@ -42,7 +42,7 @@ pub fn run(ctx: Arc<Ctx>, mut rng: Rng) {
             _ => {
                 let subject = format!("soak.churn.{n}.>");
                 let (codec, out) = c.encoder();
-                let _ = codec.subscriber_hello(out, &[subject], None);
+                let _ = codec.subscriber_hello(out, &[subject], None, Login::NONE);
                 let _ = c.flush();
                 if protocol == Protocol::Nats || rng.chance(0.5) {
                     reset_on_close(c.stream());

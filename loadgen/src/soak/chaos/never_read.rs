@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::proto::{Event, Protocol};
+use crate::proto::{Event, Login, Protocol};
 
 use super::super::client::Client;
 use super::super::context::Ctx;
@@ -67,7 +67,7 @@ fn start(ctx: &Ctx, rng: &mut Rng) -> Option<Client> {
     let subjects = ["flood.>".to_string(), "soak.ok.>".to_string()];
     let (codec, out) = c.encoder();
     // The hello's PING is answered, but the PONG is never read.
-    let _ = codec.subscriber_hello(out, &subjects, None);
+    let _ = codec.subscriber_hello(out, &subjects, None, Login::NONE);
     c.flush().ok()?;
     ctx.chaos.never_opened.inc();
     Some(c)
