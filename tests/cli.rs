@@ -551,6 +551,63 @@ fn check_config_reports_the_open_files_limit() {
     assert!(out.contains("configuration ok, with 1 warning"), "{out}");
 }
 
+// ---------------------------------------------------------- --config FILE
+
+/// Writes `text` to a config file of the test's own.
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("tern-cli-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_config_files_keys_are_flags_and_the_command_line_wins() {
+    let path = config_file(
+        "wins",
+        "listen = \"127.0.0.1:0\"\nmax_frame = \"64KiB\"\nmax_subs = 7\nshards = 1\n",
+    );
+    let p = path.to_str().unwrap();
+    let o = tern(&["--config", p, "--max-subs", "9", "--check-config"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("max-frame          65536 (64 KiB)"), "{out}");
+    assert!(out.contains("max-subs           9\n"), "{out}");
+    // A value the flag refuses, and a key that is no flag, name the line.
+    let bad = config_file("bad", "shards = 1\nmax_frame = \"lots\"\n");
+    let o = tern(&["--config", bad.to_str().unwrap(), "--check-config"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("line 2: max_frame: invalid value 'lots'"),
+        "{err}"
+    );
+    std::fs::write(&bad, "shards = 1\n\nmax_frmae = 3\n").unwrap();
+    let err = stderr(&tern(&["--config", bad.to_str().unwrap()]));
+    assert!(err.contains("line 3: unknown key `max_frmae`"), "{err}");
+    let o = tern(&["--config", "/nonexistent/tern.toml"]);
+    assert!(
+        stderr(&o).contains("config file /nonexistent/tern.toml:"),
+        "{}",
+        stderr(&o)
+    );
+    // Users in plain text start with a warning, and --check-config says so.
+    std::fs::write(
+        &bad,
+        "shards = 1\nlisten = \"127.0.0.1:0\"\n[authorization]\n[[authorization.users]]\nuser = \"a\"\npassword = \"pw\"\n",
+    )
+    .unwrap();
+    let o = tern(&["--config", bad.to_str().unwrap(), "--check-config"]);
+    assert!(
+        stdout(&o).contains(
+            "authorization      1 user, auth timeout 2s: WARNING: user a stored in plain text"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(bad);
+}
+
 // ------------------------------------------------------- deploy/tern.service
 
 /// `deploy/tern.service`'s active `Key=value` lines (comments left out).
@@ -636,10 +693,23 @@ fn tern_args(assignment: &str) -> Option<String> {
 }
 
 /// Runs `tern --check-config` with `flags`: the environment may fail the
-/// check (port 7000 taken, say), but the flags themselves must parse.
+/// check (port 7000 taken, say), but the flags themselves must parse. A
+/// `--config` file the unit's install steps put in place is read from the
+/// repository's copy.
 fn assert_flags_parse(flags: &str, from: &str) {
-    let mut args: Vec<&str> = flags.split_whitespace().collect();
-    args.push("--check-config");
+    let steps = unit_install_steps();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let mut args: Vec<String> = Vec::new();
+    for word in flags.split_whitespace() {
+        match steps.iter().find(|(_, dst)| dst == word) {
+            Some((src, _)) if args.last().is_some_and(|a| a == "--config") => {
+                args.push(format!("{repo}/{src}"));
+            }
+            _ => args.push(word.to_string()),
+        }
+    }
+    args.push("--check-config".to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = tern(&args);
     assert!(
         !stderr(&o).contains("see tern --help"),

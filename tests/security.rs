@@ -311,7 +311,7 @@ fn nats_permissions_answer_with_nats_servers_texts() {
 
 #[test]
 fn two_hundred_bcrypt_logins_while_other_clients_are_served() {
-    // Cost 10, as a real deployment would hash (about 60 ms each here).
+    // Cost 10, as a real deployment would hash.
     let hash = bcrypt::hash("slow-pw", 10).unwrap();
     let text = format!(
         "[authorization]\ntimeout = \"60s\"\n[[authorization.users]]\nuser = \"slow\"\npassword = \"{hash}\"\n[[authorization.users]]\nuser = \"fast\"\npassword = \"fast-pw\"\n"

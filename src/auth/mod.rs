@@ -10,8 +10,8 @@
 //! frame or the NATS `CONNECT`'s `auth_token` / `user` / `pass`, or, with
 //! `tls_map_users`, with a client certificate whose name is a user's.
 //!
-//! [`Authorization::verify`] may take tens of milliseconds (bcrypt cost 10
-//! is about 60 ms here, on purpose): the shard runs it on its executor's
+//! [`Authorization::verify`] may take tens of milliseconds or more (bcrypt
+//! is slow on purpose): the shard runs it on its executor's
 //! blocking thread ([`Authorization::is_slow`] says when), never on the
 //! thread that serves its other clients.
 //!
