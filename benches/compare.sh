@@ -48,30 +48,8 @@ OUT=${OUT:-$TARGET_DIR/compare}
 TERN=$TARGET_DIR/release/tern
 LOADGEN=$TARGET_DIR/release/tern-loadgen
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "compare.sh: $*"; exit 1; }
-
-# --- cleanup: stop exactly what we started --------------------------------
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${PIDS[@]}"; do
-        # Bounded wait, then insist.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 
 # --- prerequisites ---------------------------------------------------------
 command -v taskset >/dev/null || die "taskset (util-linux) is required"
@@ -91,41 +69,6 @@ NOTES=()
 if command -v nats-server >/dev/null; then SERVERS+=(nats); else NOTES+=("nats-server is not installed: skipped (apt-get install nats-server)"); fi
 if command -v redis-server >/dev/null; then SERVERS+=(redis); else NOTES+=("redis-server is not installed: skipped (apt-get install redis-server)"); fi
 
-# A loopback port nobody listens on (best effort: another process could
-# still take it before the server binds; the start check catches that).
-free_port() {
-    local p
-    for _ in $(seq 100); do
-        p=$(( 20000 + RANDOM % 40000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-# start_server NAME PORT CMD... : starts it in the background, waits until
-# it accepts connections (10 s at most).
-declare -A PORT PID
-start_server() {
-    local name=$1 port=$2
-    shift 2
-    "$@" >"$OUT/$name.log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    PID[$name]=$pid
-    PORT[$name]=$port
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited at start-up; see $OUT/$name.log"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return
-        fi
-        sleep 0.1
-    done
-    die "$name did not accept connections on 127.0.0.1:$port within 10 s"
-}
-
 for s in "${SERVERS[@]}"; do
     port=$(free_port)
     case $s in
@@ -144,18 +87,6 @@ for s in "${SERVERS[@]}"; do
 done
 
 protocol_of() { case $1 in tern) echo line ;; tern-nats | nats) echo nats ;; redis) echo redis ;; esac; }
-
-# --- JSON access without jq: the generator writes one key per line --------
-# jtop FILE KEY: a top-level number. jlat FILE PCT: latency_us.PCT.
-jtop() { sed -n "s/^  \"$2\": \([-0-9.eE+]*\),\{0,1\}$/\1/p" "$1" | head -1; }
-jnest() { sed -n "/^  \"$2\": {/,/^  }/p" "$1" | sed -n "s/^    \"$3\": \([-0-9.eE+]*\),\{0,1\}$/\1/p" | head -1; }
-jlat() { jnest "$1" latency_us "$2"; }
-jbool() { sed -n "s/^  \"$2\": \(true\|false\),\{0,1\}$/\1/p" "$1" | head -1; }
-
-median() { # numbers on stdin -> median (mean of the middle two if even)
-    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print ""; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 WORKLOADS=(a b c m)
 workload_args() {
@@ -182,31 +113,12 @@ for run in $(seq "$RUNS"); do
             if [[ $w == c && $run == "$RUNS" && ( $s == tern || $s == nats ) ]]; then
                 extra=(--plot "$OUT/latency-$s.svg" --hdr-log "$OUT/latency-$s.hlog")
             fi
-            for attempt in $(seq 0 "$RETRIES"); do
-                log "run $run/$RUNS, workload $w, $s..."
-                rc=0
-                # shellcheck disable=SC2046 # word splitting of workload_args is intended
-                taskset -c "$CLIENT_CPU" "$LOADGEN" --target "127.0.0.1:${PORT[$s]}" \
-                    --protocol "$(protocol_of "$s")" --size 128 --duration "$DURATION" \
-                    --warmup "$WARMUP" --cores "$CLIENT_CPU" --quiet --json "$json" \
-                    $(workload_args "$w") "${extra[@]}" >"$OUT/$w-$s-$run.txt" 2>&1 || rc=$?
-                # A busy-polling worker uses its whole CPU, and at a fixed
-                # rate sends within microseconds of schedule; if it got less
-                # CPU or sent late (send lag p99 over 100 µs), other
-                # processes ran on its core and the run measured them too.
-                cpu=100 lag=0
-                if [[ -e $json ]]; then
-                    cpu=$(jtop "$json" client_cpu_pct)
-                    lag=$(jnest "$json" send_lag_us p99)
-                fi
-                if (( rc == 1 )) || awk -v c="${cpu:-100}" -v l="${lag:-0}" \
-                    'BEGIN { exit !(c >= 90 && l <= 100) }'; then
-                    break
-                fi
-                if (( attempt < RETRIES )); then
-                    log "  disturbed (generator CPU ${cpu%.*}%, send lag p99 ${lag%.*} µs): running it again"
-                fi
-            done
+            log "run $run/$RUNS, workload $w, $s..."
+            # shellcheck disable=SC2046 # word splitting of workload_args is intended
+            measure "$json" "$OUT/$w-$s-$run.txt" --target "127.0.0.1:${PORT[$s]}" \
+                --protocol "$(protocol_of "$s")" --size 128 --duration "$DURATION" \
+                --warmup "$WARMUP" $(workload_args "$w") "${extra[@]}"
+            rc=$MEASURE_RC
             if (( rc == 1 )); then
                 log "  failed: $(tail -1 "$OUT/$w-$s-$run.txt")"
                 rm -f "$json"
@@ -218,26 +130,6 @@ for run in $(seq "$RUNS"); do
 done
 
 # --- table -------------------------------------------------------------------
-# figure W S METRIC: the median over runs ("" if no run succeeded).
-figure() {
-    local w=$1 s=$2 metric=$3 f
-    for f in "$OUT/$w-$s-"*.json; do
-        [[ -e $f ]] || continue
-        case $metric in
-            tput) jtop "$f" received_per_s ;;
-            busy) jtop "$f" client_busy_pct ;;
-            cpu) jtop "$f" client_cpu_pct ;;
-            lag_*) jnest "$f" send_lag_us "${metric#lag_}" ;;
-            *) jlat "$f" "$metric" ;;
-        esac
-    done | median
-}
-
-fmt_num() { # thousands separators, no decimals
-    [[ -n $1 ]] || { echo "—"; return; }
-    printf "%.0f" "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'
-}
-fmt_us() { [[ -n $1 ]] && printf "%.1f µs" "$1" || echo "—"; }
 ratio() { # peer / tern
     [[ -n $1 && -n $2 ]] || { echo ""; return; }
     awk -v p="$1" -v t="$2" 'BEGIN { if (t > 0) printf " (%.2f×)", p / t }'
