@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ class _Stderr:
             return "\n".join(self.lines)
 
 
-_STARTED = re.compile(r"started: .*; listening on (?P<line>.*?); NATS on (?P<nats>.*?); metrics ")
+_STARTED = re.compile(r"started: .*; listening on (?P<line>.*?); NATS on (?P<nats>.*?); metrics (?P<metrics>\S+)")
 _ADDR = re.compile(r"(?P<addr>[^\s,]+)(?: \((?:NATS, )?shard (?P<shard>\d+) only\))?(?:, |$)")
 
 
@@ -197,6 +198,8 @@ class Tern:
         self.nats_shard_addr = nats_private
         self.line_addr = line_shared[0]
         self.line_shard_addr = line_private
+        #: the /metrics URL (with --metrics ADDR), else None
+        self.metrics_url = m["metrics"] if m["metrics"].startswith("http://") else None
 
     @property
     def nats_url(self) -> str:
@@ -209,8 +212,44 @@ class Tern:
     def nats_port(self) -> int:
         return _host_port(self.nats_addr)[1]
 
+    def metrics(self) -> dict:
+        """One scrape of /metrics: {(name, frozenset of (label, value)): value}."""
+        assert self.metrics_url, "tern was started without --metrics"
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            text = resp.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = _SAMPLE.match(line)
+            assert m, f"unreadable metrics line {line!r}"
+            labels = frozenset(_LABEL.findall(m["labels"] or ""))
+            samples[(m["name"], labels)] = float(m["value"])
+        return samples
+
+    def counter(self, name: str, **labels) -> float:
+        """The sum, over every shard, of `name`'s samples that carry `labels`."""
+        want = {(k, str(v)) for k, v in labels.items()}
+        return sum(v for (n, ls), v in self.metrics().items() if n == name and want <= ls)
+
+    def wait_counter(self, name: str, value: float, timeout: float = 10.0, **labels) -> float:
+        """`counter(name, **labels)` once it equals `value`; fails if it has
+        not within `timeout` (a bounded wait: a counter bumped just after the
+        connection it counts was closed is seen as soon as it is bumped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.counter(name, **labels)
+            if got == value or time.monotonic() > deadline:
+                assert got == value, f"{name}{labels} is {got}, expected {value}"
+                return got
+            time.sleep(0.01)
+
     def stop(self):
         _stop_pid(self.proc)
+
+
+_SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 class NatsServer:
@@ -359,3 +398,71 @@ def raw():
     yield connect
     for r in opened:
         r.close()
+
+
+# ------------------------------------------------------------------ security
+
+
+class Pki:
+    """Certificates made for one test by trustme, written to a directory: a
+    CA (`ca_pem`), the relay's certificate for localhost and 127.0.0.1
+    (`cert_pem`, `key_pem`), client certificates on demand, and a second,
+    unrelated CA for certificates the relay must not trust. No key outlives
+    the test's temporary directory."""
+
+    def __init__(self, directory: Path):
+        import trustme
+
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca = trustme.CA()
+        self.other_ca = trustme.CA()
+        server = self.ca.issue_cert("localhost", "127.0.0.1")
+        self.ca_pem = self._write("ca.pem", self.ca.cert_pem.bytes())
+        self.cert_pem = self._write("cert.pem", b"".join(b.bytes() for b in server.cert_chain_pems))
+        self.key_pem = self._write("key.pem", server.private_key_pem.bytes())
+
+    def _write(self, name: str, data: bytes) -> Path:
+        path = self.dir / name
+        path.write_bytes(data)
+        return path
+
+    def flags(self, *more: str) -> list:
+        """tern's flags for TLS with this relay certificate."""
+        return ["--tls-cert", str(self.cert_pem), "--tls-key", str(self.key_pem), *more]
+
+    def client_context(self, name=None, wrong_ca: bool = False):
+        """An ssl.SSLContext that trusts this CA; with `name`, it also
+        presents a client certificate for that name (common name and DNS
+        name), issued by this CA or, with `wrong_ca`, by the other one."""
+        import ssl
+
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        self.ca.configure_trust(ctx)
+        if name is not None:
+            issuer = self.other_ca if wrong_ca else self.ca
+            issuer.issue_cert(name, common_name=name).configure_cert(ctx)
+        return ctx
+
+
+@pytest.fixture
+def pki(tmp_path) -> Pki:
+    """Fresh certificates for this test (see Pki)."""
+    return Pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def start_secure_tern(start_tern, tmp_path):
+    """A function that starts tern with a config file holding `config` (TOML
+    text, e.g. an [authorization] section) and the extra flags, with
+    --metrics on a loopback port it picks; stopped at teardown like every
+    tern of start_tern."""
+    count = [0]
+
+    def start(config: str = "", *extra_args) -> Tern:
+        path = tmp_path / f"tern-{count[0]}.toml"
+        count[0] += 1
+        path.write_text(config)
+        return start_tern("--config", str(path), "--metrics", "127.0.0.1:0", *extra_args)
+
+    return start
