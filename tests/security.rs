@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::process::Tern;
 use common::{msg, show, Client, TestRelay, IO_TIMEOUT};
 use tern::auth::Authorization;
 use tern::stats::Totals;
@@ -646,4 +647,50 @@ fn a_certificate_reload_changes_new_connections_only() {
     std::fs::write(pki.dir.join("cert.pem"), "junk").unwrap();
     assert!(relay.reload_tls().is_err());
     assert!(TlsClient::connect(relay.shard_addrs()[0], client_config(&next.ca, None)).is_ok());
+}
+
+#[test]
+fn sighup_reloads_the_binarys_certificate_and_keeps_its_connections() {
+    let pki = Pki::new("sighup");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+    cmd.args([
+        "--shards",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--nats-listen",
+        "off",
+    ])
+    .arg("--tls-cert")
+    .arg(pki.dir.join("cert.pem"))
+    .arg("--tls-key")
+    .arg(pki.dir.join("key.pem"));
+    let mut tern = Tern::spawn(cmd);
+    let addr = tern.wait_started();
+    assert!(
+        tern.log.last().unwrap().contains("TLS on;"),
+        "{:?}",
+        tern.log
+    );
+    let mut old = TlsClient::connect(addr, client_config(&pki.ca, None)).unwrap();
+    old.send("SUB r\nPING\n");
+    old.expect("PONG");
+    let next = Pki::new("sighup-next");
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(next.dir.join(f), pki.dir.join(f)).unwrap();
+    }
+    tern.signal(libc::SIGHUP);
+    tern.wait_line("SIGHUP: TLS certificate, key and client CA reloaded");
+    let mut fresh = TlsClient::connect(addr, client_config(&next.ca, None)).unwrap();
+    fresh.send("PUB r after reload\n");
+    old.expect("MSG r after reload");
+    // Broken files: refused, the ones in force stay.
+    std::fs::write(pki.dir.join("key.pem"), "junk").unwrap();
+    tern.signal(libc::SIGHUP);
+    let line = tern.wait_line("SIGHUP: TLS files not reloaded");
+    assert!(line.contains("key.pem"), "{line}");
+    assert!(TlsClient::connect(addr, client_config(&next.ca, None)).is_ok());
+    tern.signal(libc::SIGTERM);
+    let (status, _) = tern.wait_exit();
+    assert!(status.success(), "{status}");
 }

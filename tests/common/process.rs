@@ -55,27 +55,33 @@ impl Tern {
 
     /// Waits for the start-up line and returns it.
     pub fn wait_started_line(&mut self) -> String {
+        self.wait_line(" started: ")
+    }
+
+    /// Waits for the next stderr line that contains `needle` and returns
+    /// it.
+    pub fn wait_line(&mut self, needle: &str) -> String {
         let start = Instant::now();
         loop {
             let left = DEADLINE.saturating_sub(start.elapsed());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let started = line.contains(" started: ");
+                    let found = line.contains(needle);
                     self.log.push(line.clone());
-                    if started {
+                    if found {
                         return line;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     panic!(
-                        "tern did not start within {DEADLINE:?}:\n{}",
+                        "tern logged no {needle:?} within {DEADLINE:?}:\n{}",
                         self.log.join("\n")
                     )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().expect("wait");
                     panic!(
-                        "tern exited ({status}) before it started:\n{}",
+                        "tern exited ({status}) before it logged {needle:?}:\n{}",
                         self.log.join("\n")
                     )
                 }
