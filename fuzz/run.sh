@@ -15,8 +15,12 @@
 #       happened.
 #   fuzz/run.sh build | list
 #
-# Environment: FUZZ_SECONDS (seconds per target), FUZZ_TOOLCHAIN (a rustup
-# toolchain; default nightly if installed, else the default one).
+# Environment: FUZZ_SECONDS (seconds per target), FUZZ_TIMEOUT (seconds one
+# input may take before it counts as a hang; default 10: libFuzzer measures
+# wall-clock time, so on a busy machine, or with the fuzzer niced, raise it
+# for long runs, or a starved input is reported as a timeout),
+# FUZZ_TOOLCHAIN (a rustup toolchain; default nightly if installed, else
+# the default one).
 #
 # The targets are plain libFuzzer binaries (libfuzzer-sys), built here with
 # the instrumentation flags cargo-fuzz would pass, so neither cargo-fuzz nor
@@ -129,7 +133,7 @@ fuzz() {
         echo "== fuzz: $t for $seconds s (log: fuzz/$log)"
         # shellcheck disable=SC2046 # the flags are words
         # Flags given after `--` come last, so they win.
-        if "$bin_dir/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        if "$bin_dir/$t" -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048 \
             -print_final_stats=1 -artifact_prefix="$artifacts/" \
             $(target_flags "$t") "${extra[@]}" "$found" "$committed" >"$log" 2>&1; then
             echo "   ok: $(summary "$log")"
