@@ -120,6 +120,16 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// rustls's ring provider: TLS 1.2 and 1.3 with ECDHE (X25519, P-256,
+/// P-384), AES-GCM and ChaCha20-Poly1305. ring builds with nothing but a C
+/// compiler (aws-lc-rs, rustls's other provider, needs cmake and more);
+/// what it lacks is the post-quantum hybrid key exchange, which is why
+/// rustls 0.23.48 marks this constructor deprecated.
+#[allow(deprecated)]
+fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
 fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
     let chain = certificates("certificate file", &config.cert)?;
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|source| TlsError::Read {
@@ -127,7 +137,7 @@ fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
         path: config.key.clone(),
         source,
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crypto_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|source| TlsError::Mismatch {
