@@ -114,7 +114,9 @@ measure() {
 # runs $OUT/W-S-RUN.json.
 figure() {
     local w=$1 s=$2 metric=$3 f
-    for f in "$OUT/$w-$s-"*.json; do
+    # The run number right after the name: `a-tern-1.json`, not the
+    # `a-tern-nats-1.json` of a server whose name starts the same.
+    for f in "$OUT/$w-$s-"[0-9]*.json; do
         [[ -e $f ]] || continue
         case $metric in
             tput) jtop "$f" received_per_s ;;

@@ -21,6 +21,7 @@
 # interleaved (the order rotates every run); the tables show medians.
 # Certificates (a throwaway CA and a server certificate for 127.0.0.1) are
 # made with openssl in $OUT/pki. Every process started is stopped by PID.
+# REPORT_ONLY=1 prints the tables again from the runs already in $OUT.
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -44,6 +45,16 @@ source "$ROOT/benches/common.sh"
 
 command -v taskset >/dev/null || die "taskset (util-linux) is required"
 command -v openssl >/dev/null || die "openssl is required to make the test certificates"
+SERVERS=(tern tern-auth tern-tls tern-nats-tls)
+NOTES=()
+if command -v nats-server >/dev/null; then
+    SERVERS+=(nats-tls)
+else
+    NOTES+=("nats-server is not installed: its TLS column is empty (apt-get install nats-server)")
+fi
+FAILED=()
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if [[ -z ${REPORT_ONLY:-} ]]; then
 log "building tern and tern-loadgen (release)..."
 cargo build --release --quiet -p tern -p tern-loadgen
 mkdir -p "$OUT/pki"
@@ -67,14 +78,6 @@ password = "bench-pw"
 publish = { allow = ["bench.>"], deny = ["bench.secret"] }
 subscribe = { allow = ["bench.>", "_INBOX.>"], deny = ["bench.secret"] }
 EOF
-
-SERVERS=(tern tern-auth tern-tls tern-nats-tls)
-NOTES=()
-if command -v nats-server >/dev/null; then
-    SERVERS+=(nats-tls)
-else
-    NOTES+=("nats-server is not installed: its TLS column is empty (apt-get install nats-server)")
-fi
 
 declare -A PROTO EXTRA
 for s in "${SERVERS[@]}"; do
@@ -116,8 +119,6 @@ workload_args() {
     esac
 }
 
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-FAILED=()
 n=${#SERVERS[@]}
 for run in $(seq "$RUNS"); do
     for w in a c; do
@@ -135,6 +136,7 @@ for run in $(seq "$RUNS"); do
         done
     done
 done
+fi
 
 # --- tables ------------------------------------------------------------------
 quotient() { # a / b, two decimals, "—" if either is missing
