@@ -55,21 +55,21 @@ fi
 FAILED=()
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 if [[ -z ${REPORT_ONLY:-} ]]; then
-log "building tern and tern-loadgen (release)..."
-cargo build --release --quiet -p tern -p tern-loadgen
-mkdir -p "$OUT/pki"
-rm -f "$OUT"/*.json "$OUT"/*.txt
+    log "building tern and tern-loadgen (release)..."
+    cargo build --release --quiet -p tern -p tern-loadgen
+    mkdir -p "$OUT/pki"
+    rm -f "$OUT"/*.json "$OUT"/*.txt
 
-# --- certificates and config files -------------------------------------------
-pki=$OUT/pki
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=bench-ca -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-    -keyout "$pki/key.pem" -out "$pki/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$pki/ext"
-openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
-    -CAcreateserial -days 2 -extfile "$pki/ext" -out "$pki/cert.pem" 2>/dev/null
-cat >"$OUT/auth.toml" <<'EOF'
+    # --- certificates and config files -------------------------------------------
+    pki=$OUT/pki
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=bench-ca -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+        -keyout "$pki/key.pem" -out "$pki/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$pki/ext"
+    openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+        -CAcreateserial -days 2 -extfile "$pki/ext" -out "$pki/cert.pem" 2>/dev/null
+    cat >"$OUT/auth.toml" <<'EOF'
 [authorization]
 [[authorization.users]]
 user = "bench"
@@ -79,63 +79,63 @@ publish = { allow = ["bench.>"], deny = ["bench.secret"] }
 subscribe = { allow = ["bench.>", "_INBOX.>"], deny = ["bench.secret"] }
 EOF
 
-declare -A PROTO EXTRA
-for s in "${SERVERS[@]}"; do
-    port=$(free_port)
-    case $s in
-        tern)
-            start_server tern "$port" "$TERN" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" --nats-listen off
-            PROTO[tern]=line EXTRA[tern]="" ;;
-        tern-auth)
-            start_server tern-auth "$port" "$TERN" --config "$OUT/auth.toml" --cores "$SERVER_CPU" \
-                --listen "127.0.0.1:$port" --nats-listen off
-            PROTO[tern-auth]=line EXTRA[tern-auth]="--user bench --password bench-pw" ;;
-        tern-tls)
-            nats_port=$(free_port)
-            start_server tern-tls "$port" "$TERN" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" \
-                --nats-listen "127.0.0.1:$nats_port" --tls-cert "$pki/cert.pem" --tls-key "$pki/key.pem"
-            PROTO[tern-tls]=line EXTRA[tern-tls]="--tls --tls-ca $pki/ca.pem" ;;
-        tern-nats-tls)
-            PORT[tern-nats-tls]=$nats_port PID[tern-nats-tls]=${PID[tern-tls]} port=$nats_port
-            PROTO[tern-nats-tls]=nats EXTRA[tern-nats-tls]="--tls --tls-ca $pki/ca.pem" ;;
-        nats-tls)
-            cat >"$OUT/nats-tls.conf" <<EOF
+    declare -A PROTO EXTRA
+    for s in "${SERVERS[@]}"; do
+        port=$(free_port)
+        case $s in
+            tern)
+                start_server tern "$port" "$TERN" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" --nats-listen off
+                PROTO[tern]=line EXTRA[tern]="" ;;
+            tern-auth)
+                start_server tern-auth "$port" "$TERN" --config "$OUT/auth.toml" --cores "$SERVER_CPU" \
+                    --listen "127.0.0.1:$port" --nats-listen off
+                PROTO[tern-auth]=line EXTRA[tern-auth]="--user bench --password bench-pw" ;;
+            tern-tls)
+                nats_port=$(free_port)
+                start_server tern-tls "$port" "$TERN" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" \
+                    --nats-listen "127.0.0.1:$nats_port" --tls-cert "$pki/cert.pem" --tls-key "$pki/key.pem"
+                PROTO[tern-tls]=line EXTRA[tern-tls]="--tls --tls-ca $pki/ca.pem" ;;
+            tern-nats-tls)
+                PORT[tern-nats-tls]=$nats_port PID[tern-nats-tls]=${PID[tern-tls]} port=$nats_port
+                PROTO[tern-nats-tls]=nats EXTRA[tern-nats-tls]="--tls --tls-ca $pki/ca.pem" ;;
+            nats-tls)
+                cat >"$OUT/nats-tls.conf" <<EOF
 listen: 127.0.0.1:$port
 tls {
   cert_file: "$pki/cert.pem"
   key_file: "$pki/key.pem"
 }
 EOF
-            start_server nats-tls "$port" env GOMAXPROCS=1 taskset -c "$SERVER_CPU" nats-server -c "$OUT/nats-tls.conf"
-            PROTO[nats-tls]=nats EXTRA[nats-tls]="--tls --tls-ca $pki/ca.pem" ;;
-    esac
-    log "started $s (pid ${PID[$s]}) on 127.0.0.1:$port"
-done
+                start_server nats-tls "$port" env GOMAXPROCS=1 taskset -c "$SERVER_CPU" nats-server -c "$OUT/nats-tls.conf"
+                PROTO[nats-tls]=nats EXTRA[nats-tls]="--tls --tls-ca $pki/ca.pem" ;;
+        esac
+        log "started $s (pid ${PID[$s]}) on 127.0.0.1:$port"
+    done
 
-workload_args() {
-    case $1 in
-        a) echo "--rate 0 --window $WINDOW --publishers 1 --subscribers 1" ;;
-        c) echo "--rate $LAT_RATE --publishers 1 --subscribers 1" ;;
-    esac
-}
+    workload_args() {
+        case $1 in
+            a) echo "--rate 0 --window $WINDOW --publishers 1 --subscribers 1" ;;
+            c) echo "--rate $LAT_RATE --publishers 1 --subscribers 1" ;;
+        esac
+    }
 
-n=${#SERVERS[@]}
-for run in $(seq "$RUNS"); do
-    for w in a c; do
-        for i in $(seq 0 $(( n - 1 ))); do
-            s=${SERVERS[$(( (i + run - 1) % n ))]}
-            log "run $run/$RUNS, workload $w, $s..."
-            # shellcheck disable=SC2046 # word splitting is intended
-            measure "$OUT/$w-$s-$run.json" "$OUT/$w-$s-$run.txt" --target "127.0.0.1:${PORT[$s]}" \
-                --protocol "${PROTO[$s]}" --size 128 --duration "$DURATION" --warmup "$WARMUP" \
-                $(workload_args "$w") ${EXTRA[$s]}
-            if (( MEASURE_RC != 0 )); then
-                FAILED+=("$w/$s run $run: $(tail -1 "$OUT/$w-$s-$run.txt")")
-                rm -f "$OUT/$w-$s-$run.json"
-            fi
+    n=${#SERVERS[@]}
+    for run in $(seq "$RUNS"); do
+        for w in a c; do
+            for i in $(seq 0 $(( n - 1 ))); do
+                s=${SERVERS[$(( (i + run - 1) % n ))]}
+                log "run $run/$RUNS, workload $w, $s..."
+                # shellcheck disable=SC2046 # word splitting is intended
+                measure "$OUT/$w-$s-$run.json" "$OUT/$w-$s-$run.txt" --target "127.0.0.1:${PORT[$s]}" \
+                    --protocol "${PROTO[$s]}" --size 128 --duration "$DURATION" --warmup "$WARMUP" \
+                    $(workload_args "$w") ${EXTRA[$s]}
+                if (( MEASURE_RC != 0 )); then
+                    FAILED+=("$w/$s run $run: $(tail -1 "$OUT/$w-$s-$run.txt")")
+                    rm -f "$OUT/$w-$s-$run.json"
+                fi
+            done
         done
     done
-done
 fi
 
 # --- tables ------------------------------------------------------------------
