@@ -273,13 +273,18 @@ fn nats_clients_authenticate_as_nats_server_says() {
     assert_eq!(closed(Some(r#"CONNECT {}"#)), violation);
     assert_eq!(closed(Some("PING")), violation, "anything before CONNECT");
     assert_eq!(
+        closed(Some("SUB a..b 1")),
+        violation,
+        "even a SUB nats-server would refuse and keep open"
+    );
+    assert_eq!(
         closed(None),
         vec!["-ERR 'Authentication Timeout'".to_string()]
     );
     let t = totals(&relay);
     assert_eq!(t.auth_failures_bad_password, 1);
     assert_eq!(t.auth_failures_unknown_user, 2);
-    assert_eq!(t.auth_failures_no_credentials, 2);
+    assert_eq!(t.auth_failures_no_credentials, 3);
     assert_eq!(t.auth_failures_timeout, 1);
     alice.send("PING");
     alice.expect("PONG");

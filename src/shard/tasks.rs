@@ -878,12 +878,15 @@ impl Shard {
                             nats_credentials(options),
                             Some(Box::new(options.clone())),
                         ),
-                        Ok(_) => {
-                            core.refuse_login(id, Refusal::NoCredentials);
+                        // Anything else first, well-formed or not, as
+                        // nats-server answers it (an error that closes
+                        // anyway keeps its own text).
+                        Err(e) if e.closes() => {
+                            core.refuse_nats(id, e);
                             Login::Then(Next::Read)
                         }
-                        Err(e) => {
-                            core.refuse_nats(id, e);
+                        Ok(_) | Err(_) => {
+                            core.refuse_login(id, Refusal::NoCredentials);
                             Login::Then(Next::Read)
                         }
                     };
