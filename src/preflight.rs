@@ -518,13 +518,43 @@ fn tls(config: &Config) -> Finding {
         }
     );
     match crate::tls::TlsAcceptor::load(t) {
-        Ok(_) => Finding::new("tls", found, Verdict::Ok),
+        Ok(acceptor) => match acceptor.expires() {
+            None => Finding::new("tls", found, Verdict::Ok),
+            Some(expires) => certificate_validity(found, expires, std::time::SystemTime::now()),
+        },
         Err(e) => Finding::new(
             "tls",
             found,
             Verdict::Error(PreflightError::Tls(Arc::new(e))),
         ),
     }
+}
+
+/// Days before expiry from which `--check-config` and the start-up log
+/// warn about the certificate.
+const CERTIFICATE_WARN_DAYS: u64 = 14;
+
+/// The `tls` finding with the certificate's end of validity: a warning
+/// once it is past, or less than [`CERTIFICATE_WARN_DAYS`] away (clients
+/// refuse an expired certificate; tern still serves it, so that a late
+/// renewal does not also stop the relay).
+fn certificate_validity(
+    found: String,
+    expires: std::time::SystemTime,
+    now: std::time::SystemTime,
+) -> Finding {
+    let date = crate::metrics::clock::rfc3339_nanos(expires);
+    let found = format!("{found}, certificate valid until {date}");
+    let fix = "renew it, then `systemctl reload tern` (SIGHUP)";
+    let warning = match expires.duration_since(now) {
+        Err(_) => format!("the certificate has expired: clients will refuse it; {fix}"),
+        Ok(left) if left.as_secs() < CERTIFICATE_WARN_DAYS * 86_400 => format!(
+            "the certificate expires in {} day(s); {fix}",
+            left.as_secs() / 86_400
+        ),
+        Ok(_) => return Finding::new("tls", found, Verdict::Ok),
+    };
+    Finding::new("tls", found, Verdict::Warning(warning))
 }
 
 /// `authorization`: who may connect; plain-text secrets are a warning.
@@ -1385,6 +1415,29 @@ mod tests {
             n == DEFAULT_MAX_CONNECTIONS || fds_needed(&with) == hard,
             "{n} connections need {} descriptors, the limit is {hard}",
             fds_needed(&with)
+        );
+    }
+
+    #[test]
+    fn a_certificate_near_or_past_its_end_is_a_warning() {
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        let at = |expires| certificate_validity("certificate c".into(), expires, now);
+        assert!(matches!(at(now + 100 * day).verdict, Verdict::Ok));
+        let soon = at(now + 3 * day);
+        assert!(
+            matches!(&soon.verdict, Verdict::Warning(w) if w.contains("expires in 3 day(s)")),
+            "{soon:?}"
+        );
+        let past = at(now - day);
+        assert!(
+            matches!(&past.verdict, Verdict::Warning(w) if w.contains("has expired")),
+            "{past:?}"
+        );
+        assert!(
+            past.found.contains("valid until 2027-01-14T08:00:00Z"),
+            "{past:?}"
         );
     }
 

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
@@ -66,15 +66,26 @@ pub enum TlsError {
 pub struct TlsAcceptor {
     config: TlsConfig,
     current: RwLock<Arc<ServerConfig>>,
+    /// When the certificate in force stops being valid, if it could be
+    /// read.
+    expires: RwLock<Option<SystemTime>>,
 }
 
 impl TlsAcceptor {
     /// Reads the files of `config`.
     pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
+        let (server, expires) = server_config(config)?;
         Ok(TlsAcceptor {
-            current: RwLock::new(Arc::new(server_config(config)?)),
+            current: RwLock::new(Arc::new(server)),
+            expires: RwLock::new(expires),
             config: config.clone(),
         })
+    }
+
+    /// When the certificate in force stops being valid (its `notAfter`),
+    /// if it could be read.
+    pub fn expires(&self) -> Option<SystemTime> {
+        *self.expires.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The settings it was loaded with.
@@ -85,10 +96,11 @@ impl TlsAcceptor {
     /// Reads the files again; on success new handshakes use them, on error
     /// the configuration in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = Arc::new(server_config(&self.config)?);
+        let (fresh, expires) = server_config(&self.config)?;
         // A poisoned lock only means a reader panicked while cloning an
         // `Arc`: the value is intact.
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        *self.expires.write().unwrap_or_else(|e| e.into_inner()) = expires;
         Ok(())
     }
 
@@ -130,8 +142,11 @@ fn crypto_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
-fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
+/// The server configuration of `config`, and when its certificate
+/// expires.
+fn server_config(config: &TlsConfig) -> Result<(ServerConfig, Option<SystemTime>), TlsError> {
     let chain = certificates("certificate file", &config.cert)?;
+    let expires = certificate_expiry(&chain[0]);
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|source| TlsError::Read {
         what: "key file",
         path: config.key.clone(),
@@ -164,13 +179,21 @@ fn server_config(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    builder
+    let server = builder
         .with_single_cert(chain, key)
         .map_err(|source| TlsError::Mismatch {
             cert: config.cert.clone(),
             key: config.key.clone(),
             source,
-        })
+        })?;
+    Ok((server, expires))
+}
+
+/// When `cert` stops being valid (its `notAfter`), if it can be parsed.
+pub fn certificate_expiry(cert: &CertificateDer<'_>) -> Option<SystemTime> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let secs = parsed.validity().not_after.timestamp();
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
 
 /// The names a (verified) client certificate carries, in the order a user
@@ -236,6 +259,9 @@ mod tests {
         let dir = scratch("load");
         let config = material(&dir);
         let acceptor = TlsAcceptor::load(&config).unwrap();
+        // rcgen's default validity ends in 4096.
+        let expires = acceptor.expires().unwrap();
+        assert!(expires > SystemTime::now() + Duration::from_secs(365 * 86_400));
         let before = acceptor.server_config();
         acceptor.reload().unwrap();
         assert!(!Arc::ptr_eq(&before, &acceptor.server_config()));

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// `t` in RFC 3339, UTC, with as many digits of nanoseconds as it needs
 /// (Go's `time.RFC3339Nano`). Times before 1970 (a wildly wrong clock) are
 /// written as the epoch.
-pub(super) fn rfc3339_nanos(t: SystemTime) -> String {
+pub(crate) fn rfc3339_nanos(t: SystemTime) -> String {
     let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since_epoch.as_secs();
     let (year, month, day) = civil_from_days(secs / 86_400);

@@ -74,7 +74,7 @@
 //!   tooling that reads them works against tern (the `varz` and `connz`
 //!   modules list what is served and what is left out).
 
-mod clock;
+pub(crate) mod clock;
 mod connections;
 mod connz;
 mod http;
