@@ -156,6 +156,8 @@ pub struct Monitor {
     /// When the relay started, on the wall clock (`/varz`' `start`) and on
     /// the monotonic one (its `uptime`, which a clock step must not skew).
     started: (SystemTime, Instant),
+    /// The TLS server side, for its certificate's expiry.
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl Monitor {
@@ -196,6 +198,12 @@ impl Monitor {
     /// The settings the relay runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// When the TLS certificate in force stops being valid, if the relay
+    /// speaks TLS and the certificate could be read.
+    pub fn tls_expires(&self) -> Option<SystemTime> {
+        self.tls.as_ref().and_then(|t| t.expires())
     }
 
     /// When the relay started (wall clock).
@@ -302,6 +310,7 @@ impl Relay {
             nats_addrs: nats_addrs.as_slice().into(),
             config: config.clone(),
             started: (SystemTime::now(), Instant::now()),
+            tls: tls.clone(),
         };
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded::<usize>();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();

@@ -652,6 +652,28 @@ fn a_certificate_reload_changes_new_connections_only() {
     std::fs::write(pki.dir.join("cert.pem"), "junk").unwrap();
     assert!(relay.reload_tls().is_err());
     assert!(TlsClient::connect(relay.shard_addrs()[0], client_config(&next.ca, None)).is_ok());
+    // /metrics says when the certificate in force expires (rcgen's
+    // default: in 4096).
+    let metrics = tern::metrics::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        relay.monitor(),
+        relay.cores(),
+    )
+    .unwrap();
+    let page = common::http::get(metrics.local_addr(), "/metrics").body;
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("tern_tls_certificate_expiry_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("no expiry in\n{page}"));
+    assert!(line.contains("cert.pem"), "{line}");
+    let expires: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let in_ten_years = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 10 * 365 * 86_400;
+    assert!(expires > in_ten_years, "{line}");
+    metrics.stop();
 }
 
 #[test]

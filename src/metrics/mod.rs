@@ -194,6 +194,9 @@ trait Source: Send + 'static {
     /// The process's memory, CPU time and descriptors, for `/varz` and
     /// the `process_*` series.
     fn process(&self) -> ProcessUsage;
+    /// The TLS certificate file in force and when it stops being valid,
+    /// if the relay speaks TLS.
+    fn tls_expires(&self) -> Option<(String, std::time::SystemTime)>;
 }
 
 impl Source for Monitor {
@@ -237,6 +240,11 @@ impl Source for Monitor {
 
     fn process(&self) -> ProcessUsage {
         ProcessUsage::now()
+    }
+
+    fn tls_expires(&self) -> Option<(String, std::time::SystemTime)> {
+        let file = self.config().tls.as_ref()?.cert.display().to_string();
+        Some((file, Monitor::tls_expires(self)?))
     }
 }
 
@@ -359,6 +367,10 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
                 &ctx.source.shard_stats(),
                 &ctx.cores,
                 &ctx.source.process(),
+                ctx.source
+                    .tls_expires()
+                    .as_ref()
+                    .map(|(file, at)| (file.as_str(), *at)),
             ),
         ),
         "/healthz" => match ctx.source.health() {
@@ -471,6 +483,9 @@ mod tests {
         }
         fn process(&self) -> ProcessUsage {
             self.process
+        }
+        fn tls_expires(&self) -> Option<(String, std::time::SystemTime)> {
+            None
         }
     }
 
@@ -672,7 +687,7 @@ mod tests {
         assert_eq!(metrics.content_type, METRICS_CONTENT_TYPE);
         assert_eq!(
             body(&metrics),
-            encode_metrics(&c.source.shards, &c.cores, &c.source.process)
+            encode_metrics(&c.source.shards, &c.cores, &c.source.process, None)
         );
         let conns = respond(&get("/connections?limit=1"), &c);
         assert_eq!(conns.content_type, "application/json");

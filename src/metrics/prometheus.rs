@@ -7,7 +7,9 @@
 //! (`tern_protocol_errors_total{shard="0",reason="unknown_verb"}`: label
 //! values are the reply's words joined by `_`, so they need no quoting in
 //! a query); `tern_info{version}` and `tern_shard_info{shard,cpu}` (value
-//! 1, the CPU a label) describe the relay. The process is described by the
+//! 1, the CPU a label) describe the relay, and with TLS
+//! `tern_tls_certificate_expiry_timestamp_seconds{file}` says when its
+//! certificate expires. The process is described by the
 //! standard `process_*` series every Prometheus client library exports
 //! (resident and virtual memory, CPU seconds, open and maximum
 //! descriptors, start time; see [`ProcessUsage`]). `docs/deploy.md` says
@@ -220,7 +222,15 @@ fn error_reason(field: &str) -> Option<&str> {
 /// Writes the `/metrics` page: the counters of each shard (index = shard)
 /// whose CPUs are `cores`, then the `process`'s figures, in the
 /// Prometheus text format 0.0.4.
-pub fn encode_metrics(shards: &[Totals], cores: &[usize], process: &ProcessUsage) -> String {
+/// `tls_expires`: the TLS certificate file in force and when it stops being
+/// valid, if the relay speaks TLS
+/// (`tern_tls_certificate_expiry_timestamp_seconds{file}`).
+pub fn encode_metrics(
+    shards: &[Totals],
+    cores: &[usize],
+    process: &ProcessUsage,
+    tls_expires: Option<(&str, std::time::SystemTime)>,
+) -> String {
     let fields: Vec<Vec<(&'static str, u64)>> = shards.iter().map(Totals::fields).collect();
     let mut out = String::with_capacity(4096 + 1024 * shards.len());
 
@@ -266,6 +276,21 @@ pub fn encode_metrics(shards: &[Totals], cores: &[usize], process: &ProcessUsage
                 }
             }
         }
+    }
+
+    if let Some((file, expires)) = tls_expires {
+        header(
+            &mut out,
+            "tern_tls_certificate_expiry_timestamp_seconds",
+            Kind::Gauge,
+            "When the TLS certificate in force stops being valid, in seconds since the Unix epoch (SIGHUP reloads it).",
+        );
+        let secs = expires
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        out.push_str("tern_tls_certificate_expiry_timestamp_seconds{file=\"");
+        escape_label(&mut out, file);
+        let _ = writeln!(out, "\"}} {secs}");
     }
 
     encode_process(&mut out, process);
@@ -438,7 +463,7 @@ mod tests {
     #[test]
     fn metrics_page_follows_the_text_format() {
         let f = fake();
-        let text = encode_metrics(&f.shards, &[3, 5], &f.process);
+        let text = encode_metrics(&f.shards, &[3, 5], &f.process, None);
         let samples = check_exposition(&text);
         let find = |name: &str, labels: &str| {
             samples
@@ -504,7 +529,7 @@ mod tests {
             max_fds: None,
             start_time: None,
         };
-        let text = encode_metrics(&[], &[], &p);
+        let text = encode_metrics(&[], &[], &p, None);
         check_exposition(&text);
         let process: Vec<&str> = text.lines().filter(|l| l.starts_with("process_")).collect();
         assert_eq!(process, ["process_cpu_seconds_total 1.25"]);
@@ -555,7 +580,13 @@ mod tests {
 
     #[test]
     fn no_shards_still_gives_a_valid_page() {
-        check_exposition(&encode_metrics(&[], &[], &fake().process));
+        check_exposition(&encode_metrics(&[], &[], &fake().process, None));
+        let expires = UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let text = encode_metrics(&[], &[], &fake().process, Some(("/c.pem", expires)));
+        check_exposition(&text);
+        assert!(text.contains(
+            "\ntern_tls_certificate_expiry_timestamp_seconds{file=\"/c.pem\"} 1800000000\n"
+        ));
     }
 
     #[test]
