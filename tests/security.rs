@@ -133,6 +133,26 @@ fn line_clients_authenticate_first_with_the_specs_answers() {
 }
 
 #[test]
+fn strangers_cannot_make_the_relay_buffer_much() {
+    let relay = with_auth(token("t0ken"));
+    let mut good = relay.on(1);
+    good.send("AUTH t0ken");
+    good.expect_silence();
+    // Far below --max-frame (1 MiB), far above any login.
+    let mut line = relay.on(0);
+    line.send_raw(format!("AUTH {}", "x".repeat(64 << 10)).as_bytes());
+    let answers: Vec<String> = line.read_until_closed().iter().map(|f| show(f)).collect();
+    assert_eq!(answers, vec!["-ERR authorization failed"]);
+    let mut nats = Client::connect(relay.shard_nats_addrs()[0], CRLF);
+    nats.read_frame();
+    nats.send_raw(format!("PUB a 500000\r\n{}", "y".repeat(64 << 10)).as_bytes());
+    let answers: Vec<String> = nats.read_until_closed().iter().map(|f| show(f)).collect();
+    assert_eq!(answers, vec!["-ERR 'Authorization Violation'"]);
+    assert_eq!(totals(&relay).auth_failures_malformed, 2);
+    good.expect_silence();
+}
+
+#[test]
 fn without_authentication_auth_is_an_unknown_verb() {
     let relay = TestRelay::start();
     let mut c = relay.on(0);

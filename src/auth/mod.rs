@@ -175,7 +175,8 @@ pub enum Refusal {
     UnknownUser,
     /// A known user, the wrong password.
     BadPassword,
-    /// An `AUTH` frame without one or two non-empty fields.
+    /// An `AUTH` frame without one or two non-empty fields, or more bytes
+    /// before authenticating than any login needs.
     Malformed,
     /// No credentials within the auth timeout.
     Timeout,

@@ -78,6 +78,11 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// connection storm spends little of the shard on them.
 const TRIM_AFTER_CLOSES: usize = 1024;
 
+/// Bytes a connection may have buffered before it authenticates: an `AUTH`
+/// frame or a NATS `CONNECT` (nats-server's control lines stop at 4 KiB;
+/// one carrying a JWT is a few KiB) fits with room to spare.
+const MAX_LOGIN_BYTES: usize = 16 << 10;
+
 /// Longest a closing TLS connection waits to send what rustls holds and
 /// its closing alert.
 const TLS_CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -447,6 +452,15 @@ async fn connection(
             }
             Next::Read if eof => break,
             Next::Read => {}
+        }
+        // Before it has authenticated, a client gets no more than
+        // MAX_LOGIN_BYTES of buffer: what it may send first (`AUTH`, a
+        // `CONNECT`) is small, and strangers must not make the relay hold
+        // `--max-frame` each.
+        if login.is_some() && framer.buffered() > MAX_LOGIN_BYTES {
+            shard.core.borrow_mut().refuse_login(id, Refusal::Malformed);
+            shard.flush();
+            continue;
         }
         // A frame still growing past the read size while the relay is over
         // its memory budget: refused, and the connection closed with it.
