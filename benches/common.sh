@@ -1,7 +1,25 @@
-# Shared by the comparison scripts (compare.sh, security.sh): process
-# bookkeeping, ports, server start-up, reading tern-loadgen's JSON, medians
-# and number formats. Source it after setting OUT (the output directory).
+# Shared by the comparison scripts (compare.sh, security.sh): their
+# settings, process bookkeeping, ports, server start-up, reading
+# tern-loadgen's JSON, medians and number formats. Source it from the
+# repository's root; the script then sets OUT (its output directory).
 # shellcheck shell=bash
+
+# --- settings, from the environment ------------------------------------------
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+# Messages in flight per publisher at --rate 0 (a window of 1000
+# under-reported nats-server's 1->1 figure by about 17%).
+WINDOW=${WINDOW:-16384}
+LAT_RATE=${LAT_RATE:-50000}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+# Extra attempts for a run whose generator was starved of CPU by other work.
+RETRIES=${RETRIES:-2}
+ROOT=$(pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TERN=$TARGET_DIR/release/tern
+LOADGEN=$TARGET_DIR/release/tern-loadgen
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "$(basename "$0"): $*"; exit 1; }

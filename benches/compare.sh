@@ -29,27 +29,12 @@
 # (tern and nats-server, workload c) in $OUT.
 set -euo pipefail
 
-RUNS=${RUNS:-3}
-DURATION=${DURATION:-5s}
-WARMUP=${WARMUP:-1s}
-# Messages in flight per publisher at --rate 0: tern-loadgen's default (a
-# window of 1000 under-reported nats-server's 1->1 figure by about 17%).
-WINDOW=${WINDOW:-16384}
-LAT_RATE=${LAT_RATE:-50000}
-SERVER_CPU=${SERVER_CPU:-0}
-CLIENT_CPU=${CLIENT_CPU:-1}
-# Extra attempts for a run whose generator was starved of CPU by other work.
-RETRIES=${RETRIES:-2}
-
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-OUT=${OUT:-$TARGET_DIR/compare}
-TERN=$TARGET_DIR/release/tern
-LOADGEN=$TARGET_DIR/release/tern-loadgen
-
+# The settings (RUNS, DURATION, WARMUP, WINDOW, LAT_RATE, SERVER_CPU,
+# CLIENT_CPU, RETRIES, from the environment) and the binaries' paths.
 # shellcheck source=benches/common.sh
-source "$ROOT/benches/common.sh"
+source benches/common.sh
+OUT=${OUT:-$TARGET_DIR/compare}
 
 # --- prerequisites ---------------------------------------------------------
 command -v taskset >/dev/null || die "taskset (util-linux) is required"

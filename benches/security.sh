@@ -24,24 +24,12 @@
 # REPORT_ONLY=1 prints the tables again from the runs already in $OUT.
 set -euo pipefail
 
-RUNS=${RUNS:-3}
-DURATION=${DURATION:-5s}
-WARMUP=${WARMUP:-1s}
-WINDOW=${WINDOW:-16384}
-LAT_RATE=${LAT_RATE:-50000}
-SERVER_CPU=${SERVER_CPU:-0}
-CLIENT_CPU=${CLIENT_CPU:-1}
-RETRIES=${RETRIES:-2}
-
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-OUT=${OUT:-$TARGET_DIR/security}
-TERN=$TARGET_DIR/release/tern
-LOADGEN=$TARGET_DIR/release/tern-loadgen
-
+# The settings (RUNS, DURATION, WARMUP, WINDOW, LAT_RATE, SERVER_CPU,
+# CLIENT_CPU, RETRIES, from the environment) and the binaries' paths.
 # shellcheck source=benches/common.sh
-source "$ROOT/benches/common.sh"
+source benches/common.sh
+OUT=${OUT:-$TARGET_DIR/security}
 
 command -v taskset >/dev/null || die "taskset (util-linux) is required"
 command -v openssl >/dev/null || die "openssl is required to make the test certificates"
