@@ -281,17 +281,19 @@ fn parse_command_line(args: &[OsString]) -> Result<(Cli, Option<Authorization>),
     let command = Cli::command();
     let specs: Vec<FlagSpec<'_>> = command
         .get_arguments()
+        .filter(|arg| arg.get_long().is_some())
         .filter_map(|arg| {
-            let long = arg.get_long()?;
             let kind = match arg.get_action() {
                 clap::ArgAction::SetTrue => FlagKind::Switch,
                 clap::ArgAction::Append => FlagKind::Many,
                 clap::ArgAction::Set => FlagKind::One,
                 _ => return None,
             };
-            Some((arg.get_id().as_str(), long, kind))
+            Some(FlagSpec {
+                key: arg.get_id().as_str(),
+                kind,
+            })
         })
-        .map(|(id, _, kind)| FlagSpec { key: id, kind })
         .collect();
     let file = config_file::parse(&text, &specs).map_err(|e| in_file(e.to_string()))?;
     // The file's flags as words, before the command line's own.
@@ -329,10 +331,8 @@ fn parse_command_line(args: &[OsString]) -> Result<(Cli, Option<Authorization>),
                 let mut alone: Vec<OsString> = args[..1].to_vec();
                 alone.extend(words(f));
                 if let Err(e) = Cli::try_parse_from(&alone) {
-                    let rendered = e.to_string();
-                    let first = rendered.lines().next().unwrap_or("invalid value");
-                    let first = first.strip_prefix("error: ").unwrap_or(first);
-                    return Err(in_file(format!("line {}: {}: {first}", f.line, f.key)));
+                    let said = clap_message(&e);
+                    return Err(in_file(format!("line {}: {}: {said}", f.line, f.key)));
                 }
             }
             Err(Failure::Usage(e))
@@ -404,13 +404,15 @@ fn usage_error(e: clap::Error) -> ExitCode {
             let _ = e.print();
             ExitCode::SUCCESS
         }
-        _ => {
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            startup_error(format_args!("{first} (see tern --help)"))
-        }
+        _ => startup_error(format_args!("{} (see tern --help)", clap_message(&e))),
     }
+}
+
+/// The first line of a clap error, without clap's `error: `.
+fn clap_message(e: &clap::Error) -> String {
+    let rendered = e.to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// Installs the logger on stderr ([`logging::install`]). The filter is

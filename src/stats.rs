@@ -173,9 +173,7 @@ impl ShardStats {
         by_reason.add(1);
         self.protocol_errors.add(1);
     }
-}
 
-impl ShardStats {
     /// Counts a connection refused by authentication.
     pub fn count_auth_failure(&self, why: crate::auth::Refusal) {
         use crate::auth::Refusal::*;

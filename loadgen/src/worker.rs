@@ -1283,8 +1283,8 @@ fn handshake<S: Transport>(
         if expect.done() {
             break;
         }
-        match stream.read(&mut chunk) {
-            Ok(0) => {
+        match read_within(&mut stream, &mut chunk) {
+            Ok(Some(0)) => {
                 return Err(wrong(
                     &buf,
                     Error::Dropped {
@@ -1301,14 +1301,8 @@ fn handshake<S: Transport>(
                     },
                 ))
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(None) => {
                 let hint = match protocol {
                     Protocol::Line => {
                         " (is it a tern relay, and does it use the same --terminator?)"
@@ -1347,6 +1341,27 @@ fn handshake<S: Transport>(
     Ok((stream, buf[pos..].to_vec()))
 }
 
+/// One read of a handshake on a socket with a read timeout: `Some(n)`
+/// bytes (0: the server closed), `None` if the timeout passed first; an
+/// interrupted read is tried again.
+fn read_within(stream: &mut impl Read, chunk: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match stream.read(chunk) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads the NATS server's clear-text `INFO` line (up to its `\n`; the
 /// server says nothing more before the TLS handshake) into `buf`.
 fn read_clear_info(
@@ -1358,22 +1373,16 @@ fn read_clear_info(
 ) -> Result<(), Error> {
     let mut chunk = [0u8; 4096];
     while memchr::memchr(b'\n', buf).is_none() {
-        match tcp.read(&mut chunk) {
-            Ok(0) => {
+        match read_within(tcp, &mut chunk) {
+            Ok(Some(0)) => {
                 return Err(Error::Dropped {
                     who: who.into(),
                     addr: Some(addr),
                     detail: "closed by the server before its INFO".into(),
                 })
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(None) => {
                 return Err(Error::Timeout {
                     who: who.into(),
                     addr,

@@ -63,9 +63,6 @@ pub struct Conn {
     pub msgs_in: u64,
     /// Deliveries queued to it.
     pub msgs_out: u64,
-    /// It authenticated (or needed not: the relay has no authentication
-    /// configured only when nothing checks this).
-    pub authenticated: bool,
     /// The user it authenticated as (`None`: no users configured, or a
     /// token).
     pub user: Option<Arc<str>>,
@@ -117,7 +114,6 @@ impl Conn {
             since,
             msgs_in: 0,
             msgs_out: 0,
-            authenticated: false,
             user: None,
             permissions: None,
         }

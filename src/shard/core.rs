@@ -560,15 +560,26 @@ impl Core {
     pub fn refuse_nats(&mut self, id: ConnId, err: NatsError) {
         self.stats.nats_errors.add(1);
         if let Some(text) = err.text() {
-            self.reply(id, |out, _| {
-                out.push(nats::err_len(text), |b| nats::encode_err(b, text))
-            });
+            self.reply_nats_err(id, text);
         }
         if err.closes() {
-            if let Some(conn) = self.conns.get_mut(id) {
-                conn.closing = true;
-                conn.wake();
-            }
+            self.close_after_replies(id);
+        }
+    }
+
+    /// Queues `-ERR '<text>'` for NATS connection `id`.
+    fn reply_nats_err(&mut self, id: ConnId, text: &str) {
+        self.reply(id, |out, _| {
+            out.push(nats::err_len(text), |b| nats::encode_err(b, text))
+        });
+    }
+
+    /// Connection `id` reads no more and leaves once its replies are
+    /// written.
+    fn close_after_replies(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.closing = true;
+            conn.wake();
         }
     }
 
@@ -583,10 +594,7 @@ impl Core {
             return;
         }
         self.refuse(id, ProtoError::FrameTooLong, &[]);
-        if let Some(conn) = self.conns.get_mut(id) {
-            conn.closing = true;
-            conn.wake();
-        }
+        self.close_after_replies(id);
     }
 
     /// Queues `INFO` (or any other greeting) for `id`: the first bytes a
@@ -613,7 +621,6 @@ impl Core {
     /// permissions.
     pub fn authenticated(&mut self, id: ConnId, grant: Grant) {
         if let Some(conn) = self.conns.get_mut(id) {
-            conn.authenticated = true;
             conn.user = grant.user;
             conn.permissions = grant.permissions.map(|p| Box::new(ConnPermissions::new(p)));
         }
@@ -635,9 +642,7 @@ impl Core {
             };
             // Counted above, not as a protocol error.
             if let Some(text) = err.text() {
-                self.reply(id, |out, _| {
-                    out.push(nats::err_len(text), |b| nats::encode_err(b, text))
-                });
+                self.reply_nats_err(id, text);
             }
         } else {
             let err = match why {
@@ -647,10 +652,7 @@ impl Core {
             };
             self.reply(id, |out, t| out.push_err(err, t));
         }
-        if let Some(conn) = self.conns.get_mut(id) {
-            conn.closing = true;
-            conn.wake();
-        }
+        self.close_after_replies(id);
     }
 
     /// Refuses what connection `id`'s permissions do not allow: `-ERR
@@ -668,10 +670,7 @@ impl Core {
         }
         self.stats.permission_denials.add(1);
         self.stats.nats_errors.add(1);
-        let text = what.nats_text();
-        self.reply(id, |out, _| {
-            out.push(nats::err_len(&text), |b| nats::encode_err(b, &text))
-        });
+        self.reply_nats_err(id, &what.nats_text());
     }
 
     /// One round of the NATS keep-alive: a client with

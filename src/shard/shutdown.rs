@@ -8,7 +8,7 @@
 //! [`glommio::sync::Gate`]'s job (see [`super::tasks`]).
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -54,6 +54,16 @@ impl Shutdown {
     pub async fn wait(&self) {
         poll_fn(|cx| self.poll_wait(cx)).await
     }
+
+    /// Runs `work` until it ends (`Some` of its output) or the signal is
+    /// set first (`None`, and `work` is dropped).
+    pub async fn unless_stopped<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        futures_lite::future::or(async { Some(work.await) }, async {
+            self.wait().await;
+            None
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -75,5 +85,15 @@ mod tests {
         assert!(s.poll_wait(&cx).is_ready());
         s.trigger();
         assert_eq!(count.count(), 1, "no one left to wake");
+    }
+
+    #[test]
+    fn work_runs_until_the_signal() {
+        let s = Shutdown::default();
+        let done = futures_lite::future::block_on(s.unless_stopped(async { 7 }));
+        assert_eq!(done, Some(7));
+        s.trigger();
+        let never = futures_lite::future::block_on(s.unless_stopped(std::future::pending::<u8>()));
+        assert_eq!(never, None);
     }
 }

@@ -217,11 +217,7 @@ async fn accept_loop(
     gate: Gate,
 ) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown.wait().await;
-            None
-        })
-        .await;
+        let accepted = shard.shutdown.unless_stopped(listener.accept()).await;
         let stream = match accepted {
             None => return,
             Some(Ok(s)) => s,
@@ -278,18 +274,11 @@ fn refuse_connection(stream: &TcpStream, protocol: Protocol, terminator: &[u8]) 
 async fn keep_alive(shard: Rc<Shard>) {
     let interval = shard.config.nats_ping_interval;
     loop {
-        let stop = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                false
-            },
-            async {
-                shard.shutdown.wait().await;
-                true
-            },
-        )
-        .await;
-        if stop {
+        let slept = shard
+            .shutdown
+            .unless_stopped(glommio::timer::sleep(interval))
+            .await;
+        if slept.is_none() {
             return;
         }
         shard.core.borrow_mut().ping_nats_clients();
@@ -386,9 +375,12 @@ async fn connection(
         shard.open.fetch_sub(1, Ordering::Relaxed);
         return;
     };
-    let id = shard.add(socket, peer, protocol, local, cid, greeted);
+    let (id, logged_in) = shard.add(socket, peer, protocol, local, cid, greeted);
     // Until it authenticates: the time it has left.
-    let mut login = shard.login_deadline(id);
+    let mut login = match &shard.config.auth {
+        Some(auth) if !logged_in => Some(Instant::now() + auth.timeout),
+        _ => None,
+    };
     let (mut framer, mut session) = match protocol {
         Protocol::Line => (
             Framer::with_read_size(
@@ -598,7 +590,8 @@ impl Shard {
 
     /// Admits a connection accepted on a `protocol` listener bound to
     /// `local`, as connection `cid`; a NATS client not yet `greeted` is
-    /// greeted with `INFO`.
+    /// greeted with `INFO`. Also whether its client certificate logged it
+    /// in as a user.
     fn add(
         &self,
         socket: Socket,
@@ -607,7 +600,7 @@ impl Shard {
         local: SocketAddr,
         cid: u64,
         greeted: bool,
-    ) -> ConnId {
+    ) -> (ConnId, bool) {
         let wire = match protocol {
             Protocol::Line => Wire::line(),
             Protocol::Nats => Wire::nats(),
@@ -622,12 +615,13 @@ impl Shard {
             core.greet(id, &self.info(cid, peer, local));
         }
         // A client certificate that names a user logs that user in.
-        if let Some(grant) = self
+        let grant = self
             .config
             .auth
             .as_ref()
-            .and_then(|a| a.verify_certificate(&names))
-        {
+            .and_then(|a| a.verify_certificate(&names));
+        let logged_in = grant.is_some();
+        if let Some(grant) = grant {
             core.authenticated(id, grant);
         }
         drop(core);
@@ -637,7 +631,7 @@ impl Shard {
             sockets.resize_with(slot + 1, || None);
         }
         sockets[slot] = Some(socket);
-        id
+        (id, logged_in)
     }
 
     /// The `INFO` a NATS client connected from `peer` to `local` is sent.
@@ -680,43 +674,17 @@ impl Shard {
         let info_first = protocol == Protocol::Nats && !settings.nats_handshake_first;
         if info_first {
             let info = self.info(cid, peer, local);
-            let sent = async {
-                futures_lite::AsyncWriteExt::write_all(&mut stream, &info)
-                    .await
-                    .is_ok()
-            };
-            let stop = async {
-                self.shutdown.wait().await;
-                false
-            };
-            if !futures_lite::future::or(sent, stop).await {
-                return None;
-            }
+            let sent = futures_lite::AsyncWriteExt::write_all(&mut stream, &info);
+            self.shutdown.unless_stopped(sent).await?.ok()?;
         }
-        let handshake =
-            async { Some(socket::handshake(stream, tls.server_config(), settings.timeout).await) };
-        let stop = async {
-            self.shutdown.wait().await;
-            None
-        };
-        match futures_lite::future::or(handshake, stop).await? {
+        let handshake = socket::handshake(stream, tls.server_config(), settings.timeout);
+        match self.shutdown.unless_stopped(handshake).await? {
             Ok(socket) => Some((socket, info_first)),
             Err((why, detail)) => {
                 self.stats.count_auth_failure(why);
                 tracing::warn!(%peer, shard = self.core.borrow().id(), reason = why.label(), "TLS handshake failed: {detail}");
                 None
             }
-        }
-    }
-
-    /// When connection `id` must have authenticated by, or `None` if it
-    /// need not (no authentication configured, or its certificate did).
-    fn login_deadline(&self, id: ConnId) -> Option<Instant> {
-        let auth = self.config.auth.as_ref()?;
-        let core = self.core.borrow();
-        match core.conns().get(id) {
-            Some(c) if c.authenticated => None,
-            _ => Some(Instant::now() + auth.timeout),
         }
     }
 
