@@ -107,6 +107,11 @@ pub struct Config {
     pub auth: Option<Arc<Authorization>>,
     /// TLS on every listener; `None`: clear text.
     pub tls: Option<TlsConfig>,
+    /// Hubs this relay joins as a leaf node (`--leafnode-remote`, the
+    /// config file's `[[leafnodes.remotes]]`), one link each.
+    pub leaf_remotes: Vec<crate::leaf::Remote>,
+    /// The longest wait between two attempts to reach a hub.
+    pub leaf_reconnect_max: Duration,
     /// Test hook: a shard that receives the frame
     /// [`crate::shard::core::PANIC_FRAME`] panics, so tests can check how
     /// the relay handles a dead shard. Off unless a test sets it (the
@@ -136,6 +141,8 @@ impl Default for Config {
             read_size: crate::framing::DEFAULT_READ_SIZE,
             auth: None,
             tls: None,
+            leaf_remotes: Vec::new(),
+            leaf_reconnect_max: crate::leaf::DEFAULT_RECONNECT_MAX,
             panic_frame: false,
         }
     }
@@ -186,6 +193,9 @@ impl Config {
         }
         if self.tls.as_ref().is_some_and(|t| t.timeout.is_zero()) {
             return Err(ConfigError::Zero("--tls-timeout"));
+        }
+        if self.leaf_reconnect_max.is_zero() {
+            return Err(ConfigError::Zero("--leafnode-reconnect-max"));
         }
         if self.auth.as_ref().is_some_and(|a| a.map_certificates)
             && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none())

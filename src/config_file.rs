@@ -20,6 +20,13 @@
 //! [authorization.users.permissions]
 //! publish = { allow = ["orders.>"], deny = ["orders.internal.>"] }
 //! subscribe = ["_INBOX.>", "prices.*"]   # a bare list is the allow list
+//!
+//! # Hubs this relay joins as a leaf node (as many as --leafnode-remote).
+//! [[leafnodes.remotes]]
+//! url = "nats-leaf://hub1.example:7422"
+//! user = "leaf"             # or token = "..."; both optional
+//! password = "s3cret"
+//! tls_ca = "/etc/tern/hub-ca.pem"   # and tls_cert, tls_key, tls_server_name
 //! ```
 //!
 //! [`parse`] reads the text into [`FileFlag`]s (each key's values as the
@@ -40,6 +47,9 @@ use crate::units;
 
 /// The file's section for authentication (not a flag).
 pub const AUTHORIZATION: &str = "authorization";
+
+/// The file's section for leaf-node remotes (not a flag).
+pub const LEAFNODES: &str = "leafnodes";
 
 /// A flag the file may set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +90,8 @@ pub struct ConfigFile {
     pub flags: Vec<FileFlag>,
     /// Its `[authorization]` section, if any.
     pub authorization: Option<Authorization>,
+    /// Its `[[leafnodes.remotes]]`.
+    pub leaf_remotes: Vec<crate::leaf::Remote>,
 }
 
 /// A config file that cannot be used; every variant names the line.
@@ -104,6 +116,9 @@ pub enum ConfigFileError {
     /// The `[authorization]` section cannot work.
     #[error("line {line}: [authorization]: {message}")]
     Authorization { line: usize, message: String },
+    /// A `[[leafnodes.remotes]]` entry cannot work.
+    #[error("line {line}: [[leafnodes.remotes]]: {message}")]
+    Leafnodes { line: usize, message: String },
 }
 
 /// Keys that only make sense on the command line.
@@ -134,6 +149,23 @@ pub fn parse(text: &str, flags: &[FlagSpec<'_>]) -> Result<ConfigFile, ConfigFil
                     message,
                 })?,
             )
+        }
+    };
+    let leaf_remotes = match table.remove(LEAFNODES) {
+        None => Vec::new(),
+        Some(_) => {
+            let file: LeafnodesFile = toml::from_str(text).map_err(syntax)?;
+            let section = file.leafnodes.expect("the key is there");
+            let mut remotes = Vec::new();
+            for entry in section.remotes {
+                let line = line_at(text, entry.span().start);
+                let remote = entry
+                    .into_inner()
+                    .build()
+                    .map_err(|message| ConfigFileError::Leafnodes { line, message })?;
+                remotes.push(remote);
+            }
+            remotes
         }
     };
     // `toml::Table` does not keep the keys' places: find each one's line
@@ -178,6 +210,7 @@ pub fn parse(text: &str, flags: &[FlagSpec<'_>]) -> Result<ConfigFile, ConfigFil
     Ok(ConfigFile {
         flags: out,
         authorization,
+        leaf_remotes,
     })
 }
 
@@ -219,6 +252,67 @@ fn key_offset(text: &str, key: &str) -> Option<usize> {
         offset += line.len();
     }
     None
+}
+
+/// The file as the `[leafnodes]` section sees it.
+#[derive(Deserialize)]
+struct LeafnodesFile {
+    leafnodes: Option<LeafnodesSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeafnodesSection {
+    #[serde(default)]
+    remotes: Vec<toml::Spanned<RemoteEntry>>,
+}
+
+/// One `[[leafnodes.remotes]]`: credentials and TLS settings given here
+/// win over those of the URL.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteEntry {
+    url: String,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    tls_ca: Option<std::path::PathBuf>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+    tls_server_name: Option<String>,
+}
+
+impl RemoteEntry {
+    fn build(self) -> Result<crate::leaf::Remote, String> {
+        let mut remote = crate::leaf::Remote::parse(&self.url).map_err(|e| e.to_string())?;
+        if let Some(user) = self.user {
+            remote.user = user;
+        }
+        if let Some(password) = self.password {
+            remote.password = password;
+        }
+        if let Some(token) = self.token {
+            remote.token = token;
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together".to_string());
+        }
+        let tls = &mut remote.tls;
+        tls.required |= self.tls;
+        tls.ca = self.tls_ca;
+        tls.cert = self.tls_cert;
+        tls.key = self.tls_key;
+        tls.server_name = self.tls_server_name;
+        if tls.required && tls.ca.is_none() {
+            return Err(format!(
+                "{}: TLS needs tls_ca, the CA file that issued the hub's certificate",
+                remote.url
+            ));
+        }
+        Ok(remote)
+    }
 }
 
 /// The file as the `[authorization]` section sees it.

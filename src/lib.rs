@@ -22,6 +22,9 @@
 //! * [`router`] — what a shard knows of the other shards' interest, and
 //!   which receivers here and which other shards a publish goes to (no I/O;
 //!   it fills match caches and moves queue groups' round-robin).
+//! * [`leaf`] — tern as a leaf node of a NATS cluster: the links to hubs
+//!   (owned by shard 0), the leaf protocol, and the relay-wide interest
+//!   announced to them.
 //! * [`mesh`] — the shard-to-shard paths: one crossbeam channel per ordered
 //!   pair carrying batches of shared [`bytes::Bytes`], and a doorbell that
 //!   wakes an idle shard without spinning.
@@ -63,6 +66,7 @@ pub mod budget;
 pub mod config;
 pub mod config_file;
 pub mod framing;
+pub mod leaf;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;

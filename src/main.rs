@@ -154,6 +154,14 @@ struct Cli {
     #[arg(long, requires = "tls_client_ca")]
     tls_map_users: bool,
 
+    /// Join the NATS hub at this URL as a leaf node (nats-leaf://[user:password@]host:7422, or tls:// for TLS); repeat for several hubs; the config file's [[leafnodes.remotes]] also take TLS settings
+    #[arg(long = "leafnode-remote", value_name = "URL", action = clap::ArgAction::Append)]
+    leafnode_remote: Vec<String>,
+
+    /// Longest wait between two attempts to reach a hub (the wait starts at 100ms and doubles, jittered)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = units::parse_duration)]
+    leafnode_reconnect_max: Duration,
+
     /// Read settings from this TOML file: each flag is a key (max_frame = "1MiB"), users and permissions are in [authorization]; flags on the command line win
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -239,7 +247,7 @@ fn parse_log_filter(s: &str) -> Result<String, logging::FilterError> {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let (cli, authorization) = match parse_command_line(&args) {
+    let (cli, sections) = match parse_command_line(&args) {
         Ok(parsed) => parsed,
         Err(Failure::Usage(e)) => return usage_error(e),
         Err(Failure::Startup(msg)) => return startup_error(msg),
@@ -247,7 +255,7 @@ fn main() -> ExitCode {
     if let Err(msg) = init_logging(cli.log_level.as_deref(), cli.log_format) {
         return startup_error(msg);
     }
-    let config = match build_config(&cli).and_then(|c| with_security(c, &cli, authorization)) {
+    let config = match build_config(&cli).and_then(|c| with_sections(c, &cli, sections)) {
         Ok(c) => c,
         Err(msg) => return startup_error(msg),
     };
@@ -268,13 +276,13 @@ enum Failure {
 /// Reads the command line and, with `--config`, the file it names: each
 /// of the file's keys is a flag the command line did not give (the command
 /// line wins), and its `[authorization]` section the users.
-fn parse_command_line(args: &[OsString]) -> Result<(Cli, Option<Authorization>), Failure> {
+fn parse_command_line(args: &[OsString]) -> Result<(Cli, FileSections), Failure> {
     let matches = Cli::command()
         .try_get_matches_from(args)
         .map_err(Failure::Usage)?;
     let cli = Cli::from_arg_matches(&matches).map_err(Failure::Usage)?;
     let Some(path) = &cli.config else {
-        return Ok((cli, None));
+        return Ok((cli, FileSections::default()));
     };
     let in_file = |msg: String| Failure::Startup(format!("config file {}: {msg}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| in_file(e.to_string()))?;
@@ -324,7 +332,13 @@ fn parse_command_line(args: &[OsString]) -> Result<(Cli, Option<Authorization>),
     }
     merged.extend(args[1..].iter().cloned());
     match Cli::try_parse_from(&merged) {
-        Ok(cli) => Ok((cli, file.authorization)),
+        Ok(cli) => Ok((
+            cli,
+            FileSections {
+                authorization: file.authorization,
+                leaf_remotes: file.leaf_remotes,
+            },
+        )),
         Err(e) => {
             // Which of the file's values clap refused: each alone.
             for f in &from_file {
@@ -340,13 +354,31 @@ fn parse_command_line(args: &[OsString]) -> Result<(Cli, Option<Authorization>),
     }
 }
 
-/// Adds TLS (from the flags) and authentication (from the config file)
-/// to `config`.
-fn with_security(
-    config: Config,
-    cli: &Cli,
+/// What the config file holds besides flags.
+#[derive(Default)]
+struct FileSections {
     authorization: Option<Authorization>,
-) -> Result<Config, String> {
+    leaf_remotes: Vec<tern::leaf::Remote>,
+}
+
+/// Adds TLS (from the flags), authentication (from the config file) and
+/// the leaf remotes (from both) to `config`.
+fn with_sections(config: Config, cli: &Cli, sections: FileSections) -> Result<Config, String> {
+    let FileSections {
+        authorization,
+        mut leaf_remotes,
+    } = sections;
+    for url in &cli.leafnode_remote {
+        let remote =
+            tern::leaf::Remote::parse(url).map_err(|e| format!("--leafnode-remote: {e}"))?;
+        if remote.tls.required {
+            return Err(format!(
+                "--leafnode-remote {}: TLS needs the hub's CA: give this remote in the config file's [[leafnodes.remotes]] with tls_ca",
+                remote.url
+            ));
+        }
+        leaf_remotes.push(remote);
+    }
     let tls = match (&cli.tls_cert, &cli.tls_key) {
         (Some(cert), Some(key)) => Some(TlsConfig {
             cert: cert.clone(),
@@ -372,6 +404,8 @@ fn with_security(
     Ok(Config {
         tls,
         auth,
+        leaf_remotes,
+        leaf_reconnect_max: cli.leafnode_reconnect_max,
         ..config
     })
 }

@@ -158,6 +158,8 @@ pub struct Monitor {
     started: (SystemTime, Instant),
     /// The TLS server side, for its certificate's expiry.
     tls: Option<Arc<TlsAcceptor>>,
+    /// Each leaf link's state and counters, in `--leafnode-remote` order.
+    leaf: Arc<[Arc<crate::leaf::RemoteStatus>]>,
 }
 
 impl Monitor {
@@ -198,6 +200,12 @@ impl Monitor {
     /// The settings the relay runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Each leaf link's state and counters now, in `--leafnode-remote`
+    /// order.
+    pub fn leaf_remotes(&self) -> Vec<crate::leaf::RemoteSnapshot> {
+        self.leaf.iter().map(|s| s.snapshot()).collect()
     }
 
     /// When the TLS certificate in force stops being valid, if the relay
@@ -294,6 +302,21 @@ impl Relay {
             )),
         };
 
+        let mut links = Vec::new();
+        for remote in &config.leaf_remotes {
+            let tls = remote
+                .tls_client_config()
+                .map_err(|e| PreflightError::Tls(Arc::new(e)))?;
+            links.push(crate::shard::LinkSpec {
+                status: Arc::new(crate::leaf::RemoteStatus::new(&remote.url)),
+                remote: remote.clone(),
+                tls,
+            });
+        }
+        let leaf: Arc<[Arc<crate::leaf::RemoteStatus>]> =
+            links.iter().map(|l| l.status.clone()).collect();
+        let mut links = Some(links);
+
         let (endpoints, bells) = mesh::build(shards, MESH_CAPACITY);
         let config = Arc::new(config);
         let open = Arc::new(AtomicUsize::new(0));
@@ -311,6 +334,7 @@ impl Relay {
             config: config.clone(),
             started: (SystemTime::now(), Instant::now()),
             tls: tls.clone(),
+            leaf,
         };
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded::<usize>();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
@@ -331,6 +355,12 @@ impl Relay {
                 nats: nats.clone(),
                 control,
                 tls: tls.clone(),
+                // Shard 0 keeps every leaf link.
+                links: if i == 0 {
+                    links.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
             };
             let ready = ready_tx.clone();
             let exit = exit_tx.clone();

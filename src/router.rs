@@ -19,10 +19,18 @@
 //!   that shard picks one of its local members.
 //! * A [`crate::mesh::Forward`] received from another shard is matched only
 //!   against `local`: the sender already decided which shards take part.
+//!
+//! A leaf-node link ([`crate::leaf`]) subscribes in the hub's name like a
+//! connection, with one difference: its queue groups are filed under the
+//! group's name behind [`HUB_GROUP_MARK`], so they are groups of their own
+//! that no client can join. A hub group is served only when no client
+//! group of the same name matches (local members first, as in NATS), and
+//! a message *from* the hub is given to client groups it names and no
+//! others ([`Router::route_from_hub`]).
 
 use std::rc::Rc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::mesh::ShardId;
 use crate::subject::{Matches, Sublist};
@@ -124,6 +132,31 @@ impl Plan {
     }
 }
 
+/// The first byte of a hub queue group's name in the index (see the
+/// module docs). No client's group name can hold it: both protocols take
+/// printable ASCII only ([`crate::subject::is_valid_group`]).
+pub const HUB_GROUP_MARK: u8 = 0;
+
+/// The index name of the hub's queue group `name`.
+pub fn hub_group(name: &[u8]) -> Vec<u8> {
+    let mut g = Vec::with_capacity(name.len() + 1);
+    g.push(HUB_GROUP_MARK);
+    g.extend_from_slice(name);
+    g
+}
+
+/// A queue group's name, kept by its id so that routing can compare groups
+/// of different patterns by name.
+#[derive(Debug)]
+struct GroupName {
+    /// The name, without [`HUB_GROUP_MARK`].
+    name: Box<[u8]>,
+    /// The hub's group.
+    hub: bool,
+    /// Subscriptions (here and elsewhere) in the group.
+    refs: u32,
+}
+
 /// A shard's routing state.
 pub struct Router {
     local: Sublist<SubRef>,
@@ -131,6 +164,11 @@ pub struct Router {
     /// Round-robin position of groups that have members both here and on
     /// other shards, so the choice between "here" and "there" is by weight.
     joint: FxHashMap<u64, u64>,
+    /// Every queue group's name, by id.
+    names: FxHashMap<u64, GroupName>,
+    /// How many of `names` are hub groups: with none (every relay without
+    /// a leaf link), routing skips the hub rules.
+    hub_groups: usize,
 }
 
 impl Default for Router {
@@ -146,17 +184,49 @@ impl Router {
             local: Sublist::new(CACHE_CAPACITY),
             remote: Sublist::new(CACHE_CAPACITY),
             joint: FxHashMap::default(),
+            names: FxHashMap::default(),
+            hub_groups: 0,
         }
     }
 
     /// A local subscription (the caller enforces set semantics).
     pub fn subscribe(&mut self, sub: SubRef, pattern: &[u8], group: Option<&[u8]>) {
         self.local.insert(pattern, group, sub, 1);
+        self.name_group(pattern, group, true);
     }
 
     /// A local subscription ended.
     pub fn unsubscribe(&mut self, sub: SubRef, pattern: &[u8], group: Option<&[u8]>) {
-        self.local.remove(pattern, group, sub, 1);
+        if self.local.remove(pattern, group, sub, 1) == 0 {
+            self.name_group(pattern, group, false);
+        }
+    }
+
+    /// Keeps [`Self::names`] as a subscription in `group` comes (`add`) or
+    /// goes.
+    fn name_group(&mut self, pattern: &[u8], group: Option<&[u8]>, add: bool) {
+        let Some(group) = group else { return };
+        let id = crate::subject::group_id(pattern, group);
+        let hub = group.first() == Some(&HUB_GROUP_MARK);
+        if add {
+            let entry = self.names.entry(id).or_insert_with(|| GroupName {
+                name: if hub { &group[1..] } else { group }.into(),
+                hub,
+                refs: 0,
+            });
+            if entry.refs == 0 && hub {
+                self.hub_groups += 1;
+            }
+            entry.refs += 1;
+        } else if let Some(entry) = self.names.get_mut(&id) {
+            entry.refs -= 1;
+            if entry.refs == 0 {
+                if entry.hub {
+                    self.hub_groups -= 1;
+                }
+                self.names.remove(&id);
+            }
+        }
     }
 
     /// Another shard gained (`add`) or lost one subscription.
@@ -169,13 +239,52 @@ impl Router {
     ) {
         if add {
             self.remote.insert(pattern, group, from, 1);
-        } else {
+            self.name_group(pattern, group, true);
+        } else if self.remote.weight(pattern, group, from) > 0 {
             self.remote.remove(pattern, group, from, 1);
+            self.name_group(pattern, group, false);
         }
     }
 
-    /// Routes a message published on this shard.
+    /// Routes a message published on this shard by a client.
     pub fn route_publish(&mut self, subject: &[u8], plan: &mut Plan) {
+        self.route(subject, None::<fn(&[u8]) -> bool>, plan);
+    }
+
+    /// Routes a message the hub sent over a leaf link on this shard: to
+    /// plain subscribers as [`Router::route_publish`] does (the caller skips
+    /// the links among them), and to one member of each client queue group
+    /// whose name `chosen` accepts (the groups the hub chose this relay
+    /// for), none of the others, and never to a hub group.
+    pub fn route_from_hub(
+        &mut self,
+        subject: &[u8],
+        chosen: impl Fn(&[u8]) -> bool,
+        plan: &mut Plan,
+    ) {
+        self.route(subject, Some(chosen), plan);
+    }
+
+    /// Whether the group `id` takes part in a routing: from the hub
+    /// (`chosen` given), client groups `chosen` names; from a client, every
+    /// client group, and a hub group only if no client group in `clients`
+    /// (the names of those that matched) has its name.
+    fn wanted(
+        &self,
+        id: u64,
+        chosen: Option<&impl Fn(&[u8]) -> bool>,
+        clients: &FxHashSet<&[u8]>,
+    ) -> bool {
+        let Some(g) = self.names.get(&id) else {
+            return chosen.is_none();
+        };
+        match chosen {
+            Some(chosen) => !g.hub && chosen(&g.name),
+            None => !g.hub || !clients.contains(&*g.name),
+        }
+    }
+
+    fn route(&mut self, subject: &[u8], chosen: Option<impl Fn(&[u8]) -> bool>, plan: &mut Plan) {
         let (local_gen, remote_gen) = (self.local.generation(), self.remote.generation());
         if let Some(Memo::Publish {
             subject: s,
@@ -201,8 +310,39 @@ impl Router {
                 target(plan, shard).plain = true;
             }
         }
+        // With hub groups about (or from the hub), some groups sit out.
+        let filtering = chosen.is_some() || self.hub_groups > 0;
+        let clients: FxHashSet<&[u8]> = if filtering && chosen.is_none() {
+            let remote_ids = remote.iter().flat_map(|r| r.groups.iter().map(|g| g.id));
+            local
+                .groups
+                .iter()
+                .map(|g| g.id)
+                .chain(remote_ids)
+                .filter_map(|id| self.names.get(&id))
+                .filter(|g| !g.hub)
+                .map(|g| &*g.name)
+                .collect()
+        } else {
+            FxHashSet::default()
+        };
+        let mut wanted: Vec<u64> = if filtering {
+            let remote_ids = remote.iter().flat_map(|r| r.groups.iter().map(|g| g.id));
+            local
+                .groups
+                .iter()
+                .map(|g| g.id)
+                .chain(remote_ids)
+                .filter(|&id| self.wanted(id, chosen.as_ref(), &clients))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        drop(clients);
+        wanted.sort_unstable();
+        let take = |id: u64| !filtering || wanted.binary_search(&id).is_ok();
         // Groups with members here (and maybe elsewhere).
-        for lg in &local.groups {
+        for lg in local.groups.iter().filter(|g| take(g.id)) {
             let rg = remote.as_ref().and_then(|r| r.group(lg.id));
             match rg {
                 None => plan.local.push(lg.pick()),
@@ -221,7 +361,7 @@ impl Router {
         }
         // Groups with members only elsewhere.
         if let Some(remote) = &remote {
-            for rg in &remote.groups {
+            for rg in remote.groups.iter().filter(|g| take(g.id)) {
                 if local.group(rg.id).is_none() {
                     target(plan, rg.pick()).groups.push(rg.id);
                 }
@@ -456,5 +596,60 @@ mod tests {
         assert!(out.local.is_empty(), "not plain: no plain subscriber");
         r.route_forward(b"jobs.x", true, &[], &mut out);
         assert_eq!(out.local, vec![c(5)]);
+    }
+
+    #[test]
+    fn a_hub_group_is_served_only_when_no_client_group_of_its_name_matches() {
+        let mut r = Router::new();
+        let link = |sub| SubRef { conn: 9, sub };
+        r.subscribe(link(1), b"jobs.*", Some(&hub_group(b"w")));
+        let mut plan = Plan::default();
+        r.route_publish(b"jobs.a", &mut plan);
+        assert_eq!(plan.local, vec![link(1)], "only the hub has members");
+        // A client member on another shard: it is served, the hub is not.
+        r.remote_interest(1, true, b"jobs.>", Some(b"w"));
+        for _ in 0..4 {
+            r.route_publish(b"jobs.a", &mut plan);
+            assert!(plan.local.is_empty());
+            assert_eq!(plan.remote.len(), 1);
+            assert_eq!(plan.remote[0].groups.len(), 1);
+        }
+        // Another group's name does not count.
+        r.remote_interest(1, false, b"jobs.>", Some(b"w"));
+        r.subscribe(c(3), b"jobs.a", Some(b"v"));
+        r.route_publish(b"jobs.a", &mut plan);
+        assert_eq!(plan.local, vec![c(3), link(1)]);
+        r.unsubscribe(link(1), b"jobs.*", Some(&hub_group(b"w")));
+        r.route_publish(b"jobs.a", &mut plan);
+        assert_eq!(plan.local, vec![c(3)]);
+        assert_eq!(r.hub_groups, 0);
+        assert_eq!(r.names.len(), 1, "names leave with their last member");
+    }
+
+    #[test]
+    fn a_message_from_the_hub_reaches_the_groups_it_names_and_plain_subscribers() {
+        let mut r = Router::new();
+        r.subscribe(c(1), b"jobs", Some(b"w"));
+        r.subscribe(c(2), b"jobs", Some(b"v"));
+        r.subscribe(c(4), b"jobs", None);
+        r.subscribe(SubRef { conn: 9, sub: 1 }, b"jobs", Some(&hub_group(b"w")));
+        r.remote_interest(1, true, b"jobs", Some(b"w"));
+        let mut plan = Plan::default();
+        let (mut here, mut there) = (0, 0);
+        for _ in 0..10 {
+            r.route_from_hub(b"jobs", |q| q == b"w", &mut plan);
+            assert!(plan.local.contains(&c(4)), "plain subscribers always");
+            assert!(!plan.local.contains(&c(2)), "a group the hub did not name");
+            assert!(!plan.local.iter().any(|s| s.conn == 9), "never a hub group");
+            if plan.local.contains(&c(1)) {
+                here += 1;
+            } else {
+                there += plan.remote.len();
+            }
+        }
+        assert_eq!((here, there), (5, 5), "spread over the group's members");
+        r.route_from_hub(b"jobs", |_| false, &mut plan);
+        assert_eq!(plan.local, vec![c(4)], "no queues named: plain only");
+        assert!(plan.remote.is_empty());
     }
 }

@@ -189,6 +189,48 @@ fn server_config(config: &TlsConfig) -> Result<(ServerConfig, Option<SystemTime>
     Ok((server, expires))
 }
 
+/// The client side of a leaf link's TLS: the hub's certificate must have
+/// been issued by a CA in `ca`; `cert` and `key`, if given, are presented
+/// to a hub that verifies its leafs.
+pub fn client_config(
+    ca: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certificates("CA file", ca)? {
+        roots.add(c).map_err(|e| TlsError::ClientCa {
+            path: ca.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    let provider = Arc::new(crypto_provider());
+    let mismatch = |source| TlsError::Mismatch {
+        cert: cert.unwrap_or(ca).to_path_buf(),
+        key: key.unwrap_or(ca).to_path_buf(),
+        source,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(mismatch)?
+        .with_root_certificates(roots);
+    let config = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates("certificate file", cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Read {
+                what: "key file",
+                path: key.to_path_buf(),
+                source,
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(mismatch)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 /// When `cert` stops being valid (its `notAfter`), if it can be parsed.
 pub fn certificate_expiry(cert: &CertificateDer<'_>) -> Option<SystemTime> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;

@@ -328,10 +328,15 @@ impl<'a> ConnInfoJson<'a> {
                 lang,
                 version,
             } => ("nats", name.as_str(), lang.as_str(), version.as_str()),
+            ClientInfo::Leaf { remote } => ("leaf", remote.as_str(), "", ""),
         };
         ConnInfoJson {
             cid: c.cid,
-            kind: "Client",
+            kind: if matches!(c.client, ClientInfo::Leaf { .. }) {
+                "Leafnode"
+            } else {
+                "Client"
+            },
             protocol,
             ip: ip_of(c.peer),
             port: c.peer.port(),

@@ -197,6 +197,10 @@ trait Source: Send + 'static {
     /// The TLS certificate file in force and when it stops being valid,
     /// if the relay speaks TLS.
     fn tls_expires(&self) -> Option<(String, std::time::SystemTime)>;
+    /// Each leaf link's state and counters.
+    fn leaf_remotes(&self) -> Vec<crate::leaf::RemoteSnapshot> {
+        Vec::new()
+    }
 }
 
 impl Source for Monitor {
@@ -245,6 +249,10 @@ impl Source for Monitor {
     fn tls_expires(&self) -> Option<(String, std::time::SystemTime)> {
         let file = self.config().tls.as_ref()?.cert.display().to_string();
         Some((file, Monitor::tls_expires(self)?))
+    }
+
+    fn leaf_remotes(&self) -> Vec<crate::leaf::RemoteSnapshot> {
+        Monitor::leaf_remotes(self)
     }
 }
 
@@ -360,10 +368,8 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
         return Response::text(405, "only GET and HEAD are served\n");
     }
     match request.path.as_str() {
-        "/metrics" => Response::new(
-            200,
-            METRICS_CONTENT_TYPE,
-            encode_metrics(
+        "/metrics" => {
+            let mut text = encode_metrics(
                 &ctx.source.shard_stats(),
                 &ctx.cores,
                 &ctx.source.process(),
@@ -371,8 +377,10 @@ fn respond<S: Source>(request: &Request, ctx: &Context<S>) -> Response {
                     .tls_expires()
                     .as_ref()
                     .map(|(file, at)| (file.as_str(), *at)),
-            ),
-        ),
+            );
+            prometheus::encode_leaf_metrics(&mut text, &ctx.source.leaf_remotes());
+            Response::new(200, METRICS_CONTENT_TYPE, text)
+        }
         "/healthz" => match ctx.source.health() {
             Ok(()) => Response::text(200, "ok\n"),
             Err(reason) => Response::text(503, format!("{reason}\n")),
@@ -439,6 +447,7 @@ fn varz<S: Source>(ctx: &Context<S>) -> Vec<u8> {
         cpu,
         http: ctx.addr,
         shard_cpus: &ctx.cores,
+        leaf: &ctx.source.leaf_remotes(),
     })
 }
 

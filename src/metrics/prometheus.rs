@@ -219,6 +219,31 @@ fn error_reason(field: &str) -> Option<&str> {
     field.strip_prefix(ERRORS_PREFIX)
 }
 
+/// Appends each leaf link's state and counters (nothing without remotes),
+/// labelled by the remote's URL.
+pub fn encode_leaf_metrics(out: &mut String, remotes: &[crate::leaf::RemoteSnapshot]) {
+    if remotes.is_empty() {
+        return;
+    }
+    type Field = fn(&crate::leaf::RemoteSnapshot) -> u64;
+    let families: [(&str, Kind, &str, Field); 6] = [
+        ("tern_leafnode_connected", Kind::Gauge, "1 while the leaf link to the remote is up, else 0.", |r| u64::from(r.connected)),
+        ("tern_leafnode_connects_total", Kind::Counter, "Leaf links established to the remote.", |r| r.connects),
+        ("tern_leafnode_disconnects_total", Kind::Counter, "Established leaf links to the remote that ended.", |r| r.disconnects),
+        ("tern_leafnode_messages_sent_total", Kind::Counter, "Messages sent to the remote's hub.", |r| r.messages_sent),
+        ("tern_leafnode_messages_received_total", Kind::Counter, "Messages received from the remote's hub.", |r| r.messages_received),
+        ("tern_leafnode_dropped_bytes_total", Kind::Counter, "Bytes queued for the hub and dropped when its link ended (nothing is kept for the next link).", |r| r.dropped_bytes),
+    ];
+    for (name, kind, help, field) in families {
+        header(out, name, kind, help);
+        for r in remotes {
+            let _ = write!(out, "{name}{{remote=\"");
+            escape_label(out, &r.url);
+            let _ = writeln!(out, "\"}} {}", field(r));
+        }
+    }
+}
+
 /// Writes the `/metrics` page: the counters of each shard (index = shard)
 /// whose CPUs are `cores`, then the `process`'s figures, in the
 /// Prometheus text format 0.0.4.

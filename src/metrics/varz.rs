@@ -122,6 +122,8 @@ pub(super) struct VarzPage<'a> {
     pub(super) http: SocketAddr,
     /// The CPU of each shard (index = shard).
     pub(super) shard_cpus: &'a [usize],
+    /// Each leaf link's state: `leafnodes` (those connected) and `leaf`.
+    pub(super) leaf: &'a [crate::leaf::RemoteSnapshot],
 }
 
 /// `/varz`' JSON, in nats-server's field order (see the module docs).
@@ -172,7 +174,27 @@ struct VarzJson<'a> {
     out_bytes: u64,
     slow_consumers: u64,
     subscriptions: u64,
+    /// Leaf links connected.
+    leafnodes: usize,
+    /// The leaf remotes, if there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaf: Option<LeafJson>,
     tern: TernJson<'a>,
+}
+
+/// `/varz`' `leaf`: nats-server lists its remotes there (`remotes`, each
+/// with its `url`); tern adds each link's state.
+#[derive(Debug, Serialize)]
+struct LeafJson {
+    remotes: Vec<LeafRemoteJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct LeafRemoteJson {
+    url: String,
+    connected: bool,
+    connects: u64,
+    disconnects: u64,
 }
 
 /// tern's own part of `/varz`.
@@ -223,6 +245,19 @@ pub(super) fn encode_varz(page: &VarzPage<'_>) -> Vec<u8> {
         out_bytes: t.bytes_out,
         slow_consumers: t.slow_consumers,
         subscriptions: t.subscriptions,
+        leafnodes: page.leaf.iter().filter(|r| r.connected).count(),
+        leaf: (!page.leaf.is_empty()).then(|| LeafJson {
+            remotes: page
+                .leaf
+                .iter()
+                .map(|r| LeafRemoteJson {
+                    url: r.url.clone(),
+                    connected: r.connected,
+                    connects: r.connects,
+                    disconnects: r.disconnects,
+                })
+                .collect(),
+        }),
         tern: TernJson {
             version: env!("CARGO_PKG_VERSION"),
             shard_cpus: page.shard_cpus,
@@ -251,6 +286,7 @@ mod tests {
             cpu: 12.5,
             http: "127.0.0.1:8222".parse().unwrap(),
             shard_cpus: &[2, 3],
+            leaf: &[],
         };
         String::from_utf8(encode_varz(&page)).unwrap()
     }
@@ -300,6 +336,7 @@ mod tests {
                 "out_bytes",
                 "slow_consumers",
                 "subscriptions",
+                "leafnodes",
                 "tern",
             ]
         );
@@ -378,6 +415,7 @@ mod tests {
                 cpu: 0.0,
                 http: "127.0.0.1:8222".parse().unwrap(),
                 shard_cpus: &[0],
+                leaf: &[],
             };
             serde_json::from_slice(&encode_varz(&page)).unwrap()
         };
@@ -415,6 +453,7 @@ mod tests {
             cpu: 0.0,
             http: "[::1]:8222".parse().unwrap(),
             shard_cpus: &[0],
+            leaf: &[],
         };
         let text = String::from_utf8(encode_varz(&page)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

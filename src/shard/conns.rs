@@ -124,7 +124,14 @@ impl Conn {
         match &self.wire {
             Wire::Line { subs } => subs.len(),
             Wire::Nats(n) => n.subs.len(),
+            Wire::Leaf(l) => l.subs.len(),
         }
+    }
+
+    /// Whether it is a leaf-node link to a hub.
+    #[inline]
+    pub fn is_leaf(&self) -> bool {
+        matches!(self.wire, Wire::Leaf(_))
     }
 
     /// Whether it speaks NATS.
@@ -154,6 +161,9 @@ pub enum Wire {
     Line { subs: FxHashSet<Box<[u8]>> },
     /// The NATS client protocol.
     Nats(Box<NatsConn>),
+    /// A leaf-node link to a hub ([`crate::leaf`]): its subscriptions are
+    /// the hub's interest.
+    Leaf(Box<LeafConn>),
 }
 
 impl Wire {
@@ -179,8 +189,35 @@ impl Wire {
         match self {
             Wire::Line { .. } => "line",
             Wire::Nats(_) => "nats",
+            Wire::Leaf(_) => "leaf",
         }
     }
+}
+
+/// A pattern and, for a queue group, the group's name.
+pub type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
+
+/// A leaf-node link's state.
+pub struct LeafConn {
+    /// Which remote it is: its status and counters.
+    pub status: Arc<crate::leaf::RemoteStatus>,
+    /// Whether the hub takes `HMSG` (its `INFO` said `headers`); without,
+    /// headers are dropped on the way to it.
+    pub headers: bool,
+    /// The hub's interest: each pattern (and group) with the number it is
+    /// filed under in the router: 0 for every plain pattern (one delivery
+    /// per message), one number per queue group.
+    pub subs: FxHashMap<InterestKey, u32>,
+    /// The queue group name of each number but 0.
+    pub groups: FxHashMap<u32, Box<[u8]>>,
+    /// The last number given to a group.
+    pub last_group: u32,
+    /// `PING`s sent and not answered; past [`super::core::MAX_PINGS_OUT`]
+    /// the link is stale.
+    pub pings_out: u8,
+    /// The hub reported a loop (or sent this relay's own loop-detection
+    /// subject back): the next attempt waits longer.
+    pub looped: bool,
 }
 
 /// A NATS connection's state.
@@ -326,7 +363,16 @@ impl ConnTable {
     pub fn nats(&self, id: ConnId) -> Option<&NatsConn> {
         match &self.get(id)?.wire {
             Wire::Nats(n) => Some(n),
-            Wire::Line { .. } => None,
+            Wire::Line { .. } | Wire::Leaf(_) => None,
+        }
+    }
+
+    /// The link state of `id`, if it is a leaf-node link.
+    #[inline]
+    pub fn leaf_mut(&mut self, id: ConnId) -> Option<&mut LeafConn> {
+        match &mut self.get_mut(id)?.wire {
+            Wire::Leaf(l) => Some(l),
+            _ => None,
         }
     }
 
@@ -335,7 +381,7 @@ impl ConnTable {
     pub fn nats_mut(&mut self, id: ConnId) -> Option<&mut NatsConn> {
         match &mut self.get_mut(id)?.wire {
             Wire::Nats(n) => Some(n),
-            Wire::Line { .. } => None,
+            Wire::Line { .. } | Wire::Leaf(_) => None,
         }
     }
 

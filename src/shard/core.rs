@@ -21,6 +21,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -28,16 +29,19 @@ use std::time::Instant;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use super::conns::{Conn, ConnPermissions, ConnTable, NatsSub, Wire};
+use super::conns::{Conn, ConnPermissions, ConnTable, LeafConn, NatsSub, Wire};
 use super::{ClientInfo, ConnectionInfo};
 use crate::auth::{Grant, Refusal};
 use crate::budget::{self, MemoryBudget};
 use crate::config::Config;
+use crate::leaf::interest::Interest;
+use crate::leaf::wire::{self as leaf_wire, HubOp};
+use crate::leaf::RemoteStatus;
 use crate::mesh::{self, Forward, MeshMsg, Outlet, Place, ShardId, Span};
 use crate::outbound::{Outbound, SlowConsumer, SHARED_PAYLOAD_MIN};
 use crate::protocol::nats::{self, ConnectOptions, NatsError};
 use crate::protocol::{Command, Message, ProtoError};
-use crate::router::{ConnId, Plan, RemoteTarget, Router, SubRef};
+use crate::router::{hub_group, ConnId, Plan, RemoteTarget, Router, SubRef, HUB_GROUP_MARK};
 use crate::stats::ShardStats;
 use crate::subject::{is_valid_subject, pattern_matches};
 
@@ -172,6 +176,9 @@ struct Delivery<'a> {
     chunk: Option<&'a Bytes>,
     /// The local connection that published it (for NATS `echo: false`).
     publisher: Option<ConnId>,
+    /// It came from a hub over a leaf link: no link is sent it (a hub
+    /// never gets back what a hub sent).
+    from_hub: bool,
     /// Whether a line receiver may be sent it: known up front for a line
     /// publish, worked out at the first line receiver otherwise.
     line_ok: Cell<Option<bool>>,
@@ -282,6 +289,24 @@ pub struct Core {
     stall_publisher: bool,
     /// Tasks waiting for the congestion to clear.
     stall_waiters: Vec<Waker>,
+    /// The leaf links' side of the shard that owns them (shard 0 of a relay
+    /// with `--leafnode-remote`s), `None` elsewhere.
+    leaf: Option<Box<LeafSide>>,
+}
+
+/// What the shard that owns the leaf links keeps for them.
+struct LeafSide {
+    /// The relay's client interest, announced to every hub.
+    interest: Interest,
+    /// The open links.
+    links: Vec<ConnId>,
+    /// This relay's loop-detection subject (`$LDS.` and a random id),
+    /// announced to every hub.
+    loop_subject: Box<[u8]>,
+    /// Where a message from a hub goes (reused).
+    plan: Plan,
+    /// A message's control line towards a hub (reused).
+    head: Vec<u8>,
 }
 
 impl Core {
@@ -327,6 +352,21 @@ impl Core {
             congested: Vec::new(),
             stall_publisher: false,
             stall_waiters: Vec::new(),
+            leaf: (id == 0 && !config.leaf_remotes.is_empty()).then(|| {
+                Box::new(LeafSide {
+                    interest: Interest::default(),
+                    links: Vec::new(),
+                    loop_subject: format!(
+                        "{}{}",
+                        crate::leaf::LOOP_DETECTION_PREFIX,
+                        nats::new_server_id()
+                    )
+                    .into_bytes()
+                    .into(),
+                    plan: Plan::default(),
+                    head: Vec::new(),
+                })
+            }),
         }
     }
 
@@ -382,6 +422,10 @@ impl Core {
                     };
                     self.withdraw(to, &sub.subject, sub.queue.as_deref());
                 }
+            }
+            Wire::Leaf(link) => {
+                self.close_link(id, &conn, link);
+                return;
             }
         }
         self.router.trim();
@@ -673,34 +717,375 @@ impl Core {
         self.reply_nats_err(id, &what.nats_text());
     }
 
-    /// One round of the NATS keep-alive: a client with
+    /// One round of the NATS keep-alive (NATS clients and leaf links): one with
     /// [`MAX_PINGS_OUT`] `PING`s unanswered is stale (`-ERR 'Stale
     /// Connection'`, closed); every other NATS client is sent a `PING`.
     pub fn ping_nats_clients(&mut self) {
         let mut stale = Vec::new();
         let mut ping = Vec::new();
         for (id, conn) in self.conns.iter() {
-            if let Wire::Nats(n) = &conn.wire {
-                if conn.leaving() {
-                    continue;
-                }
-                if n.pings_out >= MAX_PINGS_OUT {
-                    stale.push(id);
-                } else {
-                    ping.push(id);
-                }
+            let pings_out = match &conn.wire {
+                Wire::Nats(n) => n.pings_out,
+                Wire::Leaf(l) => l.pings_out,
+                Wire::Line { .. } => continue,
+            };
+            if conn.leaving() {
+                continue;
+            }
+            if pings_out >= MAX_PINGS_OUT {
+                stale.push(id);
+            } else {
+                ping.push(id);
             }
         }
         for id in stale {
-            self.refuse_nats(id, NatsError::StaleConnection);
+            match self.conns.get_mut(id) {
+                Some(conn) if conn.is_leaf() => {
+                    // A hub that stopped answering: the link is made again.
+                    if let Wire::Leaf(l) = &conn.wire {
+                        tracing::warn!(remote = %l.status.url, "the hub stopped answering PINGs");
+                    }
+                    conn.dead = true;
+                    conn.wake();
+                }
+                _ => self.refuse_nats(id, NatsError::StaleConnection),
+            }
         }
         for id in ping {
-            if let Some(n) = self.conns.nats_mut(id) {
-                n.pings_out += 1;
+            match self.conns.get_mut(id).map(|c| &mut c.wire) {
+                Some(Wire::Nats(n)) => n.pings_out += 1,
+                Some(Wire::Leaf(l)) => l.pings_out += 1,
+                _ => {}
             }
             self.reply(id, |out, _| {
                 out.push(nats::PING.len(), |b| b.extend_from_slice(nats::PING))
             });
+        }
+    }
+
+    /// A link to a hub was established (its `CONNECT` sent), as
+    /// connection `cid` to `peer`: it is told this relay's loop-detection
+    /// subject and all of the relay's interest, and from now on gets what
+    /// the hub's interest asks for. `headers`: the hub takes `HMSG`.
+    pub fn open_leaf(
+        &mut self,
+        peer: SocketAddr,
+        cid: u64,
+        status: Arc<RemoteStatus>,
+        headers: bool,
+        now: Instant,
+    ) -> ConnId {
+        let out = Outbound::new(self.limits.max_pending, self.stats.clone());
+        let link = LeafConn {
+            status: status.clone(),
+            headers,
+            subs: FxHashMap::default(),
+            groups: FxHashMap::default(),
+            last_group: 0,
+            pings_out: 0,
+            looped: false,
+        };
+        let wire = Wire::Leaf(Box::new(link));
+        let id = self.conns.insert(Conn::new(peer, cid, wire, out, now));
+        let mut hello = Vec::new();
+        if let Some(side) = self.leaf.as_deref_mut() {
+            leaf_wire::encode_sub(&mut hello, &side.loop_subject, None);
+            side.interest.announce_all(&mut hello);
+            side.links.push(id);
+        }
+        self.reply(id, |out, _| {
+            out.push(hello.len(), |b| b.extend_from_slice(&hello))
+        });
+        status.connected.store(true, Ordering::Relaxed);
+        status.connects.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    /// Whether the link `id` ended because of a loop (the next attempt
+    /// waits longer).
+    pub fn link_looped(&self, id: ConnId) -> bool {
+        matches!(self.conns.get(id).map(|c| &c.wire), Some(Wire::Leaf(l)) if l.looped)
+    }
+
+    /// Handles one operation the hub sent over link `id`.
+    pub fn handle_hub(&mut self, id: ConnId, op: HubOp<'_>) -> Next {
+        match op {
+            HubOp::Info(_) => {}
+            HubOp::Ping => self.reply(id, |out, _| {
+                out.push(nats::PONG.len(), |b| b.extend_from_slice(nats::PONG))
+            }),
+            HubOp::Pong => {
+                if let Some(link) = self.conns.leaf_mut(id) {
+                    link.pings_out = 0;
+                }
+            }
+            HubOp::Err(text) => {
+                let text = String::from_utf8_lossy(text);
+                let Some(link) = self.conns.leaf_mut(id) else {
+                    return Next::Close;
+                };
+                tracing::warn!(remote = %link.status.url, "the hub reports: {text}");
+                // Anything else that is fatal, the hub closes the link for.
+                if text.contains("Loop detected") {
+                    link.looped = true;
+                    return Next::Close;
+                }
+            }
+            HubOp::Sub { subject, queue, .. } => return self.link_subscribe(id, subject, queue),
+            HubOp::Unsub { subject, queue } => self.link_unsubscribe(id, subject, queue),
+            HubOp::Msg { msg, queues, chunk } => {
+                self.publish_from_hub(id, msg, |name| queues.contains(name), chunk)
+            }
+        }
+        Next::Read
+    }
+
+    /// The hub is interested in `subject` (for its queue group `queue`):
+    /// the link subscribes to it, on every shard.
+    fn link_subscribe(&mut self, id: ConnId, subject: &[u8], queue: Option<&[u8]>) -> Next {
+        let loop_subject = self.leaf.as_deref().map(|side| &*side.loop_subject);
+        let Some(Conn {
+            wire: Wire::Leaf(link),
+            ..
+        }) = self.conns.get_mut(id)
+        else {
+            return Next::Close;
+        };
+        if loop_subject == Some(subject) {
+            tracing::error!(
+                remote = %link.status.url,
+                "loop detected: the hub sent back this relay's own loop-detection subject \
+                 (are two remotes of this relay joined to the same cluster?); retrying in {:?}",
+                crate::leaf::LOOP_BACKOFF
+            );
+            link.looped = true;
+            return Next::Close;
+        }
+        if !crate::subject::is_index_pattern(subject) || queue.is_some_and(<[u8]>::is_empty) {
+            tracing::warn!(remote = %link.status.url, subject = %String::from_utf8_lossy(subject), "the hub's interest in a malformed subject is ignored");
+            return Next::Read;
+        }
+        let key = (subject.into(), queue.map(Into::into));
+        if link.subs.contains_key(&key) {
+            // A queue group's new weight: the relay serves it all the same.
+            return Next::Read;
+        }
+        let number = match queue {
+            None => 0,
+            Some(q) => {
+                link.last_group += 1;
+                link.groups.insert(link.last_group, q.into());
+                link.last_group
+            }
+        };
+        link.subs.insert(key, number);
+        let group = queue.map(hub_group);
+        let to = SubRef {
+            conn: id,
+            sub: number,
+        };
+        self.router.subscribe(to, subject, group.as_deref());
+        broadcast_interest(&mut self.outlets, true, subject, group.as_deref());
+        Next::Read
+    }
+
+    /// The hub's interest in `subject` (for `queue`) is gone.
+    fn link_unsubscribe(&mut self, id: ConnId, subject: &[u8], queue: Option<&[u8]>) {
+        let Some(link) = self.conns.leaf_mut(id) else {
+            return;
+        };
+        let key = (subject.into(), queue.map(Into::into));
+        let Some(number) = link.subs.remove(&key) else {
+            return;
+        };
+        link.groups.remove(&number);
+        let group = queue.map(hub_group);
+        let to = SubRef {
+            conn: id,
+            sub: number,
+        };
+        self.router.unsubscribe(to, subject, group.as_deref());
+        broadcast_interest(&mut self.outlets, false, subject, group.as_deref());
+    }
+
+    /// Link `id` (taken out of the table) closed: the hub's interest
+    /// leaves every shard's index, and what was queued for it is dropped
+    /// and counted.
+    fn close_link(&mut self, id: ConnId, conn: &Conn, link: &LeafConn) {
+        for ((pattern, queue), &number) in &link.subs {
+            let group = queue.as_deref().map(hub_group);
+            let to = SubRef {
+                conn: id,
+                sub: number,
+            };
+            self.router.unsubscribe(to, pattern, group.as_deref());
+            broadcast_interest(&mut self.outlets, false, pattern, group.as_deref());
+        }
+        self.router.trim();
+        if let Some(side) = self.leaf.as_deref_mut() {
+            side.links.retain(|&l| l != id);
+        }
+        let status = &link.status;
+        status.connected.store(false, Ordering::Relaxed);
+        status.disconnects.fetch_add(1, Ordering::Relaxed);
+        status
+            .dropped_bytes
+            .fetch_add(conn.out.pending() as u64, Ordering::Relaxed);
+        tracing::debug!(remote = %status.url, msgs_in = conn.msgs_in, msgs_out = conn.msgs_out, "leaf link closed");
+    }
+
+    /// A message the hub sent over link `id`: routed like a local publish,
+    /// to plain subscribers and the client queue groups `chosen` names,
+    /// and never to a link.
+    fn publish_from_hub(
+        &mut self,
+        id: ConnId,
+        msg: Message<'_>,
+        chosen: impl Fn(&[u8]) -> bool,
+        chunk: &Bytes,
+    ) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.msgs_in += 1;
+        if let Wire::Leaf(link) = &conn.wire {
+            link.status
+                .messages_received
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if !is_valid_subject(msg.subject, false) {
+            self.stats.count_error(ProtoError::InvalidArguments);
+            return;
+        }
+        let Some(side) = self.leaf.as_deref_mut() else {
+            return;
+        };
+        let mut plan = std::mem::take(&mut side.plan);
+        self.stats.msgs_in.add(1);
+        let size = msg.payload.len() + msg.headers.map_or(0, <[u8]>::len);
+        self.stats.bytes_in.add(size as u64);
+        self.router.route_from_hub(msg.subject, chosen, &mut plan);
+        let delivery = Delivery {
+            serial: self.next_serial(),
+            msg,
+            chunk: Some(chunk),
+            publisher: Some(id),
+            from_hub: true,
+            line_ok: Cell::new(None),
+        };
+        self.deliver_each(&plan.local, &delivery);
+        if !plan.remote.is_empty() {
+            self.forward(&mut plan.remote, &msg, false, chunk);
+        }
+        if let Some(side) = self.leaf.as_deref_mut() {
+            side.plan = plan;
+        }
+    }
+
+    /// The relay gained (`add`) or lost a client subscription to `pattern`
+    /// (in `group`): the hubs are told if that changes what they know.
+    fn tell_hubs(&mut self, add: bool, pattern: &[u8], group: Option<&[u8]>) {
+        let Some(side) = self.leaf.as_deref_mut() else {
+            return;
+        };
+        if group.is_some_and(|g| g.first() == Some(&HUB_GROUP_MARK)) {
+            return;
+        }
+        let line = if add {
+            side.interest.add(pattern, group)
+        } else {
+            side.interest.remove(pattern, group)
+        };
+        let Some(line) = line else {
+            return;
+        };
+        for link in side.links.clone() {
+            self.reply(link, |out, _| {
+                out.push(line.len(), |b| b.extend_from_slice(&line))
+            });
+        }
+    }
+
+    /// Delivers `d` to each of `receivers`, sorted so that a connection's
+    /// subscriptions are side by side: a leaf link gets one message however
+    /// many of its subscriptions match, naming the hub's queue groups among
+    /// them.
+    #[inline]
+    fn deliver_each(&mut self, receivers: &[SubRef], d: &Delivery<'_>) {
+        if self.leaf.is_none() {
+            for &to in receivers {
+                self.deliver(to, d);
+            }
+            return;
+        }
+        let mut i = 0;
+        while let Some(&to) = receivers.get(i) {
+            if self.conns.get(to.conn).is_some_and(Conn::is_leaf) {
+                let run = receivers[i..]
+                    .iter()
+                    .take_while(|r| r.conn == to.conn)
+                    .count();
+                self.deliver_to_link(to.conn, &receivers[i..i + run], d);
+                i += run;
+            } else {
+                self.deliver(to, d);
+                i += 1;
+            }
+        }
+    }
+
+    /// Queues `d` for the hub of link `id`, whose subscriptions `subs`
+    /// matched: an `LMSG` (or `HMSG`) naming the hub's queue groups among
+    /// them. Nothing that came from a hub goes back to one.
+    fn deliver_to_link(&mut self, id: ConnId, subs: &[SubRef], d: &Delivery<'_>) {
+        if d.from_hub {
+            return;
+        }
+        let (Some(side), Some(conn)) = (self.leaf.as_deref_mut(), self.conns.get_mut(id)) else {
+            return;
+        };
+        let Wire::Leaf(link) = &conn.wire else {
+            return;
+        };
+        if conn.dead || conn.closing {
+            return;
+        }
+        let msg = &d.msg;
+        let headers = if link.headers { msg.headers } else { None };
+        let queues = subs
+            .iter()
+            .filter_map(|s| link.groups.get(&s.sub))
+            .map(|q| &**q);
+        let total = headers.map_or(0, <[u8]>::len) + msg.payload.len();
+        side.head.clear();
+        leaf_wire::encode_msg_head(
+            &mut side.head,
+            msg.subject,
+            msg.reply,
+            queues,
+            headers.map(<[u8]>::len),
+            total,
+        );
+        let head = &side.head;
+        let pushed = conn.out.push(head.len() + total + nats::CRLF.len(), |b| {
+            b.extend_from_slice(head);
+            b.extend_from_slice(headers.unwrap_or_default());
+            b.extend_from_slice(msg.payload);
+            b.extend_from_slice(nats::CRLF);
+        });
+        match pushed {
+            Ok(()) => {
+                link.status.messages_sent.fetch_add(1, Ordering::Relaxed);
+                conn.msgs_out += 1;
+                let pending = conn.out.pending();
+                self.stats.msgs_out.add(1);
+                self.stats.bytes_out.add(msg.payload.len() as u64);
+                self.conns.touch(id);
+                if pending > self.limits.congested_above.min(budget::CHECK_ABOVE) {
+                    self.queue_grew(id, pending, d.publisher.is_some());
+                }
+            }
+            Err(refused) => self.slow_consumer(id, refused),
         }
     }
 
@@ -726,7 +1111,7 @@ impl Core {
                 }
                 c.msgs_in += 1;
                 match &c.wire {
-                    Wire::Line { .. } => (true, false, false),
+                    Wire::Line { .. } | Wire::Leaf(_) => (true, false, false),
                     Wire::Nats(n) => (
                         false,
                         n.options.verbose,
@@ -751,11 +1136,10 @@ impl Core {
             msg,
             chunk: Some(chunk),
             publisher: Some(id),
+            from_hub: false,
             line_ok: Cell::new(from_line.then_some(true)),
         };
-        for &to in &plan.local {
-            self.deliver(to, &delivery);
-        }
+        self.deliver_each(&plan.local, &delivery);
         if !plan.remote.is_empty() {
             self.forward(&mut plan.remote, &msg, from_line, chunk);
         } else if plan.local.is_empty() && no_responders {
@@ -851,6 +1235,9 @@ impl Core {
             }
         }
         let (pushed, ended) = match &mut conn.wire {
+            // Sent by `deliver_each`, which sees all of a link's
+            // subscriptions at once.
+            Wire::Leaf(_) => return,
             Wire::Line { .. } => {
                 if !d.line_ok(&self.terminator) {
                     self.stats.undeliverable_to_line.add(1);
@@ -954,7 +1341,7 @@ impl Core {
         let congested = std::mem::take(&mut conn.congested);
         match conn.wire {
             Wire::Line { .. } => conn.out.farewell(&self.terminator),
-            Wire::Nats(_) => {
+            Wire::Nats(_) | Wire::Leaf(_) => {
                 conn.out.clear();
             }
         }
@@ -1003,6 +1390,7 @@ impl Core {
     fn enlist(&mut self, to: SubRef, subject: &[u8], group: Option<&[u8]>) {
         self.router.subscribe(to, subject, group);
         broadcast_interest(&mut self.outlets, true, subject, group);
+        self.tell_hubs(true, subject, group);
         self.stats.subscriptions.add(1);
         if let Some(conn) = self.conns.get_mut(to.conn) {
             conn.dirty_subs = true;
@@ -1014,6 +1402,7 @@ impl Core {
     fn withdraw(&mut self, to: SubRef, subject: &[u8], group: Option<&[u8]>) {
         self.router.unsubscribe(to, subject, group);
         broadcast_interest(&mut self.outlets, false, subject, group);
+        self.tell_hubs(false, subject, group);
     }
 
     fn subscribe(&mut self, id: ConnId, subject: &[u8], group: Option<&[u8]>) {
@@ -1196,6 +1585,7 @@ impl Core {
                             msg: run.message(f),
                             chunk: Some(&run.chunk),
                             publisher: None,
+                            from_hub: false,
                             line_ok: Cell::new(f.from_line.then_some(true)),
                         };
                         self.router.route_forward(
@@ -1204,9 +1594,7 @@ impl Core {
                             &f.groups,
                             &mut plan,
                         );
-                        for &to in &plan.local {
-                            self.deliver(to, &delivery);
-                        }
+                        self.deliver_each(&plan.local, &delivery);
                     }
                     self.forward_plan = plan;
                     batch.next_item = 0;
@@ -1215,9 +1603,11 @@ impl Core {
                     add,
                     pattern,
                     group,
-                } => self
-                    .router
-                    .remote_interest(from, *add, pattern, group.as_deref()),
+                } => {
+                    self.router
+                        .remote_interest(from, *add, pattern, group.as_deref());
+                    self.tell_hubs(*add, pattern, group.as_deref());
+                }
                 MeshMsg::Barrier { token } => {
                     if let Some(out) = self.outlets[usize::from(from)].as_mut() {
                         out.push(MeshMsg::BarrierAck { token: *token });
@@ -1341,6 +1731,9 @@ impl Core {
                 peer: c.peer,
                 client: match &c.wire {
                     Wire::Line { .. } => ClientInfo::Line,
+                    Wire::Leaf(l) => ClientInfo::Leaf {
+                        remote: l.status.url.clone(),
+                    },
                     Wire::Nats(n) => ClientInfo::Nats {
                         name: n.options.name.clone(),
                         lang: n.options.lang.clone(),

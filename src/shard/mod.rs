@@ -107,6 +107,10 @@ pub enum ClientInfo {
         lang: String,
         version: String,
     },
+    /// A leaf-node link to the hub at `remote`.
+    Leaf {
+        remote: String,
+    },
 }
 
 /// Everything a shard needs, built by [`crate::relay`] on the main thread.
@@ -131,4 +135,15 @@ pub struct ShardSpec {
     /// The TLS server side, if the relay speaks TLS (shared by every
     /// shard, reloaded on SIGHUP).
     pub tls: Option<Arc<crate::tls::TlsAcceptor>>,
+    /// The leaf links this shard keeps (shard 0 keeps them all).
+    pub links: Vec<LinkSpec>,
+}
+
+/// A leaf link to keep to a hub.
+pub struct LinkSpec {
+    pub remote: crate::leaf::Remote,
+    /// Its state and counters, which monitoring reads.
+    pub status: Arc<crate::leaf::RemoteStatus>,
+    /// The TLS client side, if the remote names a CA for its hub.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }

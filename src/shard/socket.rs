@@ -28,6 +28,8 @@ pub enum Socket {
     /// Inside TLS (boxed: rustls's connection state is a few KiB, and most
     /// relays serve clear text).
     Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+    /// Inside TLS, as the client: a leaf link to its hub.
+    TlsClient(Box<futures_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Socket {
@@ -37,6 +39,7 @@ impl Socket {
         match self {
             Socket::Plain(_) => Poll::Ready(Ok(())),
             Socket::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+            Socket::TlsClient(tls) => Pin::new(&mut **tls).poll_flush(cx),
         }
     }
 
@@ -44,7 +47,7 @@ impl Socket {
     /// `--tls-map-users`; empty without one.
     pub fn certificate_names(&self) -> Vec<String> {
         match self {
-            Socket::Plain(_) => Vec::new(),
+            Socket::Plain(_) | Socket::TlsClient(_) => Vec::new(),
             Socket::Tls(tls) => tls
                 .get_ref()
                 .1
@@ -61,6 +64,7 @@ impl AsRawFd for Socket {
         match self {
             Socket::Plain(s) => s.as_raw_fd(),
             Socket::Tls(tls) => tls.get_ref().0.as_raw_fd(),
+            Socket::TlsClient(tls) => tls.get_ref().0.as_raw_fd(),
         }
     }
 }
@@ -75,6 +79,7 @@ impl AsyncRead for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Socket::TlsClient(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -89,6 +94,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Socket::TlsClient(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -96,6 +102,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_flush(cx),
             Socket::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Socket::TlsClient(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -103,6 +110,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_close(cx),
             Socket::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+            Socket::TlsClient(s) => Pin::new(&mut **s).poll_close(cx),
         }
     }
 }
@@ -130,4 +138,28 @@ pub async fn handshake(
         ))
     };
     futures_lite::future::or(accept, late).await
+}
+
+/// Runs the client side of a TLS handshake with a hub on `stream`, checking
+/// that its certificate names `server_name`, for at most `timeout`.
+pub async fn connect_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Socket, String> {
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| format!("{server_name:?} cannot be a TLS server name: {e}"))?;
+    let connect = async {
+        futures_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map(|tls| Socket::TlsClient(Box::new(tls)))
+            .map_err(|e| format!("TLS handshake with the hub failed: {e}"))
+    };
+    let late = async {
+        glommio::timer::sleep(timeout).await;
+        Err(format!("no TLS handshake with the hub within {timeout:?}"))
+    };
+    futures_lite::future::or(connect, late).await
 }

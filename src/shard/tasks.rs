@@ -16,8 +16,10 @@
 //! * one **mesh task** that applies batches from the other shards (never
 //!   waiting on anything) and answers the relay's [`Control`] requests,
 //!   among them the stop;
-//! * one **keep-alive task** that pings NATS clients every
-//!   `--nats-ping-interval` and closes the stale ones.
+//! * one **keep-alive task** that pings NATS clients (and leaf links) every
+//!   `--nats-ping-interval` and closes the stale ones;
+//! * on shard 0, one **link task** per leaf remote ([`link`]): it connects
+//!   to the hub, reads it, and connects again after a failure.
 //!
 //! Every accept loop and connection task is spawned through one
 //! [`Gate`]: on stop, [`run`] triggers the [`Shutdown`], lets clients take
@@ -68,6 +70,8 @@ use crate::protocol::{line, Command, ProtoError};
 use crate::router::ConnId;
 use crate::stats::ShardStats;
 use crate::tls::TlsAcceptor;
+
+mod link;
 
 /// How long shutdown waits for clients to take what they are owed.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
@@ -132,6 +136,7 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
         nats,
         control,
         tls,
+        links,
     } = spec;
     let Endpoint {
         doorbell,
@@ -185,6 +190,11 @@ pub async fn run(spec: ShardSpec, ready: impl FnOnce(Result<(), String>)) {
     }
     if let Ok(task) = gate.spawn(keep_alive(shard.clone())) {
         task.detach();
+    }
+    for spec in links {
+        if let Ok(task) = gate.spawn(link::keep_link(shard.clone(), spec)) {
+            task.detach();
+        }
     }
     ready(Ok(()));
     let serve = mesh_loop(shard.clone(), inlets, doorbell, control);
@@ -728,7 +738,7 @@ impl Shard {
     async fn close_tls(&self, id: ConnId) {
         let is_tls = matches!(
             self.sockets.borrow().get(id as usize),
-            Some(Some(Socket::Tls(_)))
+            Some(Some(Socket::Tls(_) | Socket::TlsClient(_)))
         );
         if !is_tls {
             return;
