@@ -154,12 +154,12 @@ struct Cli {
     #[arg(long, requires = "tls_client_ca")]
     tls_map_users: bool,
 
-    /// Join the NATS hub at this URL as a leaf node (nats-leaf://[user:password@]host:7422, or tls:// for TLS); repeat for several hubs; the config file's [[leafnodes.remotes]] also take TLS settings
+    /// Join a NATS hub as a leaf node: nats-leaf://[user:pass@]host:7422; repeat for several (TLS: [[leafnodes.remotes]])
     #[arg(long = "leafnode-remote", value_name = "URL", action = clap::ArgAction::Append)]
     leafnode_remote: Vec<String>,
 
-    /// Longest wait between two attempts to reach a hub (the wait starts at 100ms and doubles, jittered)
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = units::parse_duration)]
+    /// Longest wait between attempts to reach a hub (from 100ms, doubling, jittered)
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = units::parse_duration)]
     leafnode_reconnect_max: Duration,
 
     /// Read settings from this TOML file: each flag is a key (max_frame = "1MiB"), users and permissions are in [authorization]; flags on the command line win
@@ -725,7 +725,7 @@ struct StartupSummary(String);
 impl StartupSummary {
     fn of(c: &Config) -> Self {
         StartupSummary(format!(
-            "{} shard{} on CPUs {}; terminator {}; max-frame {}, max-pending {}, max-stall {}, max-memory {}, max-subs {}, max-connections {}; spin-before-park {}, io-memory {}; TLS {}; authentication {}",
+            "{} shard{} on CPUs {}; terminator {}; max-frame {}, max-pending {}, max-stall {}, max-memory {}, max-subs {}, max-connections {}; spin-before-park {}, io-memory {}; TLS {}; authentication {}; leafnode remotes {}",
             c.cores.len(),
             if c.cores.len() == 1 { "" } else { "s" },
             format_cpu_list(&c.cores),
@@ -747,6 +747,12 @@ impl StartupSummary {
                 None => "off".to_string(),
                 Some(tern::auth::Method::Token(_)) => "token".to_string(),
                 Some(tern::auth::Method::Users(u)) => format!("{} users", u.len()),
+            },
+            if c.leaf_remotes.is_empty() {
+                "none".to_string()
+            } else {
+                let urls: Vec<&str> = c.leaf_remotes.iter().map(|r| r.url.as_str()).collect();
+                urls.join(", ")
             },
         ))
     }
