@@ -133,8 +133,11 @@ impl Plan {
 }
 
 /// The first byte of a hub queue group's name in the index (see the
-/// module docs). No client's group name can hold it: both protocols take
-/// printable ASCII only ([`crate::subject::is_valid_group`]).
+/// module docs). A line client's group name cannot start with it
+/// ([`crate::subject::is_valid_group`] takes printable ASCII only); a NATS
+/// queue name can, as nats-server takes any bytes but separators, and is
+/// then served as a hub's group would be: an odd client's odd group, no
+/// harm to anyone else's.
 pub const HUB_GROUP_MARK: u8 = 0;
 
 /// The index name of the hub's queue group `name`.

@@ -14,7 +14,7 @@ use std::future::poll_fn;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -33,11 +33,21 @@ use crate::shard::LinkSpec;
 /// a large cluster's lists of URLs make them longer).
 const MAX_INFO: usize = 64 << 10;
 
+/// A link that lasted at least this long was sound: the next failure
+/// starts the backoff over. One that ended sooner (a hub that accepts the
+/// link, then refuses it) counts as a failure, so it cannot flap faster
+/// than the backoff allows.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
 /// How a session with the hub ended.
 enum Ended {
-    /// It was established, then ended (`why`); `looped`: a loop was
-    /// detected.
-    After { why: String, looped: bool },
+    /// It was established, then ended (`why`) after `lasted`; `looped`: a
+    /// loop was detected.
+    After {
+        why: String,
+        looped: bool,
+        lasted: Duration,
+    },
     /// It could not be established.
     Failed(String),
 }
@@ -56,14 +66,22 @@ pub(super) async fn keep_link(shard: Rc<Shard>, spec: LinkSpec) {
         }
         let url = &spec.remote.url;
         let wait = match ended {
-            Ended::After { why, looped } => {
+            Ended::After {
+                why,
+                looped,
+                lasted,
+            } => {
                 tracing::warn!(remote = %url, "leaf link down: {why}");
-                failures = 0;
                 last_failure.clear();
+                if lasted >= STABLE_AFTER {
+                    failures = 0;
+                } else {
+                    failures = failures.saturating_add(1);
+                }
                 if looped {
                     leaf::LOOP_BACKOFF
                 } else {
-                    leaf::backoff(0, shard.config.leaf_reconnect_max, jitter())
+                    leaf::backoff(failures, shard.config.leaf_reconnect_max, jitter())
                 }
             }
             Ended::Failed(why) => {
@@ -124,6 +142,7 @@ async fn session(shard: &Rc<Shard>, spec: &LinkSpec) -> Ended {
         "leaf link up"
     );
     shard.flush();
+    let up = Instant::now();
     let why = serve(shard, id, leftover).await;
     let looped = shard.core.borrow().link_looped(id);
     shard.close_tls(id).await;
@@ -131,7 +150,11 @@ async fn session(shard: &Rc<Shard>, spec: &LinkSpec) -> Ended {
     let socket = shard.sockets.borrow_mut()[id as usize].take();
     shard.flush();
     drop(socket);
-    Ended::After { why, looped }
+    Ended::After {
+        why,
+        looped,
+        lasted: up.elapsed(),
+    }
 }
 
 /// Connects, reads `INFO`, upgrades to TLS if asked, sends `CONNECT`.
@@ -170,7 +193,10 @@ async fn establish(
     let connect = LeafConnect {
         version: nats::SERVER_VERSION,
         server_id: &shard.nats.server_id,
-        name: &shard.nats.server_name,
+        // Unique per process: a hub refuses a second leaf of the same
+        // name ("Duplicate Remote LeafNode Connection"), and every tern
+        // is called "tern".
+        name: &shard.nats.server_id,
         user: &remote.user,
         pass: &remote.password,
         token: &remote.token,
