@@ -32,7 +32,7 @@ set -euo pipefail
 start=$PWD
 cd "$(dirname "$0")"
 
-all_targets=(framer line_protocol nats_decoder metrics_request subject_index config_file)
+all_targets=(framer line_protocol nats_decoder metrics_request subject_index config_file leaf_wire)
 
 # libFuzzer flags per target: the longest input worth trying (past the
 # limits each parser enforces: 256-byte subjects, 4 KiB NATS control lines,
@@ -45,6 +45,7 @@ target_flags() {
         metrics_request) echo "-max_len=9000 -dict=dict/metrics_request.dict" ;;
         subject_index) echo "-max_len=2048" ;;
         config_file) echo "-max_len=4096 -dict=dict/config_file.dict" ;;
+        leaf_wire) echo "-max_len=10240 -dict=dict/leaf_wire.dict" ;;
         *) return 1 ;;
     esac
 }

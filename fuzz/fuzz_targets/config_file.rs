@@ -75,7 +75,8 @@ fuzz_target!(|data: &[u8]| {
                 | ConfigFileError::UnknownKey { line, .. }
                 | ConfigFileError::BadValue { line, .. }
                 | ConfigFileError::CommandLineOnly { line, .. }
-                | ConfigFileError::Authorization { line, .. } => *line,
+                | ConfigFileError::Authorization { line, .. }
+                | ConfigFileError::Leafnodes { line, .. } => *line,
             };
             assert!((1..=lines).contains(&line), "line {line} of {lines}: {e}");
         }

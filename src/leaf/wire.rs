@@ -37,6 +37,11 @@ use crate::protocol::Message;
 /// this on one message is taken as a broken hub.
 pub const MAX_QUEUES: usize = 64;
 
+/// The largest queue weight written in an `LS+`: nats-server reads sizes of
+/// at most 9 digits, so a larger weight (a billion members) is written as
+/// this.
+pub const MAX_WEIGHT: u32 = 999_999_999;
+
 /// What the hub sent that tern cannot accept; the link is closed and
 /// opened again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,13 +153,13 @@ fn parse_size(digits: &[u8]) -> Option<usize> {
     })
 }
 
-/// The fields of `arg` (split at runs of spaces and tabs), as places
-/// shifted by `base`.
+/// The fields of `arg` (split at runs of spaces, tabs and stray `\r` or
+/// `\n`, as nats-server splits them), as places shifted by `base`.
 fn fields(arg: &[u8], base: usize, out: &mut Vec<Range<usize>>) {
     out.clear();
     let mut start = None;
     for (i, &b) in arg.iter().enumerate() {
-        if b == b' ' || b == b'\t' {
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
             if let Some(s) = start.take() {
                 out.push(base + s..base + i);
             }
@@ -280,8 +285,10 @@ impl HubDecoder {
                     weight: 1,
                 }),
                 3 => {
-                    let weight = parse_size(&chunk[f[2].clone()])
-                        .and_then(|w| u32::try_from(w).ok())
+                    let weight = std::str::from_utf8(&chunk[f[2].clone()])
+                        .ok()
+                        .filter(|w| w.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|w| w.parse::<u32>().ok())
                         .ok_or_else(|| malformed("LS+"))?;
                     Line::Op(LineOp::Sub {
                         subject: f[0].clone(),
@@ -353,9 +360,11 @@ impl HubDecoder {
             };
             // f now holds the subject and what comes between it and the
             // sizes: nothing, a reply, or `+ reply q...` / `| q...`.
+            // As nats-server: one field between subject and sizes is the
+            // reply, whatever it says (`+` and `|` included).
             let (reply, queues_from) = match f.len() {
                 1 => (None, 1),
-                2 if text(&f[1]) != b"+" && text(&f[1]) != b"|" => (Some(f[1].clone()), 2),
+                2 => (Some(f[1].clone()), 2),
                 _ => match text(&f[1]) {
                     b"+" if f.len() >= 3 => (Some(f[2].clone()), 3),
                     b"|" => (None, 2),
@@ -496,7 +505,8 @@ impl LeafConnect<'_> {
     }
 }
 
-/// Appends `LS+ <subject>\r\n`, or `LS+ <subject> <queue> <weight>\r\n`.
+/// Appends `LS+ <subject>\r\n`, or `LS+ <subject> <queue> <weight>\r\n`
+/// (the weight at most [`MAX_WEIGHT`]).
 pub fn encode_sub(out: &mut Vec<u8>, subject: &[u8], queue: Option<(&[u8], u32)>) {
     out.extend_from_slice(b"LS+ ");
     out.extend_from_slice(subject);
@@ -504,7 +514,7 @@ pub fn encode_sub(out: &mut Vec<u8>, subject: &[u8], queue: Option<(&[u8], u32)>
         out.push(b' ');
         out.extend_from_slice(queue);
         out.push(b' ');
-        out.extend_from_slice(weight.to_string().as_bytes());
+        out.extend_from_slice(weight.min(MAX_WEIGHT).to_string().as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -683,7 +693,6 @@ mod tests {
             b"LS- a b c\r\n",
             b"LMSG a\r\n",
             b"LMSG a x\r\n",
-            b"LMSG a + 3\r\n",
             b"LMSG a * q 3\r\n",
             b"HMSG a 5 3\r\n",
             b"HELLO\r\n",
