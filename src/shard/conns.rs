@@ -218,6 +218,8 @@ pub struct LeafConn {
     /// The hub reported a loop (or sent this relay's own loop-detection
     /// subject back): the next attempt waits longer.
     pub looped: bool,
+    /// The last `-ERR` text the hub sent, logged once.
+    pub last_error: Option<String>,
 }
 
 /// A NATS connection's state.

@@ -784,6 +784,7 @@ impl Core {
             last_group: 0,
             pings_out: 0,
             looped: false,
+            last_error: None,
         };
         let wire = Wire::Leaf(Box::new(link));
         let id = self.conns.insert(Conn::new(peer, cid, wire, out, now));
@@ -824,7 +825,14 @@ impl Core {
                 let Some(link) = self.conns.leaf_mut(id) else {
                     return Next::Close;
                 };
-                tracing::warn!(remote = %link.status.url, "the hub reports: {text}");
+                // Each new text once: a hub that refuses something per
+                // message (a permission) must not flood the log.
+                if link.last_error.as_deref() != Some(&*text) {
+                    tracing::warn!(remote = %link.status.url, "the hub reports: {text}");
+                    link.last_error = Some(text.clone().into_owned());
+                } else {
+                    tracing::debug!(remote = %link.status.url, "the hub reports: {text}");
+                }
                 // Anything else that is fatal, the hub closes the link for.
                 if text.contains("Loop detected") {
                     link.looped = true;
@@ -953,10 +961,8 @@ impl Core {
                 .messages_received
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if !is_valid_subject(msg.subject, false) {
-            self.stats.count_error(ProtoError::InvalidArguments);
-            return;
-        }
+        // Not checked further, as a NATS client's publish is not (unless
+        // pedantic): the hub checked its clients' subjects by its rules.
         let Some(side) = self.leaf.as_deref_mut() else {
             return;
         };
@@ -2392,5 +2398,141 @@ mod tests {
             assert_eq!(out.unsent().as_ptr(), payload_at, "shard {shard} conn {id}");
             assert_eq!(out.unsent().len(), SHARED_PAYLOAD_MIN);
         }
+    }
+
+    /// A relay of `n` shards with one leaf remote, and its link open on
+    /// shard 0.
+    fn with_link(n: usize) -> (Relay, ConnId) {
+        let mut r = Relay::new(n, |c| {
+            c.leaf_remotes =
+                vec![crate::leaf::Remote::parse("nats-leaf://127.0.0.1:7422").unwrap()];
+        });
+        let status = Arc::new(RemoteStatus::new("nats-leaf://127.0.0.1:7422"));
+        let peer = SocketAddr::from(([127, 0, 0, 1], 7422));
+        let link = r.cores[0].open_leaf(peer, 99, status, true, Instant::now());
+        (r, link)
+    }
+
+    /// Feeds what the hub sent over `link` (shard 0).
+    fn hub_says(r: &mut Relay, link: ConnId, text: &str) -> Next {
+        let mut framer = nats::new_framer(1 << 20);
+        let mut decoder = leaf_wire::HubDecoder::new(1 << 20);
+        framer.push(text.as_bytes());
+        let mut frames = framer.frames();
+        let mut next = Next::Read;
+        while let Some(op) = decoder.next(&mut frames) {
+            next = r.cores[0].handle_hub(link, op.expect("well-formed"));
+        }
+        next
+    }
+
+    #[test]
+    fn a_link_hears_the_relays_interest_once_per_pattern_from_every_shard() {
+        let (mut r, link) = with_link(2);
+        let hello = r.take(0, link);
+        assert!(hello.starts_with("LS+ $LDS."), "{hello}");
+        let a = r.open(0);
+        let b = r.open(1);
+        r.send(0, a, "SUB news.*");
+        r.send(1, b, "SUB news.*");
+        r.send(1, b, "SUB jobs workers");
+        r.pump();
+        let mut lines: Vec<String> = r.take(0, link).lines().map(String::from).collect();
+        lines.sort();
+        assert_eq!(lines, ["LS+ jobs workers 1", "LS+ news.*"]);
+        r.send(0, a, "UNSUB news.*");
+        r.pump();
+        assert_eq!(r.take(0, link), "", "another shard still has news.*");
+        r.cores[1].close(b);
+        r.pump();
+        let mut lines: Vec<String> = r.take(0, link).lines().map(String::from).collect();
+        lines.sort();
+        assert_eq!(lines, ["LS- jobs workers", "LS- news.*"]);
+    }
+
+    #[test]
+    fn the_hub_gets_what_it_wants_and_never_its_own_messages_back() {
+        let (mut r, link) = with_link(2);
+        r.take(0, link);
+        let here = r.open(0);
+        let there = r.open(1);
+        r.send(0, here, "SUB a.*");
+        r.send(1, there, "SUB a.*");
+        r.pump();
+        r.take(0, link);
+        hub_says(&mut r, link, "LS+ a.>\r\nLS+ a.b\r\n");
+        r.pump();
+        // A publish on either shard reaches the hub once.
+        r.send(1, there, "PUB a.b x");
+        r.pump();
+        r.send(0, here, "PUB a.c y");
+        assert_eq!(r.take(0, link), "LMSG a.b 1\r\nx\r\nLMSG a.c 1\r\ny\r\n");
+        r.pump();
+        r.take(0, here);
+        r.take(1, there);
+        // What the hub sends reaches both shards' subscribers, not the hub.
+        hub_says(&mut r, link, "LMSG a.z _R.1 2\r\nhi\r\n");
+        r.pump();
+        assert_eq!(r.take(0, here), "MSG a.z hi\n");
+        assert_eq!(r.take(1, there), "MSG a.z hi\n");
+        assert_eq!(r.take(0, link), "");
+        // Interest withdrawn: nothing more goes to the hub.
+        hub_says(&mut r, link, "LS- a.>\r\nLS- a.b\r\n");
+        r.pump();
+        r.send(1, there, "PUB a.b x");
+        r.pump();
+        assert_eq!(r.take(0, link), "");
+        assert_eq!(hub_says(&mut r, link, "PING\r\n"), Next::Read);
+        assert_eq!(r.take(0, link), "PONG\r\n");
+    }
+
+    #[test]
+    fn queue_groups_prefer_local_members_and_follow_the_hubs_choice() {
+        let (mut r, link) = with_link(2);
+        hub_says(&mut r, link, "LS+ jobs workers 3\r\n");
+        r.pump();
+        r.take(0, link);
+        let publisher = r.open(0);
+        // Only the hub has members: it gets each message, with the group.
+        r.send(0, publisher, "PUB jobs 1");
+        r.pump();
+        assert_eq!(r.take(0, link), "LMSG jobs | workers 1\r\n1\r\n");
+        // A local member on the other shard: it gets them, the hub none.
+        let worker = r.open(1);
+        r.send(1, worker, "SUB jobs workers");
+        r.pump();
+        r.take(0, link);
+        for _ in 0..3 {
+            r.send(0, publisher, "PUB jobs 2");
+        }
+        r.pump();
+        assert_eq!(r.take(1, worker), "MSG jobs 2\n".repeat(3));
+        assert_eq!(r.take(0, link), "");
+        // The hub chose this relay for `workers`: one member gets it; a
+        // group it did not name gets nothing.
+        let other = r.open(0);
+        r.send(0, other, "SUB jobs others");
+        r.pump();
+        hub_says(&mut r, link, "LMSG jobs | workers 1\r\n3\r\n");
+        r.pump();
+        assert_eq!(r.take(1, worker), "MSG jobs 3\n");
+        assert_eq!(r.take(0, other), "");
+    }
+
+    #[test]
+    fn the_hub_sending_back_this_relays_loop_subject_closes_the_link_as_a_loop() {
+        let (mut r, link) = with_link(1);
+        let hello = r.take(0, link);
+        let subject = hello.trim_end().strip_prefix("LS+ ").unwrap().to_string();
+        assert_eq!(
+            hub_says(&mut r, link, &format!("LS+ {subject}\r\n")),
+            Next::Close
+        );
+        assert!(r.cores[0].link_looped(link));
+        // The hub's word for it does the same.
+        let (mut r, link) = with_link(1);
+        let said = "-ERR 'Loop detected for leafnode account=\"$G\"'\r\n";
+        assert_eq!(hub_says(&mut r, link, said), Next::Close);
+        assert!(r.cores[0].link_looped(link));
     }
 }
