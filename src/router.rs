@@ -315,34 +315,32 @@ impl Router {
         }
         // With hub groups about (or from the hub), some groups sit out.
         let filtering = chosen.is_some() || self.hub_groups > 0;
-        let clients: FxHashSet<&[u8]> = if filtering && chosen.is_none() {
+        let mut wanted: Vec<u64> = Vec::new();
+        if filtering {
             let remote_ids = remote.iter().flat_map(|r| r.groups.iter().map(|g| g.id));
-            local
+            let ids: Vec<u64> = local
                 .groups
                 .iter()
                 .map(|g| g.id)
                 .chain(remote_ids)
-                .filter_map(|id| self.names.get(&id))
-                .filter(|g| !g.hub)
-                .map(|g| &*g.name)
-                .collect()
-        } else {
-            FxHashSet::default()
-        };
-        let mut wanted: Vec<u64> = if filtering {
-            let remote_ids = remote.iter().flat_map(|r| r.groups.iter().map(|g| g.id));
-            local
-                .groups
-                .iter()
-                .map(|g| g.id)
-                .chain(remote_ids)
+                .collect();
+            // The client groups' names (a hub group of one of them sits
+            // out), for a client's publish.
+            let clients: FxHashSet<&[u8]> = match chosen {
+                Some(_) => FxHashSet::default(),
+                None => ids
+                    .iter()
+                    .filter_map(|id| self.names.get(id))
+                    .filter(|g| !g.hub)
+                    .map(|g| &*g.name)
+                    .collect(),
+            };
+            wanted = ids
+                .into_iter()
                 .filter(|&id| self.wanted(id, chosen.as_ref(), &clients))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        drop(clients);
-        wanted.sort_unstable();
+                .collect();
+            wanted.sort_unstable();
+        }
         let take = |id: u64| !filtering || wanted.binary_search(&id).is_ok();
         // Groups with members here (and maybe elsewhere).
         for lg in local.groups.iter().filter(|g| take(g.id)) {

@@ -28,8 +28,8 @@ use std::ops::Range;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::framing::{Frame, Frames, Mode};
-use crate::protocol::nats::MAX_CONTROL_LINE;
+use crate::framing::{Frame, Frames};
+use crate::protocol::nats::{counted_payload, PayloadError, MAX_CONTROL_LINE};
 use crate::protocol::Message;
 
 /// Queue names an `LMSG` may list; nats-server has no limit, but a hub
@@ -398,23 +398,18 @@ impl HubDecoder {
         frames: &'a mut Frames<'_>,
     ) -> Option<Result<HubOp<'a>, WireError>> {
         let size = self.pending.as_ref()?.size;
-        frames.set_mode(Mode::Count(size + 2));
-        let frame = match frames.next_frame()? {
-            Ok(frame) => frame,
-            Err(_) => {
+        let (chunk, body) = match counted_payload(frames, size)? {
+            Ok(payload) => payload,
+            Err(PayloadError::TooLong) => {
                 self.pending = None;
                 return Some(Err(WireError::TooLarge {
                     size,
                     max: self.max_payload,
                 }));
             }
+            Err(PayloadError::BadEnd) => return Some(Err(WireError::BadPayloadEnd)),
         };
         let head = self.pending.take()?;
-        let (chunk, place) = frame.chunk();
-        let body = &chunk[place];
-        if &body[size..] != b"\r\n" {
-            return Some(Err(WireError::BadPayloadEnd));
-        }
         let line = &self.line;
         Some(Ok(HubOp::Msg {
             msg: Message {

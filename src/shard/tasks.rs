@@ -438,18 +438,8 @@ async fn connection(
                     .await;
                 continue;
             }
-            Next::WaitMesh => {
-                // Back-pressure from the mesh: neither handle nor read more
-                // while a path to another shard is full.
-                poll_fn(|cx| shard.poll_mesh_space(id, cx)).await;
-                continue;
-            }
-            Next::Yield => {
-                glommio::yield_if_needed().await;
-                continue;
-            }
-            Next::Stall => {
-                shard.stall().await;
+            Next::WaitMesh | Next::Yield | Next::Stall => {
+                shard.pause(id, next).await;
                 continue;
             }
             Next::Read if eof => break,
@@ -562,6 +552,20 @@ impl Shard {
     /// Waits while the shard is [`stalled`](Core::stalled), for at most
     /// `--max-stall`; past that, the receivers still congested are left
     /// behind ([`Core::stall_timed_out`]).
+    /// Waits out what `next` asks a connection task to wait for before it
+    /// handles or reads more: room on the mesh (back-pressure: a path to
+    /// another shard is full), the executor's other tasks (its time slice
+    /// is used), or congested receivers ([`Shard::stall`]). Any other
+    /// `next` returns at once.
+    async fn pause(&self, id: ConnId, next: Next) {
+        match next {
+            Next::WaitMesh => poll_fn(|cx| self.poll_mesh_space(id, cx)).await,
+            Next::Yield => glommio::yield_if_needed().await,
+            Next::Stall => self.stall().await,
+            _ => {}
+        }
+    }
+
     async fn stall(&self) {
         let caught_up = async {
             poll_fn(|cx| self.core.borrow_mut().poll_stall(cx)).await;

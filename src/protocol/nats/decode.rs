@@ -452,20 +452,15 @@ impl Decoder {
         frames: &'a mut Frames<'_>,
     ) -> Option<Result<Op<'a>, NatsError>> {
         let size = self.pending.as_ref()?.size;
-        // Set on every call: harmless when already set, and right even if
-        // the caller took frames through another `Frames` meanwhile.
-        frames.set_mode(Mode::Count(size + 2));
-        let frame = match frames.next_frame()? {
-            Ok(frame) => frame,
+        let (chunk, body) = match counted_payload(frames, size)? {
+            Ok(payload) => payload,
             // Only with a framer smaller than `framer_max_frame` asks.
-            Err(_) => return Some(Err(self.fail(NatsError::MaxPayload))),
+            Err(PayloadError::TooLong) => return Some(Err(self.fail(NatsError::MaxPayload))),
+            Err(PayloadError::BadEnd) => {
+                return Some(Err(self.fail(NatsError::UnknownProtocol)));
+            }
         };
         let head = self.pending.take()?;
-        let (chunk, place) = frame.chunk();
-        let body = &chunk[place];
-        if &body[size..] != b"\r\n" {
-            return Some(Err(self.fail(NatsError::UnknownProtocol)));
-        }
         let line = &self.line;
         Some(Ok(Op::Pub(Publish {
             msg: Message {
@@ -477,6 +472,38 @@ impl Decoder {
             chunk,
         })))
     }
+}
+
+/// Why a counted payload could not be taken ([`counted_payload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayloadError {
+    /// Longer than the framer's maximum.
+    TooLong,
+    /// Not followed by `\r\n`.
+    BadEnd,
+}
+
+/// The next `size` bytes and the `\r\n` after them, read in
+/// [`Mode::Count`] (the framer goes back to its terminator by itself): the
+/// chunk they lie in and the payload without its `\r\n`. `None` until they
+/// have all arrived. The mode is set on every call: harmless when already
+/// set, and right even if the caller took frames through another `Frames`
+/// meanwhile.
+pub(crate) fn counted_payload<'a>(
+    frames: &'a mut Frames<'_>,
+    size: usize,
+) -> Option<Result<(&'a Bytes, &'a [u8]), PayloadError>> {
+    frames.set_mode(Mode::Count(size + 2));
+    let frame = match frames.next_frame()? {
+        Ok(frame) => frame,
+        Err(_) => return Some(Err(PayloadError::TooLong)),
+    };
+    let (chunk, place) = frame.chunk();
+    let body = &chunk[place];
+    if &body[size..] != b"\r\n" {
+        return Some(Err(PayloadError::BadEnd));
+    }
+    Some(Ok((chunk, &body[..size])))
 }
 
 /// `SUB <subject> [queue] <sid>`.

@@ -266,16 +266,8 @@ async fn serve(shard: &Rc<Shard>, id: ConnId, leftover: Vec<u8>) -> String {
         match next {
             Next::Close => return closed_why(shard, id),
             Next::WaitBarrier | Next::Read => {}
-            Next::WaitMesh => {
-                poll_fn(|cx| shard.poll_mesh_space(id, cx)).await;
-                continue;
-            }
-            Next::Yield => {
-                glommio::yield_if_needed().await;
-                continue;
-            }
-            Next::Stall => {
-                shard.stall().await;
+            Next::WaitMesh | Next::Yield | Next::Stall => {
+                shard.pause(id, next).await;
                 continue;
             }
         }
