@@ -489,6 +489,7 @@ pub(crate) enum PayloadError {
 /// have all arrived. The mode is set on every call: harmless when already
 /// set, and right even if the caller took frames through another `Frames`
 /// meanwhile.
+#[inline]
 pub(crate) fn counted_payload<'a>(
     frames: &'a mut Frames<'_>,
     size: usize,
