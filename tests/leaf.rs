@@ -1181,3 +1181,269 @@ fn credentials_in_the_url_or_the_config_file_and_not_in_the_metrics() {
     let mut publisher = from_url.nats(1);
     await_flow("url to config", &mut publisher, "cred.x", &mut [&mut sub]);
 }
+
+// ---------------------------------------------------------------------
+// TLS to the hub
+// ---------------------------------------------------------------------
+
+/// A CA of the test's own, in a scratch directory removed on drop:
+/// `ca.pem`, and the hub's certificate for `localhost` and 127.0.0.1
+/// (`cert.pem`, `key.pem`) signed by it.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = scratch_dir(name);
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("tern leaf test CA {name}"),
+        );
+        let ca_cert = ca.self_signed(&ca_key).expect("self-signed CA");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert.pem");
+        fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
+        Pki { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The hub's `leafnodes { }` additions: TLS with this PKI's server
+    /// certificate, and a user and password for the leafs.
+    fn hub_leaf_block(&self) -> String {
+        format!(
+            "tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n  }}\n  \
+             authorization {{ user: leafu, password: leafp }}",
+            self.dir.join("cert.pem").display(),
+            self.dir.join("key.pem").display()
+        )
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// tern's config file for one remote: `hub` over TLS, trusting `ca`,
+/// logging in as `leafu`.
+fn tls_remote_config(hub: &NatsServer, ca: &std::path::Path) -> String {
+    format!(
+        "leafnode_reconnect_max = \"{RECONNECT_MAX}\"\n\n\
+         [[leafnodes.remotes]]\n\
+         url = \"{}\"\n\
+         user = \"leafu\"\n\
+         password = \"leafp\"\n\
+         tls_ca = \"{}\"\n\
+         tls_server_name = \"localhost\"\n",
+        hub.leaf_url(),
+        ca.display()
+    )
+}
+
+/// The next message on `conn` that is not a probe.
+fn next_non_probe(conn: &mut NatsConn) -> nats_cluster::NatsMsg {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{}: only probes for {WAIT:?}",
+            conn.addr()
+        );
+        let m = conn.next_msg();
+        if !is_probe(&String::from_utf8_lossy(&m.payload)) {
+            return m;
+        }
+    }
+}
+
+/// A hub whose leaf node port requires TLS and a user and password:
+/// tern, given the hub's CA, the server name on its certificate and the
+/// credentials in `[[leafnodes.remotes]]`, brings the link up, and
+/// messages with NATS headers cross it both ways with their headers and
+/// payloads intact (`HPUB` on tern to `HMSG` on the hub, and back).
+#[test]
+fn a_link_to_a_tls_hub_with_credentials_carries_messages_and_headers_both_ways() {
+    let Some(bin) = nats_server_or_skip("leaf::a_link_to_a_tls_hub_with_credentials") else {
+        return;
+    };
+    let pki = Pki::new("pki-tls");
+    let cluster = Cluster::start_with(&bin, 1, &pki.hub_leaf_block());
+    let hub = &cluster.hubs[0];
+    let leaf = Leaf::start_with_config("ternTls", &tls_remote_config(hub, &pki.ca()));
+    leaf.await_connected(1);
+    hub.await_leafs(1);
+    assert_eq!(
+        leaf.series("tern_leafnode_connected"),
+        vec![(format!("remote=\"{}\"", hub.leaf_url()), 1.0)]
+    );
+    assert_eq!(leaf.metric("tern_leafnode_connects_total"), 1.0);
+
+    // tern to the hub.
+    const UP: &str = "tls.up";
+    let mut hub_sub = NatsConn::connect(hub.client_addr());
+    hub_sub.sub(UP);
+    hub_sub.ping();
+    let mut tern_pub = leaf.nats(1);
+    await_flow("tern to the hub", &mut tern_pub, UP, &mut [&mut hub_sub]);
+    let headers = b"NATS/1.0\r\nX-Trace: t-1\r\nX-Multi: a b c\r\n\r\n";
+    tern_pub.publish_with_headers(UP, headers, b"up with headers");
+    tern_pub.publish(UP, b"up plain");
+    let m = next_non_probe(&mut hub_sub);
+    assert_eq!(m.subject, UP);
+    assert_eq!(
+        m.headers.as_deref().map(String::from_utf8_lossy),
+        Some(String::from_utf8_lossy(headers)),
+        "the hub's subscriber got tern's headers"
+    );
+    assert_eq!(m.payload, b"up with headers");
+    let m = next_non_probe(&mut hub_sub);
+    assert_eq!(
+        (m.headers, m.payload),
+        (None, b"up plain".to_vec()),
+        "a message without headers stays one"
+    );
+
+    // The hub to tern, to a subscriber on the other shard.
+    const DOWN: &str = "tls.down";
+    let mut tern_sub = leaf.nats(0);
+    tern_sub.sub(DOWN);
+    tern_sub.ping();
+    hub.await_leaf_interest(DOWN, true);
+    let mut hub_pub = NatsConn::connect(hub.client_addr());
+    await_flow("the hub to tern", &mut hub_pub, DOWN, &mut [&mut tern_sub]);
+    let headers = b"NATS/1.0\r\nX-Back: 42\r\n\r\n";
+    hub_pub.publish_with_headers(DOWN, headers, b"down with headers");
+    hub_pub.publish(DOWN, b"down plain");
+    let m = next_non_probe(&mut tern_sub);
+    assert_eq!(m.subject, DOWN);
+    assert_eq!(
+        m.headers.as_deref().map(String::from_utf8_lossy),
+        Some(String::from_utf8_lossy(headers)),
+        "tern's subscriber got the hub's headers"
+    );
+    assert_eq!(m.payload, b"down with headers");
+    let m = next_non_probe(&mut tern_sub);
+    assert_eq!((m.headers, m.payload), (None, b"down plain".to_vec()));
+
+    // Still the one link it started with.
+    assert_eq!(leaf.metric("tern_leafnode_connects_total"), 1.0);
+    assert_eq!(leaf.metric("tern_leafnode_disconnects_total"), 0.0);
+}
+
+/// tern trusts a CA that did not issue the hub's certificate: the TLS
+/// handshake fails and says so in tern's log, the link never comes up
+/// (`tern_leafnode_connected` 0, `tern_leafnode_connects_total` 0, no
+/// leaf on the hub), and tern goes on serving its own clients.
+#[test]
+fn a_hub_whose_certificate_the_ca_does_not_vouch_for_is_refused() {
+    let Some(bin) = nats_server_or_skip("leaf::a_hub_whose_certificate_the_ca_does_not_vouch_for")
+    else {
+        return;
+    };
+    let pki = Pki::new("pki-hub");
+    let other = Pki::new("pki-other");
+    let cluster = Cluster::start_with(&bin, 1, &pki.hub_leaf_block());
+    let hub = &cluster.hubs[0];
+    let leaf = Leaf::start_with_config("ternWrongCa", &tls_remote_config(hub, &other.ca()));
+
+    // The fence: tern has tried and logged why it failed.
+    let log_path = leaf.dir.join("tern.log");
+    let failure = wait_for("tern logs the failed TLS handshake", || {
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
+        log.lines()
+            .find(|l| l.contains("cannot reach the hub:"))
+            .map(str::to_string)
+            .ok_or_else(|| "no failure line yet".to_string())
+    });
+    assert!(
+        failure.contains("TLS") && failure.contains("certificate"),
+        "the failure names TLS and the certificate: {failure}"
+    );
+    assert!(
+        !failure.contains("leafp"),
+        "the password is not in the log: {failure}"
+    );
+    let down = |when: &str| {
+        assert_eq!(
+            leaf.series("tern_leafnode_connected"),
+            vec![(format!("remote=\"{}\"", hub.leaf_url()), 0.0)],
+            "{when}"
+        );
+        assert_eq!(leaf.metric("tern_leafnode_connects_total"), 0.0, "{when}");
+        let varz = leaf.varz();
+        assert_eq!(varz["leafnodes"], 0, "{when}: {varz}");
+        assert_eq!(
+            varz["leaf"]["remotes"][0]["connected"], false,
+            "{when}: {varz}"
+        );
+        assert_eq!(
+            hub.leaf_subs().expect("the hub's /leafz").len(),
+            0,
+            "{when}: a leaf on the hub"
+        );
+    };
+    down("after the first failure");
+
+    // Local pub/sub across tern's shards, both protocols.
+    let mut line_sub = leaf.line(0);
+    line_sub.sub("local.x");
+    let mut nats_sub = leaf.nats(1);
+    nats_sub.sub("local.x");
+    nats_sub.ping();
+    let mut publisher = leaf.nats(0);
+    await_flow(
+        "local",
+        &mut publisher,
+        "local.x",
+        &mut [&mut line_sub, &mut nats_sub],
+    );
+    let items = numbered("l", 50);
+    publish_all(&mut publisher, "local.x", &items);
+    publisher.send_msg("local.x", "end");
+    assert_eq!(
+        payloads(&read_until(&mut line_sub, "local.x", &["end"])),
+        items
+    );
+    assert_eq!(
+        payloads(&read_until(&mut nats_sub, "local.x", &["end"])),
+        items
+    );
+    // Nothing was sent to a hub it never reached.
+    assert_eq!(leaf.metric("tern_leafnode_messages_sent_total"), 0.0);
+
+    // tern keeps retrying, each time a fresh handshake the hub sees fail
+    // (tern logs the same reason only once): after a few more, still
+    // nothing is up.
+    wait_for("the hub sees three failed TLS handshakes", || {
+        let n = hub.log().matches("TLS leafnode handshake error").count();
+        if n >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} on the hub's log"))
+        }
+    });
+    down("after three attempts");
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    assert_eq!(
+        log.matches("cannot reach the hub:").count(),
+        1,
+        "the same reason is logged once:\n{log}"
+    );
+    assert!(!log.contains("leaf link up"), "{log}");
+}

@@ -265,6 +265,10 @@ impl NatsServer {
     /// (`/leafz?subs=1`, one list per leaf connection).
     pub fn leaf_subs(&self) -> Result<Vec<Vec<String>>, String> {
         let v = http_json(self.http_addr(), "/leafz?subs=1")?;
+        // With no leaf connected, nats-server says `"leafs": null`.
+        if v["leafnodes"] == 0 && v["leafs"].is_null() {
+            return Ok(Vec::new());
+        }
         let leafs = v["leafs"]
             .as_array()
             .ok_or_else(|| format!("no leafs in {v}"))?;
@@ -312,6 +316,11 @@ impl NatsServer {
                 Err(format!("{subs:?}"))
             }
         });
+    }
+
+    /// The whole current log (since the last start).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// The last lines of the current log.
@@ -411,13 +420,17 @@ pub struct NatsMsg {
     pub subject: String,
     pub sid: u64,
     pub reply: Option<String>,
+    /// The header block of an `HMSG` (`NATS/1.0\r\n...\r\n\r\n`), as
+    /// received; `None` for a `MSG`.
+    pub headers: Option<Vec<u8>>,
     /// The payload (without headers, for an `HMSG`).
     pub payload: Vec<u8>,
 }
 
 /// A blocking client of the NATS text protocol: `CONNECT` without
-/// verbose mode, answers the server's `PING`s, skips `INFO` updates, and
-/// keeps the messages it reads while waiting for a `PONG`.
+/// verbose mode and with headers (`HPUB`/`HMSG`), answers the server's
+/// `PING`s, skips `INFO` updates, and keeps the messages it reads while
+/// waiting for a `PONG`.
 pub struct NatsConn {
     stream: TcpStream,
     addr: SocketAddr,
@@ -465,7 +478,7 @@ impl NatsConn {
         c.send(
             "CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\
              \"name\":\"tern-leaf-test\",\"lang\":\"rust\",\"version\":\"0\",\
-             \"protocol\":1,\"echo\":true,\"headers\":false,\"no_responders\":false}\r\n",
+             \"protocol\":1,\"echo\":true,\"headers\":true,\"no_responders\":false}\r\n",
         );
         c.ping();
         c
@@ -518,6 +531,21 @@ impl NatsConn {
             None => format!("PUB {subject} {}\r\n", payload.len()),
         }
         .into_bytes();
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+        self.send_bytes(&out);
+    }
+
+    /// `HPUB subject header_len total_len`: `headers` is the whole header
+    /// block (`NATS/1.0\r\n`, the fields, and the empty line).
+    pub fn publish_with_headers(&mut self, subject: &str, headers: &[u8], payload: &[u8]) {
+        let mut out = format!(
+            "HPUB {subject} {} {}\r\n",
+            headers.len(),
+            headers.len() + payload.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(headers);
         out.extend_from_slice(payload);
         out.extend_from_slice(b"\r\n");
         self.send_bytes(&out);
@@ -598,6 +626,7 @@ impl NatsConn {
                     subject: subject.to_string(),
                     sid: sid.parse().expect("sid"),
                     reply: reply.map(str::to_string),
+                    headers: headers.then(|| body[..hdr].to_vec()),
                     payload: body[hdr..].to_vec(),
                 }))
             }
