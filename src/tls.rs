@@ -56,8 +56,12 @@ pub enum TlsError {
         key: PathBuf,
         source: rustls::Error,
     },
-    #[error("the client CA file {path} cannot be used: {reason}")]
-    ClientCa { path: PathBuf, reason: String },
+    #[error("the {what} {path} cannot be used: {reason}")]
+    Ca {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// The TLS server side shared by every shard: the configuration in force,
@@ -132,6 +136,29 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// The private key in the PEM file at `path`.
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read {
+        what: "key file",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The CA certificates in the PEM file at `path` (the `what` of errors),
+/// as the roots a peer's certificate must chain to.
+fn root_store(what: &'static str, path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certificates(what, path)? {
+        roots.add(ca).map_err(|e| TlsError::Ca {
+            what,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
 /// rustls's ring provider: TLS 1.2 and 1.3 with ECDHE (X25519, P-256,
 /// P-384), AES-GCM and ChaCha20-Poly1305. ring builds with nothing but a C
 /// compiler (aws-lc-rs, rustls's other provider, needs cmake and more);
@@ -147,11 +174,7 @@ fn crypto_provider() -> rustls::crypto::CryptoProvider {
 fn server_config(config: &TlsConfig) -> Result<(ServerConfig, Option<SystemTime>), TlsError> {
     let chain = certificates("certificate file", &config.cert)?;
     let expires = certificate_expiry(&chain[0]);
-    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|source| TlsError::Read {
-        what: "key file",
-        path: config.key.clone(),
-        source,
-    })?;
+    let key = private_key(&config.key)?;
     let provider = Arc::new(crypto_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -163,16 +186,12 @@ fn server_config(config: &TlsConfig) -> Result<(ServerConfig, Option<SystemTime>
     let builder = match &config.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for ca in certificates("client CA file", path)? {
-                roots.add(ca).map_err(|e| TlsError::ClientCa {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            }
+            let what = "client CA file";
+            let roots = root_store(what, path)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| TlsError::ClientCa {
+                .map_err(|e| TlsError::Ca {
+                    what,
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
@@ -197,13 +216,7 @@ pub fn client_config(
     cert: Option<&Path>,
     key: Option<&Path>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in certificates("CA file", ca)? {
-        roots.add(c).map_err(|e| TlsError::ClientCa {
-            path: ca.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    }
+    let roots = root_store("CA file", ca)?;
     let provider = Arc::new(crypto_provider());
     let mismatch = |source| TlsError::Mismatch {
         cert: cert.unwrap_or(ca).to_path_buf(),
@@ -217,11 +230,7 @@ pub fn client_config(
     let config = match (cert, key) {
         (Some(cert), Some(key)) => {
             let chain = certificates("certificate file", cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Read {
-                what: "key file",
-                path: key.to_path_buf(),
-                source,
-            })?;
+            let key = private_key(key)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(mismatch)?

@@ -887,13 +887,7 @@ impl Core {
             }
         };
         link.subs.insert(key, number);
-        let group = queue.map(hub_group);
-        let to = SubRef {
-            conn: id,
-            sub: number,
-        };
-        self.router.subscribe(to, subject, group.as_deref());
-        broadcast_interest(&mut self.outlets, true, subject, group.as_deref());
+        self.file_hub_interest(true, id, number, subject, queue);
         Next::Read
     }
 
@@ -907,13 +901,32 @@ impl Core {
             return;
         };
         link.groups.remove(&number);
+        self.file_hub_interest(false, id, number, subject, queue);
+    }
+
+    /// Files (`add`) or withdraws the hub's interest in `subject` (for its
+    /// group `queue`) as link `id`'s subscription `number`, in this
+    /// shard's index and the others': a hub group under its marked name
+    /// ([`hub_group`]).
+    fn file_hub_interest(
+        &mut self,
+        add: bool,
+        id: ConnId,
+        number: u32,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+    ) {
         let group = queue.map(hub_group);
         let to = SubRef {
             conn: id,
             sub: number,
         };
-        self.router.unsubscribe(to, subject, group.as_deref());
-        broadcast_interest(&mut self.outlets, false, subject, group.as_deref());
+        if add {
+            self.router.subscribe(to, subject, group.as_deref());
+        } else {
+            self.router.unsubscribe(to, subject, group.as_deref());
+        }
+        broadcast_interest(&mut self.outlets, add, subject, group.as_deref());
     }
 
     /// Link `id` (taken out of the table) closed: the hub's interest
@@ -921,13 +934,7 @@ impl Core {
     /// and counted.
     fn close_link(&mut self, id: ConnId, conn: &Conn, link: &LeafConn) {
         for ((pattern, queue), &number) in &link.subs {
-            let group = queue.as_deref().map(hub_group);
-            let to = SubRef {
-                conn: id,
-                sub: number,
-            };
-            self.router.unsubscribe(to, pattern, group.as_deref());
-            broadcast_interest(&mut self.outlets, false, pattern, group.as_deref());
+            self.file_hub_interest(false, id, number, pattern, queue.as_deref());
         }
         self.router.trim();
         if let Some(side) = self.leaf.as_deref_mut() {
@@ -967,9 +974,7 @@ impl Core {
             return;
         };
         let mut plan = std::mem::take(&mut side.plan);
-        self.stats.msgs_in.add(1);
-        let size = msg.payload.len() + msg.headers.map_or(0, <[u8]>::len);
-        self.stats.bytes_in.add(size as u64);
+        self.count_in(&msg);
         self.router.route_from_hub(msg.subject, chosen, &mut plan);
         let delivery = Delivery {
             serial: self.next_serial(),
@@ -1084,12 +1089,7 @@ impl Core {
                 link.status.messages_sent.fetch_add(1, Ordering::Relaxed);
                 conn.msgs_out += 1;
                 let pending = conn.out.pending();
-                self.stats.msgs_out.add(1);
-                self.stats.bytes_out.add(msg.payload.len() as u64);
-                self.conns.touch(id);
-                if pending > self.limits.congested_above.min(budget::CHECK_ABOVE) {
-                    self.queue_grew(id, pending, d.publisher.is_some());
-                }
+                self.delivered(id, pending, d);
             }
             Err(refused) => self.slow_consumer(id, refused),
         }
@@ -1132,9 +1132,7 @@ impl Core {
         if verbose {
             self.reply_ok(id);
         }
-        self.stats.msgs_in.add(1);
-        let size = msg.payload.len() + msg.headers.map_or(0, <[u8]>::len);
-        self.stats.bytes_in.add(size as u64);
+        self.count_in(&msg);
         let mut plan = std::mem::take(&mut self.plan);
         self.router.route_publish(msg.subject, &mut plan);
         let delivery = Delivery {
@@ -1283,17 +1281,35 @@ impl Core {
             Ok(()) => {
                 conn.msgs_out += 1;
                 let pending = conn.out.pending();
-                self.stats.msgs_out.add(1);
-                self.stats.bytes_out.add(msg.payload.len() as u64);
-                self.conns.touch(to.conn);
-                if pending > self.limits.congested_above.min(budget::CHECK_ABOVE) {
-                    self.queue_grew(to.conn, pending, d.publisher.is_some());
-                }
+                self.delivered(to.conn, pending, d);
             }
             Err(refused) => self.slow_consumer(to.conn, refused),
         }
         if ended {
             self.end_nats_sub(to);
+        }
+    }
+
+    /// A message received to publish: counted with its size (headers
+    /// included).
+    #[inline]
+    fn count_in(&self, msg: &Message<'_>) {
+        self.stats.msgs_in.add(1);
+        let size = msg.payload.len() + msg.headers.map_or(0, <[u8]>::len);
+        self.stats.bytes_in.add(size as u64);
+    }
+
+    /// `d` was queued for `id`, which now has `pending` bytes unsent:
+    /// counted, and `id` is written at the next flush; a queue grown past
+    /// what a receiver that keeps up holds is looked at
+    /// ([`Self::queue_grew`]).
+    #[inline]
+    fn delivered(&mut self, id: ConnId, pending: usize, d: &Delivery<'_>) {
+        self.stats.msgs_out.add(1);
+        self.stats.bytes_out.add(d.msg.payload.len() as u64);
+        self.conns.touch(id);
+        if pending > self.limits.congested_above.min(budget::CHECK_ABOVE) {
+            self.queue_grew(id, pending, d.publisher.is_some());
         }
     }
 

@@ -639,13 +639,18 @@ impl Shard {
             core.authenticated(id, grant);
         }
         drop(core);
+        self.keep_socket(id, socket);
+        (id, logged_in)
+    }
+
+    /// Files the socket of connection `id` under its slot.
+    fn keep_socket(&self, id: ConnId, socket: Socket) {
         let mut sockets = self.sockets.borrow_mut();
         let slot = id as usize;
         if sockets.len() <= slot {
             sockets.resize_with(slot + 1, || None);
         }
         sockets[slot] = Some(socket);
-        (id, logged_in)
     }
 
     /// The `INFO` a NATS client connected from `peer` to `local` is sent.
@@ -761,12 +766,19 @@ impl Shard {
     /// Closes a connection: its subscriptions leave every shard's index,
     /// its socket is closed.
     fn remove(&self, id: ConnId) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.close_socket(id);
+        self.after_close();
+    }
+
+    /// Closes connection `id` in the core (its subscriptions leave every
+    /// shard's index), hands the mesh what that queued, and closes its
+    /// socket.
+    fn close_socket(&self, id: ConnId) {
         self.core.borrow_mut().close(id);
         let stream = self.sockets.borrow_mut()[id as usize].take();
-        self.open.fetch_sub(1, Ordering::Relaxed);
         self.flush();
         drop(stream);
-        self.after_close();
     }
 
     /// Every [`TRIM_AFTER_CLOSES`] closed connections, and when the last

@@ -124,17 +124,14 @@ async fn session(shard: &Rc<Shard>, spec: &LinkSpec) -> Ended {
         Err(why) => return Ended::Failed(why),
     };
     let cid = shard.next_cid.fetch_add(1, Ordering::Relaxed);
-    let id = {
-        let mut core = shard.core.borrow_mut();
-        let id = core.open_leaf(peer, cid, spec.status.clone(), info.headers, Instant::now());
-        let mut sockets = shard.sockets.borrow_mut();
-        let slot = id as usize;
-        if sockets.len() <= slot {
-            sockets.resize_with(slot + 1, || None);
-        }
-        sockets[slot] = Some(socket);
-        id
-    };
+    let id = shard.core.borrow_mut().open_leaf(
+        peer,
+        cid,
+        spec.status.clone(),
+        info.headers,
+        Instant::now(),
+    );
+    shard.keep_socket(id, socket);
     tracing::info!(
         remote = %spec.remote.url,
         hub = %info.server_name,
@@ -146,10 +143,8 @@ async fn session(shard: &Rc<Shard>, spec: &LinkSpec) -> Ended {
     let why = serve(shard, id, leftover).await;
     let looped = shard.core.borrow().link_looped(id);
     shard.close_tls(id).await;
-    shard.core.borrow_mut().close(id);
-    let socket = shard.sockets.borrow_mut()[id as usize].take();
-    shard.flush();
-    drop(socket);
+    // Not a client: neither the open-connection count nor the trim.
+    shard.close_socket(id);
     Ended::After {
         why,
         looped,
