@@ -1,17 +1,24 @@
 //! The async runtime under tern's shards (glommio 0.9.0, patched: see
-//! `vendor/glommio/TERN-PATCHES.md`).
+//! `vendor/glommio/TERN-PATCHES.md`), one test per patch.
 //!
-//! glommio 0.9.0 as published parked an executor that still had runnable
-//! tasks when its preempt timer fired before it ran anything, and then
-//! never woke. A 20 µs preempt period is shorter than one trip through the
-//! reactor here, so that happens within a few turns of the run loop: the
-//! published crate hangs this test every time, the patched one finishes it
-//! at once. Only progress is checked; the bound only turns a hang into a
-//! failure.
+//! Only progress and counts are checked, never time: every bound on a
+//! wait only turns a hang into a failure.
 
-use std::sync::mpsc;
+use std::io::{Read, Write};
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::thread;
 use std::time::Duration;
+
+/// How long a test waits for an executor before calling it hung.
+const HUNG: Duration = Duration::from_secs(30);
+
+/// glommio 0.9.0 as published parked an executor that still had runnable
+/// tasks when its preempt timer fired before it ran anything, and then
+/// never woke. A 20 µs preempt period is shorter than one trip through the
+/// reactor here, so that happens within a few turns of the run loop: the
+/// published crate hangs this test every time, the patched one finishes it
+/// at once.
 
 #[test]
 fn an_executor_preempted_before_running_anything_does_not_park() {
@@ -30,7 +37,166 @@ fn an_executor_preempted_before_running_anything_does_not_park() {
         let _ = done.send(());
     });
     finished
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(HUNG)
         .expect("the executor stopped making progress with runnable work (parked for good)");
     worker.join().unwrap();
+}
+
+/// Runs `work` (which makes its executor) in a thread,
+/// failing if it does not finish.
+fn on_executor<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        let _ = done.send(work());
+    });
+    let result = finished.recv_timeout(HUNG).expect("the executor hung");
+    worker.join().unwrap();
+    result
+}
+
+fn executor(preempt: Duration) -> glommio::LocalExecutor {
+    glommio::LocalExecutorBuilder::default()
+        .preempt_timer(preempt)
+        .make()
+        .expect("an executor (io_uring and locked memory are available)")
+}
+
+/// The sleeping executor submits the socket polls its tasks queued in the
+/// same `io_uring_enter` it sleeps in. Each round trip below queues a poll
+/// and sleeps on it: one the sleep did not submit would never complete.
+#[test]
+fn a_sleeping_executor_submits_its_socket_polls() {
+    const ROUNDS: usize = 2_000;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut byte = [0u8; 1];
+        for i in 0..ROUNDS {
+            // The executor is asleep (or about to be) when this arrives.
+            peer.write_all(&[i as u8]).unwrap();
+            peer.read_exact(&mut byte).unwrap();
+            assert_eq!(byte[0], i as u8);
+        }
+    });
+    let echoed = on_executor(move || {
+        executor(Duration::from_millis(1)).run(async move {
+            use futures_lite::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+            let mut byte = [0u8; 1];
+            let mut n = 0;
+            while stream.read_exact(&mut byte).await.is_ok() {
+                stream.write_all(&byte).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    });
+    client.join().unwrap();
+    assert_eq!(echoed, ROUNDS);
+}
+
+/// A one-slot mailbox another thread posts to, and the executor awaits.
+#[derive(Default)]
+struct Mailbox {
+    slot: Mutex<(Option<usize>, Option<Waker>)>,
+}
+
+impl Mailbox {
+    fn post(&self, value: usize) {
+        let waker = {
+            let mut slot = self.slot.lock().unwrap();
+            slot.0 = Some(value);
+            slot.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    async fn take(&self) -> usize {
+        std::future::poll_fn(|cx| {
+            let mut slot = self.slot.lock().unwrap();
+            match slot.0.take() {
+                Some(value) => Poll::Ready(value),
+                None => {
+                    slot.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// A wake from another thread reaches a sleeping executor: the sleeper's
+/// fence and the waker's fence (in place of glommio's `membarrier`) leave no
+/// window in which the executor sleeps through a wake.
+#[test]
+fn a_sleeping_executor_wakes_for_every_wake_from_another_thread() {
+    const ROUNDS: usize = 20_000;
+    let inbox = Arc::new(Mailbox::default());
+    let (reply, replies) = mpsc::channel();
+    let sender = {
+        let inbox = inbox.clone();
+        thread::spawn(move || {
+            for i in 0..ROUNDS {
+                inbox.post(i);
+                let echoed: usize = replies
+                    .recv_timeout(HUNG)
+                    .expect("the executor slept through a wake");
+                assert_eq!(echoed, i);
+            }
+        })
+    };
+    on_executor(move || {
+        executor(Duration::from_millis(1)).run(async move {
+            for _ in 0..ROUNDS {
+                let value = inbox.take().await;
+                reply.send(value).unwrap();
+            }
+        })
+    });
+    sender.join().unwrap();
+}
+
+/// The timer the executor sleeps with may already be in the kernel, armed
+/// while it ran: it is kept only if it fires no later than the one needed.
+/// Here the in-flight preempt timer fires after 60 s, so each 1 ms sleep
+/// must replace it (else each would last 60 s and the test would hang).
+#[test]
+fn a_sleep_shorter_than_the_armed_preempt_timer_ends_on_time() {
+    on_executor(move || {
+        executor(Duration::from_secs(60)).run(async {
+            for _ in 0..20 {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    });
+}
+
+/// An idle executor sleeps until its next timer. A preempt timer is armed
+/// only while a task queue is runnable; one left in the kernel from the
+/// last busy moment fires once, and must not be armed again by the wake it
+/// causes (that would wake the idle executor every preempt period).
+#[test]
+fn an_idle_executor_sleeps_until_its_timer() {
+    let runs = on_executor(move || {
+        executor(Duration::from_millis(1)).run(async {
+            // Busy for a moment, so a preempt timer is in the kernel.
+            for _ in 0..1_000 {
+                glommio::executor().yield_now().await;
+            }
+            let _ = glommio::executor().executor_stats(); // resets the counts
+            glommio::timer::sleep(Duration::from_millis(300)).await;
+            glommio::executor().executor_stats().scheduler_runs()
+        })
+    });
+    // A few turns of the run loop: the wake for the stale preempt timer,
+    // the wake for the sleep's own timer. Waking every 1 ms preempt period
+    // would be about 300.
+    assert!(
+        runs < 30,
+        "the idle executor ran its scheduler {runs} times in 300 ms"
+    );
 }

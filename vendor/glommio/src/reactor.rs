@@ -864,15 +864,23 @@ impl Reactor {
         (next_timer, woke)
     }
 
-    /// Processes new events, blocking until the first event or the timeout.
-    pub(crate) fn react(&self, timeout: impl Fn() -> Option<Duration>) -> io::Result<bool> {
+    /// Processes new events; if `may_sleep`, blocks until the first event or
+    /// the next timer. `timeout` is the preempt timer to arm when not
+    /// sleeping (`None`: nothing is runnable, so none is needed).
+    pub(crate) fn react(
+        &self,
+        timeout: impl Fn() -> Option<Duration>,
+        may_sleep: bool,
+    ) -> io::Result<bool> {
         // Process ready timers.
         let (next_timer, woke) = self.process_external_events();
 
         // Block on I/O events.
         match self
             .sys
-            .wait(timeout, next_timer, woke, || self.process_shared_channels())
+            .wait(timeout, next_timer, may_sleep, woke, || {
+                self.process_shared_channels()
+            })
         {
             // Don't wait for the next loop to process timers or shared channels
             Ok(true) => {

@@ -1482,8 +1482,15 @@ impl LocalExecutor {
                 // requests that are latency sensitive we want them out of the
                 // ring ASAP (before we run the task queues). We will also use
                 // the opportunity to install the timer.
+                // tern patch (see TERN-PATCHES.md): a preempt timer only
+                // when a task queue is runnable (judged after the poll has
+                // woken tasks); with none, the executor parks next and
+                // needs no timer.
                 this.parker
-                    .poll_io(|| Some(this.preempt_timer_duration()))
+                    .poll_io(|| {
+                        (!this.queues.borrow().active_executors.is_empty())
+                            .then(|| this.preempt_timer_duration())
+                    })
                     .expect("Failed to poll io! This is actually pretty bad!");
 
                 // run user code
@@ -1500,6 +1507,13 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if spin_before_park.is_zero() {
+                        // tern patch: no spinning asked for, so straight to
+                        // the park (one poll of the rings fewer).
+                        this.parker
+                            .park()
+                            .expect("Failed to park! This is actually pretty bad!");
+                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {

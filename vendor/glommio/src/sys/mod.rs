@@ -306,6 +306,13 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // tern patch (see TERN-PATCHES.md): pairs with the fence the
+        // sleeping executor issues after `prepare_to_sleep` (glommio used a
+        // process-wide `membarrier` there, a system call per sleep, and
+        // only a compiler fence here). Whatever the caller published before
+        // calling us is visible to the sleeper's last sweep, or we see
+        // `should_notify` set and write the eventfd.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

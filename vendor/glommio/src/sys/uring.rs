@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1044,12 +1044,28 @@ impl SleepableRing {
         }
     }
 
+    /// Moves the queued submissions into the submission ring without
+    /// entering the kernel, unless the ring fills up (tern patch).
+    fn stage_submission_queue(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
+    }
+
+    /// Whether [`sleep`](Self::sleep) may be called: it submits what waits
+    /// in the submission ring itself (tern patch).
+    fn can_sleep_submitting(&self) -> bool {
+        self.submission_queue.borrow().is_empty()
+    }
+
+    /// Submits what waits in the submission ring, with a poll on the
+    /// latency ring's fd, and sleeps until a completion arrives, in one
+    /// `io_uring_enter` (tern patch: glommio entered twice, to submit and
+    /// then to wait).
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1069,31 +1085,31 @@ impl SleepableRing {
                 &mut self.source_map.borrow_mut(),
             );
 
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
+            // We have now prepared the SQE that links the two rings. It and
+            // everything staged before it must be submitted for the sleep
+            // to be safe: the kernel waits only after submitting all of
+            // them, and returns at once otherwise.
+            let pending = self.waiting_kernel_submission();
+            let submitted = match self.ring.submit_sqes_and_wait(1) {
+                Ok(n) => n as usize,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                        // Not all submitted (an interrupted wait has
+                        // submitted them all, and the caller polls again).
+                        pending - self.waiting_kernel_submission()
+                    }
+                    _ => return Err(e),
+                },
+            };
+            self.in_kernel += submitted;
+            if self.waiting_kernel_submission() > 0 {
+                // The `SQE` that links the rings (the last) did not go in:
+                // we did not sleep. Make it a no-op, like glommio did.
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked and we slept.
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1222,6 +1238,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// When `latency_preemption_timeout_src` fires (tern patch).
+    latency_timer_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1353,6 +1371,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1798,6 +1817,7 @@ impl Reactor {
         &self,
         preempt_timer: Preempt,
         user_timer: Option<Duration>,
+        may_sleep: bool,
         mut woke: usize,
         process_remote_channels: F,
     ) -> io::Result<bool>
@@ -1805,6 +1825,10 @@ impl Reactor {
         Preempt: Fn() -> Option<Duration>,
         F: Fn() -> usize,
     {
+        // tern patch (see TERN-PATCHES.md, "Fewer system calls per wake"):
+        // the timers stay in the kernel while they are useful instead of
+        // being cancelled and re-armed on every call, and the main ring's
+        // submissions ride on the sleeping `io_uring_enter`.
         woke += self.flush_syscall_thread();
 
         let mut poll_ring = self.poll_ring.borrow_mut();
@@ -1814,56 +1838,72 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // A latency-ring timer (preempt or user) that has fired is done
+        // with; one still in the kernel is kept, and judged below.
+        self.take_fired_latency_timer();
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // The throughput-based timeout counts completions from its
+        // submission: one still in the kernel keeps counting.
+        let throughput = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(|src| src.result().is_none())
+            .unwrap_or_else(|| {
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            });
+        self.throughput_preemption_timeout_src.set(Some(throughput));
+
+        // Whether we may go to sleep below, or will run tasks right away
+        // (`preempt` is `Some` only when a task queue is runnable).
+        let preempt = if may_sleep { None } else { preempt_timer() };
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
-        // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        // be careful about this dependency. The main ring's submissions
+        // wait in its submission ring when the next thing this thread does
+        // is sleep (the sleep submits them) or look here again (nothing to
+        // run): an `io_uring_enter` saved per wake.
+        flush_rings!(lat_ring, poll_ring)?;
+        if may_sleep || preempt.is_none() {
+            main_ring.stage_submission_queue()?;
+        } else {
+            flush_rings!(main_ring)?;
+        }
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = may_sleep
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_submitting()
             && lat_ring.can_sleep();
 
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
-            // is a timer set, we need to make sure we wake up to handle it.
+            // is a timer set, we need to make sure we wake up to handle it:
+            // a timer already in the kernel that fires no later will do.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if self.arm_latency_timer(&mut lat_ring, dur) {
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // tern patch: a full fence, paired with the one in
+            // `SleepNotifier::notify`, instead of glommio's process-wide
+            // `membarrier` (a system call per sleep). Either the sweep
+            // below sees the remote's message, or the remote sees that we
+            // sleep and writes our eventfd.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
@@ -1878,11 +1918,16 @@ impl Reactor {
                 self.notifier.wake_up();
             }
         }
+        if may_sleep {
+            // If we did not sleep after all, what was staged goes now (no
+            // system call if nothing was).
+            flush_rings!(main_ring)?;
+        }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        if let Some(preempt) = preempt {
+            if self.arm_latency_timer(&mut lat_ring, preempt) {
+                flush_rings!(lat_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1893,6 +1938,35 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// Forgets the latency-ring timer if it has fired.
+    fn take_fired_latency_timer(&self) {
+        if let Some(src) = self.latency_preemption_timeout_src.take() {
+            if src.result().is_none() {
+                self.latency_preemption_timeout_src.set(Some(src));
+            } else {
+                self.latency_timer_deadline.set(None);
+            }
+        }
+    }
+
+    /// Makes sure the latency ring flares within `dur`: keeps the timer in
+    /// the kernel if it fires no later, else replaces it. Returns whether
+    /// a new timer waits to be submitted.
+    fn arm_latency_timer(&self, lat_ring: &mut SleepableRing, dur: Duration) -> bool {
+        let deadline = Instant::now() + dur;
+        if let Some(armed) = self.latency_timer_deadline.get() {
+            if armed <= deadline {
+                return false;
+            }
+        }
+        // Cancels the later timer, if any.
+        drop(self.latency_preemption_timeout_src.take());
+        self.latency_preemption_timeout_src
+            .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+        self.latency_timer_deadline.set(Some(deadline));
+        true
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
