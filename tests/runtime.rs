@@ -96,6 +96,68 @@ fn a_sleeping_executor_submits_its_socket_polls() {
     assert_eq!(echoed, ROUNDS);
 }
 
+/// Reads that wait on the ring receive get their bytes with the
+/// completion, up to 1 KiB at a time, and hand what does not fit the
+/// reader's buffer to the next read. Bursts of every size from 1 byte to
+/// 5 KiB, each sent while the reader waits, read mostly through a 7-byte
+/// buffer, arrive whole and in order, and the end of the stream reads as 0.
+#[test]
+fn reads_waiting_on_the_ring_keep_every_byte_in_order() {
+    const BURSTS: usize = 300;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let burst = |i: usize| -> Vec<u8> {
+        let len = 1 + (i * 617) % 5_000;
+        (0..len).map(|j| (i * 31 + j) as u8).collect()
+    };
+    let expected: Vec<u8> = (0..BURSTS).flat_map(burst).collect();
+    let client = thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut ack = [0u8; 1];
+        for i in 0..BURSTS {
+            peer.write_all(&burst(i)).unwrap();
+            // The reader took the whole burst and is waiting again.
+            peer.read_exact(&mut ack).unwrap();
+        }
+        // Dropping the socket ends the stream.
+    });
+    let received = on_executor(move || {
+        executor(Duration::from_millis(1)).run(async move {
+            use futures_lite::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+            let mut all = Vec::new();
+            let mut buf = [0u8; 7];
+            let mut big = [0u8; 1024];
+            for i in 0..BURSTS {
+                let want = all.len() + burst(i).len();
+                // A read offering 1 KiB that is given up while it waits
+                // (as a timeout would): the receive it started on the ring
+                // brings up to 1 KiB for the 7-byte reads after it.
+                if let Some(n) = futures_lite::future::poll_once(stream.read(&mut big)).await {
+                    all.extend_from_slice(&big[..n.unwrap()]);
+                }
+                while all.len() < want {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the stream ended early");
+                    all.extend_from_slice(&buf[..n]);
+                }
+                stream.write_all(&[1]).await.unwrap();
+            }
+            assert_eq!(
+                stream.read(&mut buf).await.unwrap(),
+                0,
+                "more bytes than were sent"
+            );
+            all
+        })
+    });
+    client.join().unwrap();
+    assert!(
+        received == expected,
+        "the bytes read differ from the bytes sent"
+    );
+}
+
 /// A one-slot mailbox another thread posts to, and the executor awaits.
 #[derive(Default)]
 struct Mailbox {

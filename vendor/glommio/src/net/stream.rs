@@ -215,12 +215,49 @@ impl Timeout {
     }
 }
 
+/// The most a receive on the ring asks for (tern patch). Every idle
+/// connection has one in the kernel, holding a buffer this size; data that
+/// fills it is followed by a plain `recv` for the rest.
+const RING_RECV_BYTES: usize = 1024;
+
+/// Bytes a receive on the ring brought that the reader has not taken yet
+/// (its buffer was smaller).
+#[derive(Debug)]
+struct Received {
+    data: sys::DmaBuffer,
+    /// The first byte not yet read.
+    at: usize,
+    /// One past the last byte received.
+    end: usize,
+}
+
+impl Received {
+    /// Copies what fits into `buf`.
+    fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.end - self.at);
+        buf[..n].copy_from_slice(&self.data.as_bytes()[self.at..self.at + n]);
+        self.at += n;
+        n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.at == self.end
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
     stream: S,
     source_tx: Option<Source>,
+    /// A readiness poll (the first, from `init`) or a receive on the ring.
     source_rx: Option<Source>,
+    /// What the last receive on the ring brought beyond the reader's
+    /// buffer (tern patch).
+    received: Option<Received>,
+    /// The last read took everything the socket had, so the next waits on
+    /// the ring without trying a `recv` first (tern patch).
+    drained: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -258,38 +295,71 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         cx: &Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        // tern patch (see TERN-PATCHES.md, "Receive on the ring"): when the
+        // socket has been drained, the wait for more data is a receive on
+        // the ring rather than a poll for readiness, so the data comes with
+        // the completion: no `recv` system call after each wake.
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if let Some(received) = self.received.as_mut() {
+            let n = received.read(buf);
+            if received.is_empty() {
+                self.received = None;
+            }
+            return Poll::Ready(Ok(n));
+        }
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
+        if let Some(source) = self.source_rx.take() {
+            match source.result() {
+                None => self.source_rx = Some(source),
+                Some(result) => {
+                    self.read_timeout.cancel_timer(reactor);
+                    let n = poll_err!(result);
+                    let data = match source.extract_source_type() {
+                        SourceType::SockRecv(data) => data,
+                        // A readiness poll (from `init`): read below.
+                        _ => None,
+                    };
+                    if let Some(data) = data {
+                        // Filled: there may be more, so the next read
+                        // tries the socket first.
+                        self.drained = n < data.len();
+                        let mut received = Received { data, at: 0, end: n };
+                        let copied = received.read(buf);
+                        if !received.is_empty() {
+                            self.received = Some(received);
+                        }
+                        return Poll::Ready(Ok(copied));
+                    }
+                }
+            }
+        }
 
-        if no_pending_poll {
+        if self.source_rx.is_none() && !self.drained {
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
                 self.read_timeout.cancel_timer(reactor);
                 let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
-                }
+                // A short read drained the socket: the next read waits on
+                // the ring without trying the socket again.
+                self.drained = result > 0 && result < buf.len();
                 return Poll::Ready(Ok(result));
             }
         }
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        if self.source_rx.is_none() {
+            self.drained = false;
+            self.source_rx = Some(
+                reactor.recv(
+                    self.stream.as_raw_fd(),
+                    buf.len().min(RING_RECV_BYTES),
+                    MsgFlags::empty(),
+                ),
+            );
         }
 
         let source = self.source_rx.as_ref().unwrap();
@@ -366,6 +436,8 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            received: None,
+            drained: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

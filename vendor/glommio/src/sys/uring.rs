@@ -2014,10 +2014,13 @@ impl Reactor {
                 PollableStatus::Pollable => self.poll_ring.borrow_mut(),
                 PollableStatus::NonPollable(_) => self.main_ring.borrow_mut(),
             },
-            SourceType::SockRecv(_)
-            | SourceType::SockRecvMsg(_, _, _, _)
-            | SourceType::Accept(_)
-            | SourceType::Connect(_) => self.latency_ring.borrow_mut(),
+            // tern patch: stream receives (`SockRecv`) go to the main ring,
+            // where the sleep submits them without an `io_uring_enter` of
+            // their own and their completions do not preempt the running
+            // task queue (see TERN-PATCHES.md, "Receive on the ring").
+            SourceType::SockRecvMsg(_, _, _, _) | SourceType::Accept(_) | SourceType::Connect(_) => {
+                self.latency_ring.borrow_mut()
+            }
             SourceType::Invalid => {
                 unreachable!("called ring_for_source on invalid source")
             }
