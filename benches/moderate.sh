@@ -12,6 +12,7 @@
 #   OLD=/tmp/old/tern benches/moderate.sh  # also an older tern binary
 #   RATE=10k RUNS=5 benches/moderate.sh
 #   CROSS=1 benches/moderate.sh            # tern only, cross-shard path
+#   NOISY=1 benches/moderate.sh            # beside a busy neighbour
 #
 # Every server runs one shard (nats-server: GOMAXPROCS=1) on CPU
 # $SERVER_CPU, the generator on CPU $CLIENT_CPU. With CROSS=1, tern runs two
@@ -21,6 +22,9 @@
 # then shares CPU $CLIENT_CPU with shard 1 (this needs only two CPUs), so
 # compare those rows with each other, not with the same-shard ones. Runs
 # are interleaved (the order rotates every round); the table shows medians.
+# With NOISY=1 a busy loop (a shell `while :`) shares CPU $SERVER_CPU with
+# the server during each run: spinning harder must not buy the quiet
+# figures at a neighbour's expense.
 # Every process this script starts is stopped by PID on exit.
 set -euo pipefail
 
@@ -31,6 +35,7 @@ OUT=${OUT:-$TARGET_DIR/moderate}
 RATE=${RATE:-50000}
 SAMPLE=${SAMPLE:-3}
 CROSS=${CROSS:-0}
+NOISY=${NOISY:-0}
 OLD=${OLD:-}
 
 command -v taskset >/dev/null || die "taskset (util-linux) is required"
@@ -89,6 +94,13 @@ run() {
         fi
     fi
     pid=${PID[$name]}
+    local hog=""
+    if (( NOISY )); then
+        # Bounded, in case this script is killed before its cleanup.
+        taskset -c "$SERVER_CPU" timeout 120 sh -c 'while :; do :; done' &
+        hog=$!
+        PIDS+=("$hog")
+    fi
     local json=$OUT/$name-$round.json
     taskset -c "$CLIENT_CPU" "$LOADGEN" --cores "$CLIENT_CPU" --quiet --json "$json" --protocol "$proto" \
         "${targets[@]}" --rate "$RATE" --size 128 --duration "$DURATION" --warmup "$WARMUP" \
@@ -107,8 +119,8 @@ run() {
     fi
     t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
     wait "$lg" || log "  $name run $round: tern-loadgen exited with $? (see $OUT/$name-$round.txt)"
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    kill "$pid" $hog 2>/dev/null || true
+    wait "$pid" $hog 2>/dev/null || true
     local ticks rate
     ticks=$(getconf CLK_TCK)
     rate=$(jtop "$json" received_per_s)
@@ -137,4 +149,4 @@ for s in "${SERVERS[@]}"; do
         "${per:+$(printf '%.2f' "$per")}" "$(fmt_us "$(lat p50)")" "$(fmt_us "$(lat p99)")" "$(fmt_us "$(lat p999)")"
 done
 echo
-echo "1 -> 1$( (( CROSS )) && echo ", cross-shard"), 128 B at $RATE msgs/s; medians of $RUNS interleaved runs; $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "1 -> 1$( (( CROSS )) && echo ", cross-shard")$( (( NOISY )) && echo ", beside a busy loop on CPU $SERVER_CPU"), 128 B at $RATE msgs/s; medians of $RUNS interleaved runs; $(date -u +%Y-%m-%dT%H:%MZ)"
