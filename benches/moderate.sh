@@ -19,7 +19,8 @@
 # shards, on CPUs $SERVER_CPU and $CLIENT_CPU, the publisher connected to
 # shard 0 and the subscriber to shard 1 (`--shard-listen`; its NATS
 # listeners too), and nats-server is left out; the generator
-# then shares CPU $CLIENT_CPU with shard 1 (this needs only two CPUs), so
+# then shares CPU $CLIENT_CPU with shard 1 (this needs only two CPUs; it
+# runs with --no-busy-poll), so
 # compare those rows with each other, not with the same-shard ones. Runs
 # are interleaved (the order rotates every round); the table shows medians.
 # With NOISY=1 a busy loop (a shell `while :`) shares CPU $SERVER_CPU with
@@ -79,13 +80,20 @@ run() {
             if [[ $proto == nats ]]; then
                 # The shards' private NATS listeners take free ports: the
                 # start-up summary names them.
-                local nats_part
-                nats_part=$(sed -n 's/.*NATS on \(.*\)/\1/p' "$OUT/$name.log" | head -1)
-                p0=$(grep -o '127.0.0.1:[0-9]* (shard 0 only)' <<<"$nats_part" | sed 's/.*:\([0-9]*\) .*/\1/')
-                p1=$(grep -o '127.0.0.1:[0-9]* (shard 1 only)' <<<"$nats_part" | sed 's/.*:\([0-9]*\) .*/\1/')
+                # (written just after the listeners open: wait for it).
+                local nats_part=""
+                for _ in $(seq 50); do
+                    nats_part=$(sed -n 's/.*NATS on \(.*\)/\1/p' "$OUT/$name.log" | head -1)
+                    [[ -n $nats_part ]] && break
+                    sleep 0.1
+                done
+                shard_port() { grep -o "127.0.0.1:[0-9]* (NATS, shard $1 only)" <<<"$nats_part" | sed 's/.*:\([0-9]*\) .*/\1/' || true; }
+                p0=$(shard_port 0) p1=$(shard_port 1)
                 [[ -n $p0 && -n $p1 ]] || die "no per-shard NATS listeners in $OUT/$name.log"
             fi
-            targets=(--target "127.0.0.1:$p0" --subscriber-protocol "$proto" --subscriber-target "127.0.0.1:$p1")
+            # The generator sleeps when idle rather than spin, to leave
+            # shard 1 its share of the CPU they share.
+            targets=(--target "127.0.0.1:$p0" --subscriber-protocol "$proto" --subscriber-target "127.0.0.1:$p1" --no-busy-poll)
         else
             start_server "$name" "$port" taskset -c "$SERVER_CPU" "$bin" --cores "$SERVER_CPU" --listen "127.0.0.1:$port" \
                 --nats-listen "127.0.0.1:$nport"
