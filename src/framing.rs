@@ -322,6 +322,8 @@ pub struct Frame<'a> {
     chunk: &'a Bytes,
     start: usize,
     end: usize,
+    /// Where the framer goes on in the chunk: past the frame's terminator.
+    next: usize,
 }
 
 impl<'a> Frame<'a> {
@@ -359,6 +361,15 @@ impl<'a> Frame<'a> {
     #[inline]
     pub fn chunk(&self) -> (&'a Bytes, std::ops::Range<usize>) {
         (self.chunk, self.start..self.end)
+    }
+
+    /// How many bytes of the chunk follow this frame (and its
+    /// terminator). A [`Mode::Count`] frame of at most that many bytes,
+    /// taken next, is cut from the same chunk: the same [`Bytes`], at the
+    /// same places.
+    #[inline]
+    pub fn rest_of_chunk(&self) -> usize {
+        self.chunk.len() - self.next
     }
 
     /// Length of the frame in bytes.
@@ -690,6 +701,7 @@ impl Framer {
             chunk: &self.chunk,
             start,
             end,
+            next: self.pos,
         })
     }
 
@@ -708,6 +720,7 @@ impl Framer {
             chunk: &self.chunk,
             start,
             end: start + n,
+            next: self.pos,
         })
     }
 

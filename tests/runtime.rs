@@ -158,6 +158,66 @@ fn reads_waiting_on_the_ring_keep_every_byte_in_order() {
     );
 }
 
+/// `peek` shows the bytes the next read returns, also when a receive on
+/// the ring has taken them from the socket: one in flight (from a read
+/// given up while it waited) or one whose bytes a small read left over.
+#[test]
+fn peek_sees_what_the_ring_receive_took() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut ack = [0u8; 1];
+        peer.read_exact(&mut ack).unwrap();
+        peer.write_all(b"abc").unwrap();
+        peer.read_exact(&mut ack).unwrap();
+        peer.write_all(b"0123456789ABCDEFGHIJ").unwrap();
+        peer.read_exact(&mut ack).unwrap();
+    });
+    on_executor(move || {
+        executor(Duration::from_millis(1)).run(async move {
+            use futures_lite::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+            let mut big = [0u8; 1024];
+            let mut buf = [0u8; 64];
+            let mut small = [0u8; 7];
+            // Drain (nothing there yet), then give a waiting read up: its
+            // receive stays in flight.
+            assert!(futures_lite::future::poll_once(stream.read(&mut big))
+                .await
+                .is_none());
+            assert!(futures_lite::future::poll_once(stream.read(&mut big))
+                .await
+                .is_none());
+            stream.write_all(&[1]).await.unwrap();
+            let n = stream.peek(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"abc");
+            let n = stream.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"abc");
+            assert!(futures_lite::future::poll_once(stream.read(&mut big))
+                .await
+                .is_none());
+            stream.write_all(&[2]).await.unwrap();
+            let mut got = Vec::new();
+            while got.len() < 7 {
+                let n = stream.read(&mut small).await.unwrap();
+                got.extend_from_slice(&small[..n]);
+            }
+            let rest = 20 - got.len();
+            let n = stream.peek(&mut buf).await.unwrap();
+            assert!(n > 0 && n <= rest);
+            let peeked = buf[..n].to_vec();
+            let mut next = vec![0u8; n];
+            stream.read_exact(&mut next).await.unwrap();
+            assert_eq!(peeked, next, "peek and read disagree");
+            got.extend_from_slice(&next);
+            assert_eq!(&got[..], &b"0123456789ABCDEFGHIJ"[..got.len()]);
+            stream.write_all(&[3]).await.unwrap();
+        })
+    });
+    client.join().unwrap();
+}
+
 /// A one-slot mailbox another thread posts to, and the executor awaits.
 #[derive(Default)]
 struct Mailbox {

@@ -6,7 +6,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::{
-    is_valid_literal_subject, is_valid_sub_subject, ConnectOptions, NatsError, Op, Publish,
+    is_valid_literal_subject, is_valid_sub_subject, ConnectOptions, NatsError, Op, Publish, CRLF,
     MAX_CONTROL_LINE,
 };
 use crate::framing::{Frame, Framer, Frames, Mode, Terminator};
@@ -74,6 +74,11 @@ struct PubHead {
     header_len: usize,
     /// Payload bytes, headers included, without the `\r\n`.
     size: usize,
+    /// The payload and its `\r\n` arrived in the line's chunk, so the
+    /// payload frame is cut from that same chunk and the line's places are
+    /// read there: [`Decoder::line`] keeps no reference (two atomic
+    /// reference-count updates saved per `PUB`).
+    in_chunk: bool,
 }
 
 /// A control line, decoded into places in [`Decoder::line`].
@@ -360,7 +365,7 @@ impl Decoder {
         }
         let (chunk, place) = frame.chunk();
         let base = place.start + at;
-        let line = match verb {
+        let mut line = match verb {
             Verb::Pub | Verb::Hpub => self.parse_pub(verb == Verb::Hpub, arg, base),
             Verb::Sub => parse_sub(arg, base),
             Verb::Unsub => parse_unsub(arg, base),
@@ -375,9 +380,15 @@ impl Decoder {
             Verb::Err => Err(NatsError::ClientError),
             Verb::Ping | Verb::Pong | Verb::Ok => unreachable!("handled above"),
         };
-        if line.is_ok() {
+        match &mut line {
+            // The payload is complete right behind the line: it will be
+            // taken at once, from this same chunk.
+            Ok(Line::Pub(head, None)) if frame.rest_of_chunk() >= head.size + CRLF.len() => {
+                head.in_chunk = true;
+            }
             // The fields are places in this chunk: keep it (shared).
-            self.line = chunk.clone();
+            Ok(_) => self.line = chunk.clone(),
+            Err(_) => {}
         }
         Some(line)
     }
@@ -425,6 +436,7 @@ impl Decoder {
                 reply: reply.map(shift),
                 header_len,
                 size,
+                in_chunk: false,
             },
             warning,
         ))
@@ -461,7 +473,8 @@ impl Decoder {
             }
         };
         let head = self.pending.take()?;
-        let line = &self.line;
+        // The line's places are in the payload's chunk, or in the one kept.
+        let line = if head.in_chunk { chunk } else { &self.line };
         Some(Ok(Op::Pub(Publish {
             msg: Message {
                 subject: &line[head.subject],
@@ -758,6 +771,41 @@ mod tests {
         ];
         assert_eq!(decode(&s), want);
         assert_every_split(1024, &s, &want);
+    }
+
+    /// A `PUB` whose payload arrived with its line is read from the line's
+    /// chunk and keeps no reference to it; one whose payload comes in a
+    /// later read keeps the line's chunk (its subject is there) until the
+    /// payload is taken.
+    #[test]
+    fn a_pub_keeps_its_line_only_while_the_payload_is_awaited() {
+        let mut d = Decoder::new(64);
+        let mut f = new_framer(64);
+        f.push(b"PUB a.b r 5\r\nhello\r\nPUB c.d 5\r\nwor");
+        let mut frames = f.frames();
+        match d.next(&mut frames) {
+            Some(Ok(Op::Pub(p))) => {
+                assert_eq!(p.msg.subject, b"a.b");
+                assert_eq!(p.msg.reply, Some(&b"r"[..]));
+                assert_eq!(p.msg.payload, b"hello");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(d.line.is_empty(), "kept the chunk of a complete PUB");
+        assert!(d.next(&mut frames).is_none());
+        assert!(
+            !d.line.is_empty(),
+            "the awaited payload's line was not kept"
+        );
+        f.push(b"ld\r\n");
+        let mut frames = f.frames();
+        match d.next(&mut frames) {
+            Some(Ok(Op::Pub(p))) => {
+                assert_eq!(p.msg.subject, b"c.d");
+                assert_eq!(p.msg.payload, b"world");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

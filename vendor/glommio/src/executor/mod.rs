@@ -1483,9 +1483,9 @@ impl LocalExecutor {
                 // ring ASAP (before we run the task queues). We will also use
                 // the opportunity to install the timer.
                 // tern patch (see TERN-PATCHES.md): a preempt timer only
-                // when a task queue is runnable (judged after the poll has
-                // woken tasks); with none, the executor parks next and
-                // needs no timer.
+                // when a task queue is runnable (the reactor asks after it
+                // has read every completion, so the tasks they woke count);
+                // with none, the executor parks next and needs no timer.
                 this.parker
                     .poll_io(|| {
                         (!this.queues.borrow().active_executors.is_empty())

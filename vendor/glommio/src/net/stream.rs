@@ -269,11 +269,58 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         self.source_rx = Some(reactor.poll_read_ready(stream_fd));
     }
 
+    /// Copies what a receive on the ring brought and no read has taken
+    /// yet (tern patch: those bytes come first in the stream). `None` if
+    /// there are none, or if a receive is still in flight (it will take
+    /// the next bytes).
+    fn peek_received(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if let Some(received) = &self.received {
+            let n = buf.len().min(received.end - received.at);
+            buf[..n].copy_from_slice(&received.data.as_bytes()[received.at..received.at + n]);
+            return Some(Ok(n));
+        }
+        let source = self.source_rx.as_ref()?;
+        let result = source.result()?;
+        match &*source.source_type() {
+            SourceType::SockRecv(Some(data)) => Some(result.map(|got| {
+                let n = buf.len().min(got);
+                buf[..n].copy_from_slice(&data.as_bytes()[..n]);
+                n
+            })),
+            _ => None,
+        }
+    }
+
+    /// Whether a receive on the ring is in flight.
+    fn receiving(&self) -> bool {
+        self.source_rx.as_ref().is_some_and(|source| {
+            // One borrow of the source at a time: `result` borrows it.
+            let is_recv = matches!(&*source.source_type(), SourceType::SockRecv(_));
+            is_recv && source.result().is_none()
+        })
+    }
+
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if let Some(peeked) = self.peek_received(buf) {
+            return Some(peeked);
+        }
+        if self.receiving() {
+            return None;
+        }
         super::yolo_peek(self.stream.as_raw_fd(), buf)
     }
 
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(peeked) = self.peek_received(buf) {
+            return peeked;
+        }
+        if self.receiving() {
+            // The receive in flight takes the next bytes: wait for it and
+            // show them (the next read takes them).
+            let source = self.source_rx.as_ref().unwrap();
+            source.collect_rw().await?;
+            return self.peek_received(buf).unwrap_or(Ok(0));
+        }
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
             buf.len(),

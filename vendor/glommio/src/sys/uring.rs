@@ -1107,8 +1107,8 @@ impl SleepableRing {
                 Ok(n) => n as usize,
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR) => {
-                        // Not all submitted (an interrupted wait has
-                        // submitted them all, and the caller polls again).
+                        // Nothing was submitted (the kernel returns the
+                        // count when it submitted any).
                         pending - self.waiting_kernel_submission()
                     }
                     _ => return Err(e),
@@ -1868,26 +1868,32 @@ impl Reactor {
             });
         self.throughput_preemption_timeout_src.set(Some(throughput));
 
-        // Whether we may go to sleep below, or will run tasks right away
-        // (`preempt` is `Some` only when a task queue is runnable).
-        let preempt = if may_sleep { None } else { preempt_timer() };
-
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
-        // be careful about this dependency. The main ring's submissions
-        // wait in its submission ring when the next thing this thread does
-        // is sleep (the sleep submits them) or look here again (nothing to
-        // run): an `io_uring_enter` saved per wake.
+        // be careful about this dependency. The main ring's submissions are
+        // only written to its submission ring when we may sleep: the sleep
+        // below submits them, or the flush at the end if we do not sleep,
+        // so they never wait there while tasks run (a task could close the
+        // fd one of them names).
         flush_rings!(lat_ring, poll_ring)?;
-        if may_sleep || preempt.is_none() {
+        if may_sleep {
             main_ring.stage_submission_queue()?;
-        } else {
-            flush_rings!(main_ring)?;
         }
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+
+        // When not sleeping: `preempt` is `Some` when a task queue is
+        // runnable, judged after every completion above has woken its
+        // tasks. Then the main ring's submissions go now; with nothing to
+        // run they stay queued (and cancellable) for the park that comes
+        // next, whose sleep submits them: an `io_uring_enter` saved per
+        // wake.
+        let preempt = if may_sleep { None } else { preempt_timer() };
+        if preempt.is_some() {
+            flush_rings!(main_ring)?;
+        }
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = may_sleep
@@ -1967,7 +1973,12 @@ impl Reactor {
     /// the kernel if it fires no later, else replaces it. Returns whether
     /// a new timer waits to be submitted.
     fn arm_latency_timer(&self, lat_ring: &mut SleepableRing, dur: Duration) -> bool {
-        let deadline = Instant::now() + dur;
+        // Its completion may have been read since the last look.
+        self.take_fired_latency_timer();
+        // A duration too long for the clock: as good as never.
+        const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let now = Instant::now();
+        let deadline = now.checked_add(dur).unwrap_or(now + NEVER);
         if let Some(armed) = self.latency_timer_deadline.get() {
             if armed <= deadline {
                 return false;
@@ -2026,7 +2037,8 @@ impl Reactor {
                 PollableStatus::Pollable => self.poll_ring.borrow_mut(),
                 PollableStatus::NonPollable(_) => self.main_ring.borrow_mut(),
             },
-            // tern patch: stream receives (`SockRecv`) go to the main ring,
+            // tern patch: receives (`SockRecv`: streams, datagrams, peeks)
+            // go to the main ring,
             // where the sleep submits them without an `io_uring_enter` of
             // their own and their completions do not preempt the running
             // task queue (see TERN-PATCHES.md, "Receive on the ring").
