@@ -317,8 +317,18 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if self.receiving() {
             // The receive in flight takes the next bytes: wait for it and
             // show them (the next read takes them).
+            // Its one waiter is ours while we wait: a read cannot wait at
+            // the same time (it needs the stream mutably), and one given up
+            // left a waker nobody needs.
             let source = self.source_rx.as_ref().unwrap();
-            source.collect_rw().await?;
+            std::future::poll_fn(|cx| match source.result() {
+                Some(result) => Poll::Ready(result),
+                None => {
+                    source.add_waiter_single(cx.waker());
+                    Poll::Pending
+                }
+            })
+            .await?;
             return self.peek_received(buf).unwrap_or(Ok(0));
         }
         let source = self.reactor.upgrade().unwrap().recv(
