@@ -1507,15 +1507,11 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
-                    } else if spin_before_park.is_zero() {
-                        // tern patch: no spinning asked for, so straight to
-                        // the park (one poll of the rings fewer).
-                        this.parker
-                            .park()
-                            .expect("Failed to park! This is actually pretty bad!");
-                        pre_time = Instant::now();
                     } else {
-                        while !this.reactor.spin_poll_io().unwrap() {
+                        // tern patch: with no spinning asked for, straight
+                        // to the park (one poll of the rings fewer).
+                        while spin_before_park.is_zero() || !this.reactor.spin_poll_io().unwrap()
+                        {
                             if pre_time.elapsed() > spin_before_park {
                                 this.parker
                                     .park()

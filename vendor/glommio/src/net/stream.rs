@@ -232,10 +232,16 @@ struct Received {
 }
 
 impl Received {
-    /// Copies what fits into `buf`.
-    fn read(&mut self, buf: &mut [u8]) -> usize {
+    /// Copies what fits into `buf`, leaving it to be read.
+    fn peek(&self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.end - self.at);
         buf[..n].copy_from_slice(&self.data.as_bytes()[self.at..self.at + n]);
+        n
+    }
+
+    /// Copies what fits into `buf`.
+    fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.peek(buf);
         self.at += n;
         n
     }
@@ -275,9 +281,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// the next bytes).
     fn peek_received(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         if let Some(received) = &self.received {
-            let n = buf.len().min(received.end - received.at);
-            buf[..n].copy_from_slice(&received.data.as_bytes()[received.at..received.at + n]);
-            return Some(Ok(n));
+            return Some(Ok(received.peek(buf)));
         }
         let source = self.source_rx.as_ref()?;
         let result = source.result()?;

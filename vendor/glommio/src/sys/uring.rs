@@ -1249,9 +1249,9 @@ pub(crate) struct Reactor {
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
-    /// When `latency_preemption_timeout_src` fires (tern patch).
-    latency_timer_deadline: Cell<Option<Instant>>,
+    /// The latency ring's timer (preempt or user) in the kernel, and when
+    /// it fires (tern patch: the deadline decides whether it can stay).
+    latency_preemption_timeout_src: Cell<Option<(Source, Instant)>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1383,7 +1383,6 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1960,13 +1959,9 @@ impl Reactor {
 
     /// Forgets the latency-ring timer if it has fired.
     fn take_fired_latency_timer(&self) {
-        if let Some(src) = self.latency_preemption_timeout_src.take() {
-            if src.result().is_none() {
-                self.latency_preemption_timeout_src.set(Some(src));
-            } else {
-                self.latency_timer_deadline.set(None);
-            }
-        }
+        let timer = self.latency_preemption_timeout_src.take();
+        self.latency_preemption_timeout_src
+            .set(timer.filter(|(src, _)| src.result().is_none()));
     }
 
     /// Makes sure the latency ring flares within `dur`: keeps the timer in
@@ -1979,17 +1974,18 @@ impl Reactor {
         const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
         let now = Instant::now();
         let deadline = now.checked_add(dur).unwrap_or(now + NEVER);
-        if let Some(armed) = self.latency_timer_deadline.get() {
-            if armed <= deadline {
-                return false;
+        match self.latency_preemption_timeout_src.take() {
+            Some((src, armed)) if armed <= deadline => {
+                self.latency_preemption_timeout_src.set(Some((src, armed)));
+                false
+            }
+            // Dropping a later timer cancels it.
+            _ => {
+                let src = lat_ring.prepare_latency_preemption_timer(dur);
+                self.latency_preemption_timeout_src.set(Some((src, deadline)));
+                true
             }
         }
-        // Cancels the later timer, if any.
-        drop(self.latency_preemption_timeout_src.take());
-        self.latency_preemption_timeout_src
-            .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-        self.latency_timer_deadline.set(Some(deadline));
-        true
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
@@ -2038,10 +2034,10 @@ impl Reactor {
                 PollableStatus::NonPollable(_) => self.main_ring.borrow_mut(),
             },
             // tern patch: receives (`SockRecv`: streams, datagrams, peeks)
-            // go to the main ring,
-            // where the sleep submits them without an `io_uring_enter` of
-            // their own and their completions do not preempt the running
-            // task queue (see TERN-PATCHES.md, "Receive on the ring").
+            // go to the main ring, where the sleep submits them without an
+            // `io_uring_enter` of their own and their completions do not
+            // preempt the running task queue (see TERN-PATCHES.md, "Receive
+            // on the ring").
             SourceType::SockRecvMsg(_, _, _, _) | SourceType::Accept(_) | SourceType::Connect(_) => {
                 self.latency_ring.borrow_mut()
             }
