@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tern::framing::{FrameError, Framer, Mode, Terminator, DEFAULT_READ_SIZE};
 use tern_fuzz::framer_model::{NaiveFramer, Outcome};
-use tern_fuzz::{reads, Input};
+use tern_fuzz::{assert_holds_at_most, reads, Input};
 
 /// Terminators the first byte picks (its low three bits; 7: the next
 /// `1 + (byte >> 3) % 16` input bytes), the spec's examples first.
@@ -226,9 +226,7 @@ impl Harness {
     /// refused once it is longer than the maximum (plus what may start a
     /// terminator), so the memory a connection pins stays bounded.
     fn check_bound(&self) {
-        let held = self.real.buffered();
-        let bound = self.max.saturating_add(self.tlen - 1);
-        assert!(held <= bound, "holds {held} bytes, bound {bound}");
+        assert_holds_at_most(&self.real, self.max.saturating_add(self.tlen - 1));
     }
 }
 

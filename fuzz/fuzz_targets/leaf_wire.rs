@@ -31,7 +31,7 @@ use tern::leaf::wire::{
     encode_msg_head, encode_sub, encode_unsub, HubDecoder, HubOp, WireError, MAX_QUEUES,
 };
 use tern::protocol::nats::{framer_max_frame, new_framer};
-use tern_fuzz::{reads, Input};
+use tern_fuzz::{assert_holds_at_most, reads, Input};
 
 /// `max_payload`s the first byte picks (low three bits), as in
 /// `nats_decoder`: around 0, around a control line, nats-server's default.
@@ -188,11 +188,7 @@ fn decode(stream: &[u8], plan: &[u8], max_payload: usize) -> Vec<Event> {
                 }
             }
         }
-        assert!(
-            framer.buffered() <= bound,
-            "holds {} bytes, bound {bound}",
-            framer.buffered()
-        );
+        assert_holds_at_most(&framer, bound);
     }
     out
 }

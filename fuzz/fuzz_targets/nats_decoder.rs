@@ -20,7 +20,7 @@ use tern::protocol::nats::{
     framer_max_frame, new_framer, Decoder, NatsError, Op, MAX_CONTROL_LINE,
 };
 use tern_fuzz::subject_model::index_pattern;
-use tern_fuzz::{reads, Input};
+use tern_fuzz::{assert_holds_at_most, reads, Input};
 
 /// `max_payload`s the first byte picks (low three bits): around 0, around
 /// a control line (so a payload can be longer or shorter than one), and
@@ -170,11 +170,7 @@ fn decode(stream: &[u8], plan: &[u8], max_payload: usize) -> Vec<Event> {
             out.push(Event::PartialTooLong);
             return out;
         }
-        assert!(
-            framer.buffered() <= bound,
-            "holds {} bytes, bound {bound}",
-            framer.buffered()
-        );
+        assert_holds_at_most(&framer, bound);
     }
     out
 }

@@ -59,6 +59,13 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Checks the bound on what a framer holds between reads (the memory one
+/// connection can pin), with the figures in the message if it fails.
+pub fn assert_holds_at_most(framer: &tern::framing::Framer, bound: usize) {
+    let held = framer.buffered();
+    assert!(held <= bound, "holds {held} bytes, bound {bound}");
+}
+
 /// Read sizes a plan byte selects (its low three bits): small ones to cut
 /// every token and terminator, large ones to take many frames per read.
 pub const READ_SIZES: [usize; 8] = [1, 2, 3, 5, 8, 21, 100, usize::MAX];
