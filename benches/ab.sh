@@ -15,8 +15,8 @@
 # second and the server's CPU time per delivery (utime + stime from
 # /proc/PID/stat over the whole run, warm-up included, divided by the
 # measured deliveries: a ratio between binaries, not an absolute cost);
-# then the medians and new ÷ old. Every process it starts is stopped by
-# PID on exit.
+# then the medians and new ÷ old, and the median of each run's own new ÷
+# old. Every process it starts is stopped by PID on exit.
 set -euo pipefail
 OLD=${1:?usage: benches/ab.sh OLD_TERN NEW_TERN [RUNS] [DURATION]}
 NEW=${2:?usage: benches/ab.sh OLD_TERN NEW_TERN [RUNS] [DURATION]}
@@ -79,7 +79,7 @@ for run in $(seq "$RUNS"); do
             got=$(jtop "$json" received)
             ns=$(awk -v t=$(( t1 - t0 )) -v hz="$hz" -v r="${got:-0}" 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e9 / r }')
             echo "1→$subs $s run $run: ${rps:-?} deliveries/s, ${ns:-?} ns CPU per delivery"
-            echo "$subs $s ${rps:-} ${ns:-}" >>"$OUT/rows"
+            echo "$subs $s ${rps:-} ${ns:-} $run" >>"$OUT/rows"
         done
     done
 done
@@ -90,7 +90,12 @@ for subs in 1 8; do
         o=$(awk -v s="$subs" -v c="$col" '$1 == s && $2 == "old" { print $c }' "$OUT/rows" | median)
         n=$(awk -v s="$subs" -v c="$col" '$1 == s && $2 == "new" { print $c }' "$OUT/rows" | median)
         what="deliveries/s"; (( col == 4 )) && what="ns CPU per delivery"
-        awk -v o="$o" -v n="$n" -v w="$what" -v s="$subs" \
-            'BEGIN { printf "1→%s %s: old %.4g, new %.4g, new ÷ old %.3f\n", s, w, o, n, (o > 0 ? n / o : 0) }'
+        # The machine's speed drifts between runs (here it was bimodal:
+        # whole runs about 25% apart), so the ratio within each run, where
+        # old and new ran back to back, is the steadier figure.
+        paired=$(awk -v s="$subs" -v c="$col" '$1 == s { v[$5, $2] = $c; runs[$5] = 1 }
+            END { for (r in runs) if (v[r, "old"] > 0 && v[r, "new"] > 0) print v[r, "new"] / v[r, "old"] }' "$OUT/rows" | median)
+        awk -v o="$o" -v n="$n" -v p="$paired" -v w="$what" -v s="$subs" \
+            'BEGIN { printf "1→%s %s: old %.4g, new %.4g, new ÷ old %.3f (median of the runs'"'"' ratios %.3f)\n", s, w, o, n, (o > 0 ? n / o : 0), p }'
     done
 done

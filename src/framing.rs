@@ -859,23 +859,37 @@ impl Framer {
     ///
     /// This copies the rest and the partial frame after it, at most about
     /// one read's worth, and only when a counted frame or a mode change
-    /// straddles the end of a read's complete frames.
+    /// straddles the end of a read's complete frames. That is most reads
+    /// of a NATS publisher (the chunk is cut at the last `\n`, often one
+    /// inside a payload), so when no frame of the chunk is still held
+    /// elsewhere the bytes move to the front of the same allocation: a
+    /// fresh zeroed read buffer per read cost about 8% of the NATS path's
+    /// instructions (callgrind, 1→1).
     fn give_back(&mut self) {
-        let tail = &self.chunk[self.pos..];
-        let len = tail.len() + self.buf.len();
-        let cap = self.alloc.max(len + self.alloc / 2);
-        let mut fresh = BytesMut::zeroed(cap);
-        fresh.clear();
-        fresh.extend_from_slice(tail);
-        fresh.extend_from_slice(&self.buf);
+        let tail_len = self.chunk.len() - self.pos;
+        let len = tail_len + self.buf.len();
         #[cfg(test)]
         {
             self.work.copied += len;
         }
+        let tail = self.chunk[self.pos..].to_vec();
+        self.release_chunk();
+        self.searched = 0;
+        // `try_reclaim` never allocates: it succeeds only if no `Bytes`
+        // points into the allocation any more, moving `buf` to its front.
+        // The spare room it leaves is initialized memory (see `read_buf`).
+        if self.spare_initialized && self.buf.try_reclaim(tail_len + self.alloc / 2) {
+            self.buf.extend_from_slice(&tail);
+            self.buf.rotate_right(tail_len);
+            return;
+        }
+        let cap = self.alloc.max(len + self.alloc / 2);
+        let mut fresh = BytesMut::zeroed(cap);
+        fresh.clear();
+        fresh.extend_from_slice(&tail);
+        fresh.extend_from_slice(&self.buf);
         self.buf = fresh;
         self.spare_initialized = true;
-        self.searched = 0;
-        self.release_chunk();
     }
 }
 
@@ -1461,6 +1475,34 @@ mod tests {
         again[..6].copy_from_slice(b"hello\n");
         f.advance(6);
         assert_eq!(drain(&mut f), ok(&[b"hello"]));
+    }
+
+    /// A counted frame running past the chunk (cut at a terminator inside
+    /// it) is moved to the front of the same allocation when no frame of
+    /// the chunk is held, and into a new one when one is.
+    #[test]
+    fn a_counted_frame_past_the_chunk_reuses_the_read_buffer_unless_a_frame_is_held() {
+        for hold in [false, true] {
+            let mut f = Framer::with_read_size(t(r"\n"), 100, 64);
+            let first = f.read_buf().as_ptr();
+            // 45 of 64 bytes: the rest of the chunk and its partial frame
+            // must move to make room for the next read.
+            f.push(b"0123456789012345678901234567890123456789a\nx\ny");
+            let mut frames = f.frames();
+            let kept = frames.next_frame().unwrap().unwrap().to_bytes();
+            let kept = hold.then_some(kept);
+            frames.set_mode(Mode::Count(6));
+            assert!(frames.next_frame().is_none(), "hold {hold}");
+            // Reused: the room offered lies in the first allocation (of 64).
+            let now = f.read_buf().as_ptr() as usize;
+            let reused = (first as usize..first as usize + 64).contains(&now);
+            assert_eq!(reused, !hold, "hold {hold}");
+            f.push(b"zzz\n");
+            assert_eq!(drain(&mut f), ok(&[b"x\nyzzz", b""]), "hold {hold}");
+            if let Some(kept) = kept {
+                assert_eq!(&kept[..], b"0123456789012345678901234567890123456789a");
+            }
+        }
     }
 
     #[test]

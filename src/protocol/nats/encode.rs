@@ -8,6 +8,8 @@
 //! dispatch for every delivery; sizes and counts are never negative, so it
 //! handles `u64` only.
 
+use std::ops::Range;
+
 use serde::Serialize;
 
 /// The line end of every control line and payload.
@@ -247,12 +249,27 @@ pub fn hmsg_len(
 /// length worked out per receiver: in a 1→8 fan-out the per-receiver
 /// [`encode_msg`] path (head length, then the head, each formatting the
 /// payload size) was about a tenth of the shard's CPU.
+///
+/// A head the same as the last one built (same subject, reply, sizes: a
+/// stream of equal messages on one subject, the usual 1→1 case) is kept,
+/// not rebuilt: comparing costs less than formatting the size again.
 #[derive(Debug, Default)]
 pub struct MsgHead {
     /// `before` + `after`, back to back (reused from message to message).
     buf: Vec<u8>,
     /// Where `after` starts in `buf`.
     sid_at: usize,
+    /// What `buf` was built from (`None` before the first build).
+    built: Option<Built>,
+}
+
+/// The inputs of a built [`MsgHead`], as places in its `buf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Built {
+    subject: Range<usize>,
+    reply: Option<Range<usize>>,
+    header_len: Option<usize>,
+    total_len: usize,
 }
 
 impl MsgHead {
@@ -265,6 +282,9 @@ impl MsgHead {
         header_len: Option<usize>,
         total_len: usize,
     ) {
+        if self.is_built_from(subject, reply, header_len, total_len) {
+            return;
+        }
         let verb: &[u8] = if header_len.is_some() {
             b"HMSG"
         } else {
@@ -273,13 +293,15 @@ impl MsgHead {
         self.buf.clear();
         self.buf.extend_from_slice(verb);
         self.buf.push(b' ');
+        let subject_at = self.buf.len()..self.buf.len() + subject.len();
         self.buf.extend_from_slice(subject);
         self.buf.push(b' ');
         self.sid_at = self.buf.len();
-        if let Some(reply) = reply {
+        let reply_at = reply.map(|reply| {
             self.buf.push(b' ');
             self.buf.extend_from_slice(reply);
-        }
+            self.buf.len() - reply.len()..self.buf.len()
+        });
         if let Some(h) = header_len {
             self.buf.push(b' ');
             encode_decimal(&mut self.buf, h as u64);
@@ -287,6 +309,30 @@ impl MsgHead {
         self.buf.push(b' ');
         encode_decimal(&mut self.buf, total_len as u64);
         self.buf.extend_from_slice(CRLF);
+        self.built = Some(Built {
+            subject: subject_at,
+            reply: reply_at,
+            header_len,
+            total_len,
+        });
+    }
+
+    /// Whether the head held is the one these inputs make.
+    #[inline]
+    fn is_built_from(
+        &self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        total_len: usize,
+    ) -> bool {
+        let Some(b) = &self.built else {
+            return false;
+        };
+        b.total_len == total_len
+            && b.header_len == header_len
+            && self.buf[b.subject.clone()] == *subject
+            && b.reply.clone().map(|r| &self.buf[r]) == reply
     }
 
     /// Bytes [`Self::put`] appends for `sid`.
@@ -552,6 +598,34 @@ mod tests {
         );
     }
 
+    /// What the one-receiver encoders give for this head.
+    fn encoded_head(
+        subject: &[u8],
+        sid: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        payload_len: usize,
+    ) -> Vec<u8> {
+        let mut want = Vec::new();
+        match header_len {
+            None => encode_msg_head(&mut want, subject, sid, reply, payload_len),
+            Some(h) => encode_hmsg_head(&mut want, subject, sid, reply, h, h + payload_len),
+        }
+        want
+    }
+
+    /// Subject, reply, header length and payload length of a head, from
+    /// small sets, so that two drawn heads are often the same or differ in
+    /// one part only.
+    fn head_parts() -> impl Strategy<Value = (String, Option<String>, Option<usize>, usize)> {
+        (
+            "[ab]{1,2}",
+            proptest::option::of("[ab]{1,2}"),
+            proptest::option::of(0usize..2),
+            0usize..2,
+        )
+    }
+
     proptest! {
         /// The template gives byte for byte what the one-receiver encoders
         /// give, for any subject, sid, reply and sizes.
@@ -565,12 +639,8 @@ mod tests {
         ) {
             let reply = reply.as_ref().map(|r| r.as_bytes());
             let (subject, sid) = (subject.as_bytes(), sid.as_bytes());
-            let mut want = Vec::new();
+            let want = encoded_head(subject, sid, reply, header_len, payload_len);
             let total = header_len.unwrap_or(0) + payload_len;
-            match header_len {
-                None => encode_msg_head(&mut want, subject, sid, reply, payload_len),
-                Some(h) => encode_hmsg_head(&mut want, subject, sid, reply, h, total),
-            }
             let mut head = MsgHead::default();
             head.build(b"stale.subject.from.before", Some(b"old"), Some(1), 2);
             head.build(subject, reply, header_len, total);
@@ -578,6 +648,26 @@ mod tests {
             head.put(&mut got, sid);
             prop_assert_eq!(&got, &want);
             prop_assert_eq!(head.len_with(sid), want.len());
+        }
+
+        /// A head built right after another (the same, or differing in
+        /// one part) is still the encoders' head: one is kept only when
+        /// nothing differs.
+        #[test]
+        fn msg_head_after_another_matches_the_encoders(
+            first in head_parts(),
+            second in head_parts(),
+        ) {
+            let mut head = MsgHead::default();
+            for (subject, reply, header_len, payload_len) in [first, second] {
+                let reply = reply.as_ref().map(|r| r.as_bytes());
+                let want = encoded_head(subject.as_bytes(), b"7", reply, header_len, payload_len);
+                let total = header_len.unwrap_or(0) + payload_len;
+                head.build(subject.as_bytes(), reply, header_len, total);
+                let mut got = Vec::new();
+                head.put(&mut got, b"7");
+                prop_assert_eq!(&got, &want);
+            }
         }
     }
 
