@@ -668,18 +668,26 @@ impl Framer {
         }
     }
 
-    /// The next frame; the hot path: another terminated frame of the
-    /// current chunk. Everything else is in [`Framer::next_frame_slow`].
+    /// The next frame; the hot paths: another terminated frame of the
+    /// current chunk, or a counted frame that lies within it (a NATS
+    /// payload). Everything else is in [`Framer::next_frame_slow`].
     #[inline]
     fn next_frame(&mut self) -> Option<Result<Frame<'_>, FrameError>> {
-        if self.mode == Mode::Terminator && self.pos < self.chunk.len() {
-            let rest = &self.chunk[self.pos..];
-            let found = self.terminator.find(rest);
-            let scanned = found.map_or(rest.len(), |at| at + self.terminator.len());
-            self.count_scanned(scanned);
-            if let Some(at) = found {
-                return Some(self.terminated_frame(at));
+        match self.mode {
+            Mode::Terminator if self.pos < self.chunk.len() => {
+                let rest = &self.chunk[self.pos..];
+                let found = self.terminator.find(rest);
+                let scanned = found.map_or(rest.len(), |at| at + self.terminator.len());
+                self.count_scanned(scanned);
+                if let Some(at) = found {
+                    return Some(self.terminated_frame(at));
+                }
             }
+            // What the slow path's first step does, without the call.
+            Mode::Count(n) if n <= self.chunk.len() - self.pos && self.pos < self.chunk.len() => {
+                return Some(self.counted_frame(n));
+            }
+            _ => {}
         }
         self.next_frame_slow()
     }
