@@ -16,11 +16,13 @@
 //! nothing more.
 //!
 //! What a publish hands out are slices of the read buffer, not copies: the
-//! payload (and header block) of the payload frame, the subject and reply
-//! of the control line, which the decoder keeps alive across the two frames
-//! by holding a reference to the control line's chunk (one reference-count
-//! increment per publish, no copy). When both frames come from one read —
-//! the usual case — they are slices of the same chunk, [`Publish::chunk`].
+//! payload (and header block) of the payload frame, and the subject and
+//! reply of the control line. When both frames come from one read — the
+//! usual case — they are slices of the same chunk, [`Publish::chunk`].
+//! When the payload arrives in a later read, the decoder keeps a copy of
+//! the control line (at most [`MAX_CONTROL_LINE`] bytes and the verb)
+//! rather than a reference to its chunk, so that the framer can reuse its
+//! read buffer.
 //!
 //! nats-server's parser is the reference for what is accepted:
 //!
