@@ -886,9 +886,11 @@ impl Framer {
         let tail = self.chunk[self.pos..].to_vec();
         self.release_chunk();
         self.searched = 0;
-        // `try_reclaim` never allocates: it succeeds only if no `Bytes`
-        // points into the allocation any more, moving `buf` to its front.
-        // The spare room it leaves is initialized memory (see `read_buf`).
+        // `try_reclaim` never allocates: it succeeds if `buf` already has
+        // the room behind it, or else if no `Bytes` points into the
+        // allocation any more (then it moves `buf` to the front). Either
+        // way `buf` keeps its allocation, whose spare room is initialized
+        // memory (see `read_buf`).
         if self.spare_initialized && self.buf.try_reclaim(tail_len + self.alloc / 2) {
             self.buf.extend_from_slice(&tail);
             self.buf.rotate_right(tail_len);

@@ -34,6 +34,11 @@ pub fn new_framer(max_payload: usize) -> Framer {
     )
 }
 
+/// Capacity of [`Decoder::line`] kept from one operation to the next: a
+/// `PUB` line with a short subject and reply fits, and 100,000 connections
+/// that each once sent a 4 KiB line do not keep 400 MB.
+const KEPT_LINE_CAPACITY: usize = 256;
+
 /// Decodes one NATS connection's input (see the [module
 /// docs](crate::protocol::nats) for what is accepted).
 ///
@@ -61,7 +66,8 @@ pub struct Decoder {
     /// payload straddles two reads would otherwise pin the chunk, and the
     /// framer could not reuse its read buffer (it allocated and zeroed a
     /// fresh one for almost every read). Holds at most one control line
-    /// ([`MAX_CONTROL_LINE`] and the verb).
+    /// ([`MAX_CONTROL_LINE`] and the verb), and keeps the capacity of one
+    /// of at most [`KEPT_LINE_CAPACITY`] bytes between operations.
     line: Vec<u8>,
     /// A publish whose control line was read and whose payload is awaited.
     pending: Option<PubHead>,
@@ -295,6 +301,11 @@ impl Decoder {
             return None;
         }
         if self.pending.is_none() {
+            // The previous operation's borrow has ended: a long line's copy
+            // is let go, so an idle connection keeps at most a short one.
+            if self.line.capacity() > KEPT_LINE_CAPACITY {
+                self.line = Vec::new();
+            }
             let line = match self.read_line(frames)? {
                 Ok(line) => line,
                 Err(e) => return Some(Err(self.fail(e))),
@@ -852,6 +863,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The copy of a long control line is let go at the next operation.
+    #[test]
+    fn a_long_lines_copy_is_not_kept() {
+        let mut d = Decoder::new(64);
+        let mut f = new_framer(64);
+        f.push(format!("SUB {} 1\r\nPING\r\n", "a".repeat(2000)).as_bytes());
+        let mut frames = f.frames();
+        assert!(matches!(d.next(&mut frames), Some(Ok(Op::Sub { .. }))));
+        assert!(d.line.capacity() >= 2000);
+        assert!(matches!(d.next(&mut frames), Some(Ok(Op::Ping))));
+        assert!(
+            d.line.capacity() <= KEPT_LINE_CAPACITY,
+            "{}",
+            d.line.capacity()
+        );
     }
 
     #[test]
