@@ -683,8 +683,8 @@ impl Framer {
                     return Some(self.terminated_frame(at));
                 }
             }
-            // What the slow path's first step does, without the call.
-            Mode::Count(n) if n <= self.chunk.len() - self.pos && self.pos < self.chunk.len() => {
+            // A counted frame that lies within what is left of the chunk.
+            Mode::Count(n) if self.pos < self.chunk.len() && n <= self.chunk.len() - self.pos => {
                 return Some(self.counted_frame(n));
             }
             _ => {}
@@ -735,11 +735,13 @@ impl Framer {
         })
     }
 
-    /// Everything but the hot path: the end of a chunk, counted frames,
-    /// cutting the next chunk off the read buffer, over-long frames.
+    /// Everything but the hot paths: the end of a chunk, counted frames
+    /// that run past it, cutting the next chunk off the read buffer,
+    /// over-long frames.
     #[inline(never)]
     fn next_frame_slow(&mut self) -> Option<Result<Frame<'_>, FrameError>> {
-        // 1. What is left of the current chunk.
+        // 1. What is left of the current chunk (a counted frame that fits
+        // in it was cut by the hot path).
         let rest = self.chunk.len() - self.pos;
         if rest > 0 {
             match self.mode {
@@ -748,7 +750,6 @@ impl Framer {
                 // was cut at, so the rest is the start of a frame that
                 // continues in `buf`.
                 Mode::Terminator => self.give_back(),
-                Mode::Count(n) if n <= rest => return Some(self.counted_frame(n)),
                 Mode::Count(n) if n > self.max_frame => {
                     // Never buffered: drop what the chunk holds of it and
                     // skip the rest as it arrives.
