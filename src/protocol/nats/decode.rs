@@ -152,7 +152,7 @@ impl Verb {
         ];
         // The hot path first: `PUB ` needs no search.
         if line.len() > 3 && is_sep(line[3]) && line[..3].eq_ignore_ascii_case(b"PUB") {
-            return Some((Verb::Pub, skip_seps(line, 4)));
+            return Some((Verb::Pub, PUB_SEPS.skip(line, 4)));
         }
         let (verb, spelling, needs_sep) = VERBS
             .into_iter()
@@ -161,7 +161,7 @@ impl Verb {
         if needs_sep && !line.get(after).copied().is_some_and(is_sep) {
             return None;
         }
-        Some((verb, skip_seps(line, after)))
+        Some((verb, PUB_SEPS.skip(line, after)))
     }
 }
 
@@ -177,36 +177,56 @@ fn is_sub_sep(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-/// The index of the first byte at or after `from` that is not a space or
-/// tab.
-#[inline]
-fn skip_seps(line: &[u8], from: usize) -> usize {
-    from + line[from..].iter().take_while(|&&b| is_sep(b)).count()
+/// A set of field separators: which bytes they are, and a search for the
+/// first of them (the two agree; the search may be faster than asking
+/// byte by byte).
+#[derive(Clone, Copy)]
+struct Separators {
+    is: fn(u8) -> bool,
+    /// Where the first separator of a slice is, or its length if none.
+    find: fn(&[u8]) -> usize,
 }
 
-/// Splits `arg` into fields at runs of separators (`sep`, with
-/// `find_sep` giving the first separator of a slice, or its length),
-/// storing the first `out.len()` as ranges offset by `base`. Returns how
-/// many fields there are in all (possibly more than were stored).
+impl Separators {
+    /// The index of the first byte at or after `from` that is not a
+    /// separator.
+    #[inline]
+    fn skip(self, line: &[u8], mut from: usize) -> usize {
+        // A plain loop: `take_while(..).count()` here cost about 40 more
+        // instructions per NATS delivery (callgrind, 1,891 against 1,850).
+        while from < line.len() && (self.is)(line[from]) {
+            from += 1;
+        }
+        from
+    }
+}
+
+/// Spaces and tabs: between the fields of `PUB`/`HPUB`, and after a verb.
+const PUB_SEPS: Separators = Separators {
+    is: is_sep,
+    find: find_space_or_tab,
+};
+
+/// What separates the fields of `SUB`/`UNSUB`.
+const SUB_SEPS: Separators = Separators {
+    is: is_sub_sep,
+    find: find_sub_sep,
+};
+
+/// Splits `arg` into fields at runs of separators, storing the first
+/// `out.len()` as ranges offset by `base`. Returns how many fields there
+/// are in all (possibly more than were stored).
 #[inline]
-fn fields(
-    arg: &[u8],
-    sep: fn(u8) -> bool,
-    find_sep: fn(&[u8]) -> usize,
-    base: usize,
-    out: &mut [Range<usize>],
-) -> usize {
+fn fields(arg: &[u8], seps: Separators, base: usize, out: &mut [Range<usize>]) -> usize {
     let mut n = 0;
     let mut i = 0;
     loop {
-        while i < arg.len() && sep(arg[i]) {
-            i += 1;
-        }
+        i = seps.skip(arg, i);
         if i == arg.len() {
             return n;
         }
         let start = i;
-        i += find_sep(&arg[i..]);
+        i += (seps.find)(&arg[i..]);
         if let Some(slot) = out.get_mut(n) {
             *slot = base + start..base + i;
         }
@@ -446,7 +466,7 @@ impl Decoder {
             return Err(NatsError::HeadersNotSupported);
         }
         let mut f: [Range<usize>; 4] = Default::default();
-        let n = fields(arg, is_sep, find_space_or_tab, 0, &mut f);
+        let n = fields(arg, PUB_SEPS, 0, &mut f);
         let at = |r: &Range<usize>| &arg[r.clone()];
         let (subject, reply, header_len, size) = if headers {
             let (subject, reply, hdr, size) = match n {
@@ -571,7 +591,7 @@ pub(crate) fn counted_payload<'a>(
 /// `SUB <subject> [queue] <sid>`.
 fn parse_sub(arg: &[u8], base: usize) -> Result<Line, NatsError> {
     let mut f: [Range<usize>; 3] = Default::default();
-    let (subject, queue, sid) = match fields(arg, is_sub_sep, find_sub_sep, base, &mut f) {
+    let (subject, queue, sid) = match fields(arg, SUB_SEPS, base, &mut f) {
         2 => (f[0].clone(), None, f[1].clone()),
         3 => (f[0].clone(), Some(f[1].clone()), f[2].clone()),
         _ => return Err(NatsError::SubArgs),
@@ -589,7 +609,7 @@ fn parse_sub(arg: &[u8], base: usize) -> Result<Line, NatsError> {
 /// `UNSUB <sid> [max_msgs]`.
 fn parse_unsub(arg: &[u8], base: usize) -> Result<Line, NatsError> {
     let mut f: [Range<usize>; 2] = Default::default();
-    let (sid, max_msgs) = match fields(arg, is_sub_sep, find_sub_sep, base, &mut f) {
+    let (sid, max_msgs) = match fields(arg, SUB_SEPS, base, &mut f) {
         1 => (f[0].clone(), None),
         2 => {
             let max = &arg[f[1].start - base..f[1].end - base];
@@ -1570,13 +1590,10 @@ mod tests {
                 0..40,
             ),
         ) {
-            for (sep, find) in [
-                (is_sep as fn(u8) -> bool, find_space_or_tab as fn(&[u8]) -> usize),
-                (is_sub_sep, find_sub_sep),
-            ] {
-                let want = fields_one_byte_at_a_time(&arg, sep);
+            for seps in [PUB_SEPS, SUB_SEPS] {
+                let want = fields_one_byte_at_a_time(&arg, seps.is);
                 let mut got: [Range<usize>; 4] = Default::default();
-                let n = fields(&arg, sep, find, 3, &mut got);
+                let n = fields(&arg, seps, 3, &mut got);
                 prop_assert_eq!(n, want.len());
                 for (g, w) in got.iter().zip(&want) {
                     prop_assert_eq!(g.clone(), w.start + 3..w.end + 3);
