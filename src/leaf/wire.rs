@@ -29,7 +29,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::framing::{Frame, Frames};
-use crate::protocol::nats::{counted_payload, PayloadError, MAX_CONTROL_LINE};
+use crate::protocol::nats::{counted_payload, parse_size, PayloadError, MAX_CONTROL_LINE};
 use crate::protocol::Message;
 
 /// Queue names an `LMSG` may list; nats-server has no limit, but a hub
@@ -141,16 +141,6 @@ pub struct HubDecoder {
     pending: Option<MsgHead>,
     /// Queue names of the message being decoded, as places in `line`.
     queues: Vec<Range<usize>>,
-}
-
-/// nats-server's `parseSize`: 1 to 9 ASCII digits.
-fn parse_size(digits: &[u8]) -> Option<usize> {
-    if digits.is_empty() || digits.len() > 9 {
-        return None;
-    }
-    digits.iter().try_fold(0usize, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + usize::from(b - b'0'))
-    })
 }
 
 /// The fields of `arg` (split at runs of spaces, tabs and stray `\r` or

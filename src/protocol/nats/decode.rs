@@ -263,9 +263,10 @@ fn find_sub_sep(s: &[u8]) -> usize {
     s.iter().position(|&b| is_sub_sep(b)).unwrap_or(s.len())
 }
 
-/// nats-server's `parseSize`: 1 to 9 ASCII digits, else `None`.
+/// nats-server's `parseSize`: 1 to 9 ASCII digits, else `None` (also the
+/// leaf link's sizes).
 #[inline]
-fn parse_size(digits: &[u8]) -> Option<usize> {
+pub(crate) fn parse_size(digits: &[u8]) -> Option<usize> {
     if digits.is_empty() || digits.len() > 9 {
         return None;
     }

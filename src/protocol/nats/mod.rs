@@ -87,7 +87,7 @@ use bytes::Bytes;
 use super::Message;
 
 pub use connect::ConnectOptions;
-pub(crate) use decode::{counted_payload, PayloadError};
+pub(crate) use decode::{counted_payload, parse_size, PayloadError};
 pub use decode::{framer_max_frame, new_framer, Decoder};
 pub use encode::{
     decimal_len, encode_decimal, encode_err, encode_hmsg, encode_hmsg_head, encode_hpub,
