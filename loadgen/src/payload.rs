@@ -37,7 +37,9 @@ pub struct Alphabet {
     digits: [u8; 10],
     /// The two digits of each number below 100: numbers are written two
     /// digits per division (one division per digit was about a fifth of a
-    /// generator's CPU at full speed, `perf record`, 1→1).
+    /// generator's CPU at full speed, `perf record`, 1→1). That cut the
+    /// generator's instructions, not its full-speed rate, which stayed the
+    /// same in interleaved runs.
     pairs: [[u8; 2]; 100],
     sep: u8,
     pad: u8,
