@@ -20,6 +20,7 @@ ROOT=$(pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TERN=$TARGET_DIR/release/tern
 LOADGEN=$TARGET_DIR/release/tern-loadgen
+FORWARDER=$TARGET_DIR/release/tern-forwarder
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "$(basename "$0"): $*"; exit 1; }

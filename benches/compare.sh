@@ -14,6 +14,10 @@
 #       for coordinated omission (receive - intended send)
 #   (m) mixed, tern only: (b) with a line-protocol publisher and 8 NATS
 #       subscribers, against tern's all-NATS (b)
+# A fourth server, "forwarder" (tern-forwarder, from loadgen/), does nothing
+# but turn PUB lines into MSG lines on a blocking thread per connection: its
+# (a) and (b) are the most this generator, on one CPU, can measure of any
+# server, and the table says what ratio to nats-server that ceiling allows.
 # tern is measured on both of its listeners: "tern" (line protocol) and
 # "tern-nats" (the NATS front door, same process); a second table sets
 # tern's NATS listener against nats-server.
@@ -43,13 +47,13 @@ if (( SERVER_CPU >= ncpu || CLIENT_CPU >= ncpu || SERVER_CPU == CLIENT_CPU )); t
     die "need two distinct CPUs (SERVER_CPU=$SERVER_CPU, CLIENT_CPU=$CLIENT_CPU, this machine has $ncpu)"
 fi
 
-log "building tern and tern-loadgen (release)..."
+log "building tern, tern-loadgen and tern-forwarder (release)..."
 cargo build --release --quiet -p tern -p tern-loadgen
-[[ -x $TERN && -x $LOADGEN ]] || die "release binaries not found in $TARGET_DIR/release"
+[[ -x $TERN && -x $LOADGEN && -x $FORWARDER ]] || die "release binaries not found in $TARGET_DIR/release"
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/latency-*.svg "$OUT"/latency-*.hlog
 
-SERVERS=(tern tern-nats)
+SERVERS=(tern tern-nats forwarder)
 NOTES=()
 if command -v nats-server >/dev/null; then SERVERS+=(nats); else NOTES+=("nats-server is not installed: skipped (apt-get install nats-server)"); fi
 if command -v redis-server >/dev/null; then SERVERS+=(redis); else NOTES+=("redis-server is not installed: skipped (apt-get install redis-server)"); fi
@@ -65,13 +69,14 @@ for s in "${SERVERS[@]}"; do
             ;;
         # The same process, its NATS listener.
         tern-nats) PORT[tern-nats]=$nats_port; PID[tern-nats]=${PID[tern]}; port=$nats_port ;;
+        forwarder) start_server forwarder "$port" taskset -c "$SERVER_CPU" "$FORWARDER" --listen "127.0.0.1:$port" ;;
         nats) start_server nats "$port" env GOMAXPROCS=1 taskset -c "$SERVER_CPU" nats-server -a 127.0.0.1 -p "$port" ;;
         redis) start_server redis "$port" taskset -c "$SERVER_CPU" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no ;;
     esac
     log "started $s (pid ${PID[$s]}) on 127.0.0.1:$port"
 done
 
-protocol_of() { case $1 in tern) echo line ;; tern-nats | nats) echo nats ;; redis) echo redis ;; esac; }
+protocol_of() { case $1 in tern | forwarder) echo line ;; tern-nats | nats) echo nats ;; redis) echo redis ;; esac; }
 
 WORKLOADS=(a b c m)
 workload_args() {
@@ -120,7 +125,7 @@ ratio() { # peer / tern
     awk -v p="$1" -v t="$2" 'BEGIN { if (t > 0) printf " (%.2f×)", p / t }'
 }
 
-name_of() { case $1 in tern) echo tern ;; tern-nats) echo "tern (NATS)" ;; nats) echo nats-server ;; redis) echo redis-server ;; esac; }
+name_of() { case $1 in tern) echo tern ;; tern-nats) echo "tern (NATS)" ;; forwarder) echo "forwarder (floor)" ;; nats) echo nats-server ;; redis) echo redis-server ;; esac; }
 
 header="| workload | tern"
 rule="| --- | ---:"
@@ -210,6 +215,12 @@ if [[ " ${SERVERS[*]} " == *" nats "* ]]; then
     nats_row "(c) p50" c p50 fmt_us
     nats_row "(c) p99" c p99 fmt_us
     nats_row "(c) p99.9" c p999 fmt_us
+fi
+# The harness's ceiling: the forwarder's figure over nats-server's.
+if [[ " ${SERVERS[*]} " == *" nats "* ]]; then
+    ceiling() { ratio "$(figure "$1" forwarder tput)" "$(figure "$1" nats tput)" | tr -d ' ()'; }
+    echo
+    echo "Ceiling of this harness: the forwarder, which does nothing but rewrite the verb, measured $(ceiling a) nats-server's (a) and $(ceiling b) its (b); no server can show a larger ratio with one generator CPU."
 fi
 mixed=$(figure m tern tput)
 all_nats=$(figure b tern-nats tput)

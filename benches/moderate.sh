@@ -3,10 +3,17 @@
 # a fixed rate well below saturation. For each server, 1 publisher -> 1
 # subscriber, 128-byte payloads, at $RATE msgs/s (default 50,000):
 #   - server CPU, % of one core (utime + stime from /proc/PID/stat over
-#     $SAMPLE seconds in the middle of the run);
+#     $SAMPLE seconds in the middle of the measured run);
 #   - system calls per delivered message on the server (`perf stat -e
-#     raw_syscalls:sys_enter` over the same seconds; "—" without perf);
+#     raw_syscalls:sys_enter` over $SAMPLE seconds of the warm-up, which
+#     is lengthened for it; empty without perf). Tracing system calls costs
+#     CPU per call (about 6 points of tern's CPU and 7 of nats-server's at
+#     50,000 msgs/s here), so neither the CPU figure nor the latency is
+#     taken while perf is attached;
 #   - latency p50 / p99 / p99.9 from tern-loadgen (intended send time).
+# Beside tern and nats-server runs "forwarder" (tern-forwarder, from
+# loadgen/): a blocking thread per connection that turns PUB lines into MSG
+# lines and does nothing else, the floor of what a relay costs here.
 #
 #   benches/moderate.sh                    # tern (line, NATS), nats-server
 #   OLD=/tmp/old/tern benches/moderate.sh  # also an older tern binary
@@ -40,7 +47,7 @@ NOISY=${NOISY:-0}
 OLD=${OLD:-}
 
 command -v taskset >/dev/null || die "taskset (util-linux) is required"
-log "building tern and tern-loadgen (release)..."
+log "building tern, tern-loadgen and tern-forwarder (release)..."
 cargo build --release --quiet -p tern -p tern-loadgen
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.row
@@ -56,6 +63,7 @@ for t in tern ${OLD:+tern-old}; do
     SERVERS+=("$t" "$t-nats")
 done
 if (( !CROSS )); then
+    SERVERS+=(forwarder)
     if command -v nats-server >/dev/null; then SERVERS+=(nats); else log "nats-server is not installed: skipped"; fi
 fi
 
@@ -70,6 +78,9 @@ run() {
     port=$(free_port) nport=$(free_port) sport=$(free_port)
     if [[ $name == nats ]]; then
         start_server "$name" "$port" env GOMAXPROCS=1 taskset -c "$SERVER_CPU" nats-server -a 127.0.0.1 -p "$port"
+        targets=(--target "127.0.0.1:$port")
+    elif [[ $name == forwarder ]]; then
+        start_server "$name" "$port" taskset -c "$SERVER_CPU" "$FORWARDER" --listen "127.0.0.1:$port"
         targets=(--target "127.0.0.1:$port")
     else
         bin=$(binary_of "$name")
@@ -110,21 +121,27 @@ run() {
         PIDS+=("$hog")
     fi
     local json=$OUT/$name-$round.json
+    # With perf, the warm-up also holds the system-call count: half a
+    # second to settle, $SAMPLE seconds traced, then the usual warm-up.
+    local warmup=${WARMUP%s}
+    if (( HAVE_PERF )); then
+        warmup=$(awk -v w="$warmup" -v s="$SAMPLE" 'BEGIN { print w + s + 0.5 }')
+    fi
     taskset -c "$CLIENT_CPU" "$LOADGEN" --cores "$CLIENT_CPU" --quiet --json "$json" --protocol "$proto" \
-        "${targets[@]}" --rate "$RATE" --size 128 --duration "$DURATION" --warmup "$WARMUP" \
+        "${targets[@]}" --rate "$RATE" --size 128 --duration "$DURATION" --warmup "$warmup" \
         >"$OUT/$name-$round.txt" 2>&1 &
     local lg=$!
     PIDS+=("$lg")
-    # Sample the middle of the run: after the warm-up and a second.
-    sleep "$(awk -v w="${WARMUP%s}" 'BEGIN { print w + 1 }')"
     local t0 t1 calls=""
-    t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
     if (( HAVE_PERF )); then
+        sleep 0.5
         perf stat -e raw_syscalls:sys_enter -p "$pid" -o "$OUT/$name-$round.perf" -- sleep "$SAMPLE" >/dev/null 2>&1
         calls=$(awk '/raw_syscalls/ { gsub(",", "", $1); print $1 }' "$OUT/$name-$round.perf")
-    else
-        sleep "$SAMPLE"
     fi
+    # Sample the middle of the measured run: a second after the warm-up.
+    sleep "$(awk -v w="${WARMUP%s}" 'BEGIN { print w + 1 }')"
+    t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    sleep "$SAMPLE"
     t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
     wait "$lg" || log "  $name run $round: tern-loadgen exited with $? (see $OUT/$name-$round.txt)"
     kill "$pid" $hog 2>/dev/null || true

@@ -23,6 +23,9 @@
 //! * [`sys`] — the Linux calls std does not wrap that only the load
 //!   generator needs (epoll, timer slack); CPU pinning and CPU time come
 //!   from [`tern::sys`].
+//! * [`forwarder`] — `tern-forwarder`, the floor the benchmarks measure
+//!   tern against: a blocking thread per connection that turns `PUB` lines
+//!   into `MSG` lines and does nothing else.
 //! * [`soak`] — the `tern-soak` harness: hours of well-behaved and hostile
 //!   clients against a running relay, failing on any loss, a slow `PING`,
 //!   memory past a bound or the relay exiting.
@@ -44,6 +47,7 @@
 //! println!("{}", report.table());
 //! ```
 
+pub mod forwarder;
 pub mod integrity;
 pub mod options;
 pub mod payload;

@@ -269,3 +269,19 @@ fn nats_and_mixed_runs_against_tern_lose_nothing() {
         report.target
     );
 }
+
+#[test]
+fn the_forwarder_baseline_delivers_every_message() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Runs until the test process ends.
+    std::thread::spawn(move || tern_loadgen::forwarder::serve(listener));
+    let report = run(Options {
+        rate: 5_000,
+        ..short(&[addr])
+    })
+    .expect("run succeeds");
+    assert_clean(&report);
+    assert_eq!(report.expected, report.sent);
+}
