@@ -322,3 +322,66 @@ fn an_idle_executor_sleeps_until_its_timer() {
         "the idle executor ran its scheduler {runs} times in 300 ms"
     );
 }
+
+/// Due timers are taken from the front of the executor's timer map, one by
+/// one, instead of splitting the map on every turn of the run loop. Every
+/// timer still fires, once, not before its deadline, in deadline order,
+/// with timers given up at their first poll among them. A due timer left
+/// in the map, or taken out and not woken, hangs this test (a wake too
+/// early only costs a poll: the timer checks its deadline itself).
+#[test]
+fn timers_fire_once_in_deadline_order() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Instant;
+
+    let (fired, early, dropped_fired) = on_executor(move || {
+        executor(Duration::from_millis(1)).run(async {
+            let fired = Rc::new(RefCell::new(Vec::new()));
+            let early = Rc::new(RefCell::new(0u32));
+            let dropped_fired = Rc::new(RefCell::new(0u32));
+            let mut tasks = Vec::new();
+            // Deadlines on a 1 ms grid, in a scrambled order, many shared.
+            let mut x: u64 = 7;
+            for i in 0..400u64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let ms = (x >> 33) % 30;
+                let (fired, early, dropped_fired) =
+                    (fired.clone(), early.clone(), dropped_fired.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    let deadline = Instant::now() + Duration::from_millis(ms);
+                    if i % 4 == 0 {
+                        // A timer given up at its first poll: it leaves the
+                        // map before its deadline.
+                        let never = glommio::timer::Timer::new(Duration::from_millis(ms + 5));
+                        let skipped = futures_lite::future::poll_once(never).await;
+                        if skipped.is_some() {
+                            *dropped_fired.borrow_mut() += 1;
+                        }
+                    }
+                    glommio::timer::Timer::new(Duration::from_millis(ms)).await;
+                    if Instant::now() < deadline {
+                        *early.borrow_mut() += 1;
+                    }
+                    fired.borrow_mut().push(ms);
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            let fired = fired.borrow().clone();
+            let early = *early.borrow();
+            let dropped_fired = *dropped_fired.borrow();
+            (fired, early, dropped_fired)
+        })
+    });
+    assert_eq!(fired.len(), 400, "every timer fires once");
+    assert_eq!(early, 0, "a timer fired before its deadline");
+    assert_eq!(dropped_fired, 0, "a timer fired at its first poll");
+    assert!(
+        fired.windows(2).all(|w| w[0] <= w[1]),
+        "timers fired out of deadline order: {fired:?}"
+    );
+}
