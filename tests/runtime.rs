@@ -4,6 +4,8 @@
 //! Only progress and counts are checked, never time: every bound on a
 //! wait only turns a hang into a failure.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -12,6 +14,39 @@ use std::time::Duration;
 
 /// How long a test waits for an executor before calling it hung.
 const HUNG: Duration = Duration::from_secs(30);
+
+/// The system allocator, counting on each thread the allocations of one
+/// chosen layout (a receive buffer's: glommio's are page-aligned).
+struct CountingAllocator;
+
+thread_local! {
+    /// The layout counted on this thread (size, alignment), and the count.
+    static COUNTED: Cell<((usize, usize), usize)> = const { Cell::new(((0, 0), 0)) };
+}
+
+// SAFETY: every call goes unchanged to `System`, which upholds the
+// `GlobalAlloc` contract; the count is a const-initialised thread-local
+// `Cell`, which neither allocates nor can be borrowed twice.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = COUNTED.try_with(|c| {
+            let (shape, n) = c.get();
+            if shape == (layout.size(), layout.align()) {
+                c.set((shape, n + 1));
+            }
+        });
+        // SAFETY: the caller's `layout` is passed on as the caller gave it.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// glommio 0.9.0 as published parked an executor that still had runnable
 /// tasks when its preempt timer fired before it ran anything, and then
@@ -383,5 +418,52 @@ fn timers_fire_once_in_deadline_order() {
     assert!(
         fired.windows(2).all(|w| w[0] <= w[1]),
         "timers fired out of deadline order: {fired:?}"
+    );
+}
+
+/// A stream hands the buffer of its last receive on the ring to the next:
+/// 2,000 echoes, each read waiting on the ring with a 100-byte buffer,
+/// allocate a handful of 100-byte receive buffers, not one per wait.
+#[test]
+fn receives_on_the_ring_reuse_their_buffer() {
+    const ROUNDS: usize = 2_000;
+    const READ: usize = 100;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut byte = [0u8; 1];
+        for i in 0..ROUNDS {
+            // The reader has drained the socket and waits on the ring.
+            peer.write_all(&[i as u8]).unwrap();
+            peer.read_exact(&mut byte).unwrap();
+        }
+    });
+    let (echoed, buffers) = on_executor(move || {
+        // glommio's receive buffers are page-aligned, of the size asked.
+        COUNTED.with(|c| c.set(((READ, 4096), 0)));
+        let echoed = executor(Duration::from_millis(1)).run(async move {
+            use futures_lite::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+            let mut buf = [0u8; READ];
+            let mut n = 0;
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(got) => {
+                        stream.write_all(&buf[..got]).await.unwrap();
+                        n += got;
+                    }
+                }
+            }
+            n
+        });
+        (echoed, COUNTED.with(|c| c.get().1))
+    });
+    client.join().unwrap();
+    assert_eq!(echoed, ROUNDS);
+    assert!(
+        buffers <= 10,
+        "{buffers} receive buffers allocated for {ROUNDS} waits"
     );
 }

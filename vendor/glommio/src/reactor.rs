@@ -533,7 +533,20 @@ impl Reactor {
     }
 
     pub(crate) fn recv(&self, fd: RawFd, size: usize, flags: MsgFlags) -> Source {
-        let source = self.new_source(fd, SourceType::SockRecv(None), None);
+        self.recv_into(fd, size, flags, None)
+    }
+
+    /// A receive into `buffer` if it is `size` bytes long, else into a new
+    /// buffer (tern patch: a stream hands back the buffer of its last
+    /// receive, so that waiting for data allocates nothing).
+    pub(crate) fn recv_into(
+        &self,
+        fd: RawFd,
+        size: usize,
+        flags: MsgFlags,
+        buffer: Option<sys::DmaBuffer>,
+    ) -> Source {
+        let source = self.new_source(fd, SourceType::SockRecv(buffer), None);
         self.sys.recv(&source, size, flags);
         source
     }

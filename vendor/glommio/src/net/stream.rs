@@ -231,6 +231,16 @@ struct Received {
     end: usize,
 }
 
+/// What a stream keeps from its last receive on the ring (tern patch).
+#[derive(Debug)]
+enum Kept {
+    /// Bytes the reader has not taken yet (its buffer was smaller).
+    Bytes(Received),
+    /// The buffer, read to the end: the next receive on the ring uses it,
+    /// so a stream holds at most one, here or in the receive in flight.
+    Buffer(sys::DmaBuffer),
+}
+
 impl Received {
     /// Copies what fits into `buf`, leaving it to be read.
     fn peek(&self, buf: &mut [u8]) -> usize {
@@ -259,8 +269,8 @@ pub(crate) struct NonBufferedStream<S> {
     /// A readiness poll (the first, from `init`) or a receive on the ring.
     source_rx: Option<Source>,
     /// What the last receive on the ring brought beyond the reader's
-    /// buffer (tern patch).
-    received: Option<Received>,
+    /// buffer, or its buffer once read (tern patch).
+    kept: Option<Kept>,
     /// The last read took everything the socket had, so the next waits on
     /// the ring without trying a `recv` first (tern patch).
     drained: bool,
@@ -280,7 +290,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// there are none, or if a receive is still in flight (it will take
     /// the next bytes).
     fn peek_received(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        if let Some(received) = &self.received {
+        if let Some(Kept::Bytes(received)) = &self.kept {
             return Some(Ok(received.peek(buf)));
         }
         let source = self.source_rx.as_ref()?;
@@ -363,10 +373,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if let Some(received) = self.received.as_mut() {
+        if let Some(Kept::Bytes(received)) = self.kept.as_mut() {
             let n = received.read(buf);
             if received.is_empty() {
-                self.received = None;
+                if let Some(Kept::Bytes(received)) = self.kept.take() {
+                    self.kept = Some(Kept::Buffer(received.data));
+                }
             }
             return Poll::Ready(Ok(n));
         }
@@ -390,9 +402,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                         self.drained = n < data.len();
                         let mut received = Received { data, at: 0, end: n };
                         let copied = received.read(buf);
-                        if !received.is_empty() {
-                            self.received = Some(received);
-                        }
+                        self.kept = Some(if received.is_empty() {
+                            Kept::Buffer(received.data)
+                        } else {
+                            Kept::Bytes(received)
+                        });
                         return Poll::Ready(Ok(copied));
                     }
                 }
@@ -414,11 +428,20 @@ impl<S: AsRawFd> NonBufferedStream<S> {
 
         if self.source_rx.is_none() {
             self.drained = false;
+            // Unread bytes were returned above: only a buffer can be kept.
+            let buffer = match self.kept.take() {
+                Some(Kept::Buffer(buffer)) => Some(buffer),
+                kept => {
+                    self.kept = kept;
+                    None
+                }
+            };
             self.source_rx = Some(
-                reactor.recv(
+                reactor.recv_into(
                     self.stream.as_raw_fd(),
                     buf.len().min(RING_RECV_BYTES),
                     MsgFlags::empty(),
+                    buffer,
                 ),
             );
         }
@@ -497,7 +520,7 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
-            received: None,
+            kept: None,
             drained: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
