@@ -360,12 +360,13 @@ fn an_idle_executor_sleeps_until_its_timer() {
 
 /// Due timers are taken from the front of the executor's timer map, one by
 /// one, instead of splitting the map on every turn of the run loop. Every
-/// timer still fires, once, not before its deadline, in deadline order,
-/// with timers given up at their first poll among them. A due timer left
-/// in the map, or taken out and not woken, hangs this test (a wake too
-/// early only costs a poll: the timer checks its deadline itself).
+/// timer still fires, once and not before its deadline, with timers given
+/// up at their first poll among them. A due timer left in the map, or
+/// taken out and not woken, hangs this test (a wake too early only costs a
+/// poll: the timer checks its deadline itself). The order in which they
+/// fire is not checked: each task starts its timer at its own instant.
 #[test]
-fn timers_fire_once_in_deadline_order() {
+fn timers_fire_once_and_not_early() {
     use std::cell::RefCell;
     use std::rc::Rc;
     use std::time::Instant;
@@ -415,10 +416,6 @@ fn timers_fire_once_in_deadline_order() {
     assert_eq!(fired.len(), 400, "every timer fires once");
     assert_eq!(early, 0, "a timer fired before its deadline");
     assert_eq!(dropped_fired, 0, "a timer fired at its first poll");
-    assert!(
-        fired.windows(2).all(|w| w[0] <= w[1]),
-        "timers fired out of deadline order: {fired:?}"
-    );
 }
 
 /// A stream hands the buffer of its last receive on the ring to the next:
