@@ -101,34 +101,49 @@ fn executor(preempt: Duration) -> glommio::LocalExecutor {
 /// and sleeps on it: one the sleep did not submit would never complete.
 #[test]
 fn a_sleeping_executor_submits_its_socket_polls() {
-    const ROUNDS: usize = 2_000;
+    let (echoed, _) = echo_while_waiting(2_000, 1);
+    assert_eq!(echoed, 2_000);
+}
+
+/// Echoes `rounds` one-byte messages, each sent while the executor's read
+/// (through a `read_size`-byte buffer) waits for it. Returns the bytes
+/// echoed, and how many page-aligned `read_size`-byte blocks (glommio's
+/// receive buffers) the executor's thread allocated.
+fn echo_while_waiting(rounds: usize, read_size: usize) -> (usize, usize) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let client = thread::spawn(move || {
         let (mut peer, _) = listener.accept().unwrap();
         let mut byte = [0u8; 1];
-        for i in 0..ROUNDS {
+        for i in 0..rounds {
             // The executor is asleep (or about to be) when this arrives.
             peer.write_all(&[i as u8]).unwrap();
             peer.read_exact(&mut byte).unwrap();
             assert_eq!(byte[0], i as u8);
         }
     });
-    let echoed = on_executor(move || {
-        executor(Duration::from_millis(1)).run(async move {
+    let result = on_executor(move || {
+        COUNTED.with(|c| c.set(((read_size, 4096), 0)));
+        let echoed = executor(Duration::from_millis(1)).run(async move {
             use futures_lite::{AsyncReadExt, AsyncWriteExt};
             let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
-            let mut byte = [0u8; 1];
+            let mut buf = vec![0u8; read_size];
             let mut n = 0;
-            while stream.read_exact(&mut byte).await.is_ok() {
-                stream.write_all(&byte).await.unwrap();
-                n += 1;
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(got) => {
+                        stream.write_all(&buf[..got]).await.unwrap();
+                        n += got;
+                    }
+                }
             }
             n
-        })
+        });
+        (echoed, COUNTED.with(|c| c.get().1))
     });
     client.join().unwrap();
-    assert_eq!(echoed, ROUNDS);
+    result
 }
 
 /// Reads that wait on the ring receive get their bytes with the
@@ -424,40 +439,7 @@ fn timers_fire_once_and_not_early() {
 #[test]
 fn receives_on_the_ring_reuse_their_buffer() {
     const ROUNDS: usize = 2_000;
-    const READ: usize = 100;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let client = thread::spawn(move || {
-        let (mut peer, _) = listener.accept().unwrap();
-        let mut byte = [0u8; 1];
-        for i in 0..ROUNDS {
-            // The reader has drained the socket and waits on the ring.
-            peer.write_all(&[i as u8]).unwrap();
-            peer.read_exact(&mut byte).unwrap();
-        }
-    });
-    let (echoed, buffers) = on_executor(move || {
-        // glommio's receive buffers are page-aligned, of the size asked.
-        COUNTED.with(|c| c.set(((READ, 4096), 0)));
-        let echoed = executor(Duration::from_millis(1)).run(async move {
-            use futures_lite::{AsyncReadExt, AsyncWriteExt};
-            let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
-            let mut buf = [0u8; READ];
-            let mut n = 0;
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(got) => {
-                        stream.write_all(&buf[..got]).await.unwrap();
-                        n += got;
-                    }
-                }
-            }
-            n
-        });
-        (echoed, COUNTED.with(|c| c.get().1))
-    });
-    client.join().unwrap();
+    let (echoed, buffers) = echo_while_waiting(ROUNDS, 100);
     assert_eq!(echoed, ROUNDS);
     assert!(
         buffers <= 10,
