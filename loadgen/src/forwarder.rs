@@ -5,15 +5,16 @@
 //! `MSG` line (the same bytes with the verb replaced) and goes to every
 //! connection that sent a `SUB`, whatever its subject; `PING` is answered
 //! with `PONG`; every other line is ignored. No subject index, no queues,
-//! no flow control, no limits. A thread blocked in `recv` is the cheapest
-//! way Linux has to wait for a message, so what this costs per message at a
-//! moderate rate (`benches/moderate.sh` runs it beside tern) is what the
-//! kernel and the machine charge any relay: wake-up, receive, send.
+//! no flow control, no limits. A thread blocked in `recv` waits with no
+//! poll to arm and no completion to reap, so what this costs per message at
+//! a moderate rate (`benches/moderate.sh` runs it beside tern) is close to
+//! what the kernel and the machine charge any relay: wake-up, receive,
+//! send.
 //!
-//! It is a measuring stick, not a server: it trusts its clients, sends
-//! one subject's messages to everyone, and a subscriber that stops reading
-//! stalls every publisher. Use it on loopback with `tern-loadgen`, one
-//! subject.
+//! It is a measuring stick, not a server: it trusts its clients (a line
+//! without its `\n` is held however long it grows), sends every message to
+//! every subscriber, and a subscriber that stops reading stalls every
+//! publisher. Use it on loopback with `tern-loadgen`, one subject.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
