@@ -241,6 +241,18 @@ enum Kept {
     Buffer(sys::DmaBuffer),
 }
 
+impl Kept {
+    /// What to keep of a receive a read has taken from: the bytes left, or
+    /// the buffer if there are none.
+    fn after_read(received: Received) -> Kept {
+        if received.is_empty() {
+            Kept::Buffer(received.data)
+        } else {
+            Kept::Bytes(received)
+        }
+    }
+}
+
 impl Received {
     /// Copies what fits into `buf`, leaving it to be read.
     fn peek(&self, buf: &mut [u8]) -> usize {
@@ -373,13 +385,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if let Some(Kept::Bytes(received)) = self.kept.as_mut() {
+        if let Some(Kept::Bytes(mut received)) =
+            self.kept.take_if(|k| matches!(k, Kept::Bytes(_)))
+        {
             let n = received.read(buf);
-            if received.is_empty() {
-                if let Some(Kept::Bytes(received)) = self.kept.take() {
-                    self.kept = Some(Kept::Buffer(received.data));
-                }
-            }
+            self.kept = Some(Kept::after_read(received));
             return Poll::Ready(Ok(n));
         }
         let reactor = self.reactor.upgrade().unwrap();
@@ -402,11 +412,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                         self.drained = n < data.len();
                         let mut received = Received { data, at: 0, end: n };
                         let copied = received.read(buf);
-                        self.kept = Some(if received.is_empty() {
-                            Kept::Buffer(received.data)
-                        } else {
-                            Kept::Bytes(received)
-                        });
+                        self.kept = Some(Kept::after_read(received));
                         return Poll::Ready(Ok(copied));
                     }
                 }
@@ -429,12 +435,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if self.source_rx.is_none() {
             self.drained = false;
             // Unread bytes were returned above: only a buffer can be kept.
-            let buffer = match self.kept.take() {
+            let buffer = match self.kept.take_if(|k| matches!(k, Kept::Buffer(_))) {
                 Some(Kept::Buffer(buffer)) => Some(buffer),
-                kept => {
-                    self.kept = kept;
-                    None
-                }
+                _ => None,
             };
             self.source_rx = Some(
                 reactor.recv_into(

@@ -392,24 +392,14 @@ fn fill_sqe<F>(
                 // tern patch (see TERN-PATCHES.md, "Receive buffers reused"):
                 // a buffer of the right size the source came with is used
                 // instead of a new one.
-                let mut given = None;
-                source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
-                    if let SourceType::SockRecv(slot) = &mut src.source_type {
-                        if slot.as_ref().is_some_and(|b| b.len() == len) {
-                            given = slot.take();
-                        }
-                    }
-                });
-                let mut buf = match given {
-                    Some(buf) => buf,
-                    None => DmaBuffer::new(len).expect("failed to allocate buffer"),
-                };
-                sqe.prep_recv(op.fd, buf.as_bytes_mut(), MsgFlags::from_bits_retain(flags));
-
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
                     match &mut src.source_type {
                         SourceType::SockRecv(slot) => {
-                            *slot = Some(buf);
+                            if !slot.as_ref().is_some_and(|b| b.len() == len) {
+                                *slot = Some(DmaBuffer::new(len).expect("failed to allocate buffer"));
+                            }
+                            let buf = slot.as_mut().expect("a buffer was just put there");
+                            sqe.prep_recv(op.fd, buf.as_bytes_mut(), MsgFlags::from_bits_retain(flags));
                         }
                         _ => unreachable!(),
                     };
